@@ -1,0 +1,1 @@
+"""Data side of the loop: ingest, splits, augmentation and fusion."""

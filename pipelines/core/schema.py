@@ -1,0 +1,53 @@
+"""The canonical tables every stage reads and writes (ARCHITECTURE.md), and their validation."""
+
+import pandas as pd
+
+from pipelines.core.errors import ShopError
+
+# Provenance carried by every row, real or synthetic.
+PROVENANCE = {"is_synthetic": "bool", "source": "string", "parent_id": "string"}
+
+# Required columns and dtypes per table; tables may carry extra attribute columns.
+TABLES: dict[str, dict[str, str]] = {
+    "items": {"item_id": "string", "title": "string", "description": "string", "category": "string",
+              "price": "float64"},
+    "users": {"user_id": "string"},
+    "interactions": {"user_id": "string", "item_id": "string", "ts": "datetime64[ns, UTC]", "event": "string",
+                     "quantity": "int64", "value": "float64", "basket_id": "string"},
+    "queries": {"query_id": "string", "query": "string", "item_id": "string", "relevance": "float64"},
+}
+NON_NULL_TEXT = {"items": ["item_id", "title", "description", "category"], "queries": ["query_id", "query", "item_id"],
+                 "interactions": ["item_id"], "users": ["user_id"]}
+
+
+def validate_table(df: pd.DataFrame, table: str, name: str) -> pd.DataFrame:
+    """Return `df` coerced to the canonical dtypes of `table`; raise ShopError naming `name` and the column at fault.
+
+    Missing provenance columns are filled as real rows (`is_synthetic=False`, `source=name`).
+    """
+    if table not in TABLES:
+        raise ShopError(f"unknown table '{table}'; expected one of {sorted(TABLES)}")
+    if df.empty:
+        raise ShopError(f"{name}: table '{table}' has no rows")
+    missing = [c for c in TABLES[table] if c not in df.columns and not (table == "interactions" and c == "basket_id")]
+    if missing:
+        raise ShopError(f"{name}: missing column(s) {missing} for table '{table}'")
+    out = df.copy()
+    if table == "interactions" and "basket_id" not in out.columns:
+        out["basket_id"] = out["user_id"].astype("string") + "@" + out["ts"].astype("string")
+    for column, dtype in {**TABLES[table], **PROVENANCE}.items():
+        if column not in out.columns:
+            out[column] = {"is_synthetic": False, "source": name, "parent_id": pd.NA}[column]
+        try:
+            out[column] = pd.to_datetime(out[column], utc=True) if dtype.startswith("datetime") else out[column].astype(dtype)
+        except (ValueError, TypeError) as exc:
+            raise ShopError(f"{name}: column '{column}' cannot be read as {dtype} ({str(exc).splitlines()[0]})") from None
+    for column in NON_NULL_TEXT[table]:
+        if out[column].isna().any():
+            if table == "items" and column in ("title", "description", "category"):
+                out[column] = out[column].fillna("")
+            else:
+                raise ShopError(f"{name}: column '{column}' has {int(out[column].isna().sum())} empty values")
+    if table == "queries" and not out["relevance"].between(0, 1).all():
+        raise ShopError(f"{name}: column 'relevance' must lie in 0..1")
+    return out

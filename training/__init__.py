@@ -1,0 +1,1 @@
+"""Models, training loop, evaluation harness and baselines, MLflow logging and registry promotion."""
