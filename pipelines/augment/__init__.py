@@ -1,0 +1,1 @@
+"""Synthetic data generators, their text-generation backends, and the manifest every output carries."""
