@@ -4,6 +4,8 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 export SHOP_DATA_DIR ?= $(abspath ../shared/data)
 export HF_HUB_OFFLINE ?= 1
+# DVC stage commands call `python`: make it the project's interpreter.
+export PATH := $(abspath $(VENV))/bin:$(PATH)
 
 .PHONY: setup repro test lint
 

@@ -6,7 +6,7 @@ import pandas as pd
 
 
 class Recommender(Protocol):
-    """Ranks the full catalogue for users represented by their purchase history (not by a learned id alone)."""
+    """Ranks the full catalogue for users represented by their purchase history (not a learned id alone)."""
 
     name: str
 
@@ -14,7 +14,7 @@ class Recommender(Protocol):
         """Learn from canonical training interactions (ts before the cutoff) and the item catalogue."""
 
     def recommend(self, history: pd.DataFrame, user_ids: list[str], k: int) -> dict[str, list[str]]:
-        """Return the top-k item ids per user; `history` holds the canonical interactions visible to the model."""
+        """Return the top-k item ids per user; `history` = the canonical interactions visible to the model."""
 
 
 class Retriever(Protocol):

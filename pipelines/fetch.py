@@ -1,0 +1,183 @@
+"""Stage `fetch`: copy each raw dataset from the data directory into data/raw/<task>/, checksum-verified.
+
+A file absent from the data directory is downloaded from its `url` (progress bar, retries, checksum) first;
+without a url or a network the command stops with one line saying which file to put where.
+"""
+
+import hashlib
+import logging
+import shutil
+from pathlib import Path
+from typing import Annotated
+from urllib.parse import unquote, urlparse
+
+import httpx
+import typer
+from tenacity import retry, retry_if_exception, stop_after_attempt, wait_exponential
+from tqdm.auto import tqdm
+
+from pipelines.core import ShopError, atomic_dir, atomic_path, data_dir, load_params, repo_root, run_cli
+from pipelines.core.config import SourceParams
+from pipelines.core.paths import DATA_DIR_ENV
+
+log = logging.getLogger(__name__)
+app = typer.Typer(add_completion=False, help=__doc__)
+
+OPEN_SEARCH_DATA = (
+    "or set data.search.adapter to an openly licensed dataset: wands "
+    "(https://github.com/wayfair/WANDS) or esci (https://github.com/amazon-science/esci-data)"
+)
+SUFFIXES = (".csv.gz", ".tsv.gz", ".csv", ".tsv", ".parquet", ".zip", ".xlsx")
+
+
+def sha256_of(path: Path) -> str:
+    """Hex sha256 of a file, or of a folder (over its files' relative paths and contents, sorted)."""
+    if path.is_dir():
+        digest = hashlib.sha256()
+        for child in sorted(p for p in path.rglob("*") if p.is_file()):
+            digest.update(f"{child.relative_to(path).as_posix()}\0{sha256_of(child)}\n".encode())
+        return digest.hexdigest()
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def verify(path: Path, expected: str | None, key: str) -> str:
+    """Return the file's sha256; raise ShopError when `expected` is set and differs."""
+    actual = sha256_of(path)
+    if expected and actual != expected.lower():
+        raise ShopError(
+            f"{path}: sha256 is {actual}, but {key} expects {expected} "
+            "(replace the file, or update the hash if the new version is intended)"
+        )
+    return actual
+
+
+def _suffix(name: str) -> str:
+    return next((s for s in SUFFIXES if name.lower().endswith(s)), Path(name).suffix.lower())
+
+
+def download_target(source: SourceParams, root: Path) -> Path:
+    """Where a download lands: the configured file, or beside it under the url's name if formats differ."""
+    wanted = root / source.file
+    url_name = unquote(Path(urlparse(source.url or "").path).name)
+    if url_name and _suffix(url_name) != _suffix(wanted.name):
+        return wanted.parent / url_name
+    return wanted
+
+
+def _retryable(exc: BaseException) -> bool:
+    if isinstance(exc, httpx.HTTPStatusError):
+        return exc.response.status_code >= 500 or exc.response.status_code == 429
+    return isinstance(exc, httpx.TransportError)
+
+
+@retry(
+    retry=retry_if_exception(_retryable),
+    stop=stop_after_attempt(3),
+    wait=wait_exponential(multiplier=0.5, max=8),
+    reraise=True,
+)
+def _stream(url: str, target: Path) -> None:
+    with (
+        atomic_path(target) as tmp,
+        httpx.stream("GET", url, follow_redirects=True, timeout=30.0) as response,
+    ):
+        response.raise_for_status()
+        total = int(response.headers.get("content-length", 0)) or None
+        with open(tmp, "wb") as fh, tqdm(total=total, unit="B", unit_scale=True, desc=target.name) as bar:
+            for chunk in response.iter_bytes(1 << 16):
+                fh.write(chunk)
+                bar.update(len(chunk))
+
+
+def download(url: str, target: Path, url_sha256: str | None, key: str) -> Path:
+    """Download `url` to `target` (atomically, retried); check `url_sha256` or log the hash; return target."""
+    log.info("downloading %s -> %s", url, target)
+    try:
+        _stream(url, target)
+    except (httpx.HTTPError, OSError) as exc:
+        raise ShopError(
+            f"cannot download {url} ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); "
+            f"download it by hand and put it at {target}"
+        ) from None
+    try:
+        digest = verify(target, url_sha256, f"{key}.url_sha256")
+    except ShopError:
+        target.unlink(missing_ok=True)
+        raise
+    if not url_sha256:
+        log.info("downloaded %s sha256 %s (set %s.url_sha256 to pin it)", target.name, digest, key)
+    return target
+
+
+def locate(source: SourceParams, task: str, root: Path) -> Path:
+    """Return the raw file (or folder) for a source in the data directory, downloading it when allowed."""
+    key = f"data.{task}"
+    wanted = root / source.file
+    if wanted.exists():
+        return wanted
+    if source.url:
+        target = download_target(source, root)
+        if target.exists():
+            return target
+        return download(source.url, target, source.url_sha256, key)
+    hint = f"{key}.file: put it at {wanted} (the data directory is ${DATA_DIR_ENV}, now {root})"
+    if source.adapter == "homedepot":
+        raise ShopError(
+            f"{wanted} not found and never downloaded (Home Depot is Kaggle competition data): get "
+            f"train.csv from the 'Home Depot Product Search Relevance' competition and {hint}, "
+            f"{OPEN_SEARCH_DATA}"
+        )
+    raise ShopError(f"{wanted} not found and {key}.url is not set; {hint}")
+
+
+def check_source(source: SourceParams, task: str, root: Path) -> tuple[Path, str]:
+    """Locate (or download) one source and verify its checksum; return (path, sha256)."""
+    path = locate(source, task, root)
+    configured = path == root / source.file
+    expected = source.sha256 if configured else source.url_sha256
+    return path, verify(path, expected, f"data.{task}.{'sha256' if configured else 'url_sha256'}")
+
+
+def copy_source(path: Path, out: Path) -> int:
+    """Copy a raw file (or folder) into `out`, replacing the folder whole; return the bytes copied."""
+    with atomic_dir(out) as tmp:
+        if path.is_dir():
+            shutil.copytree(path, tmp / path.name)
+        else:
+            shutil.copyfile(path, tmp / path.name)
+    copied = out / path.name
+    return (
+        sum(p.stat().st_size for p in copied.rglob("*") if p.is_file())
+        if copied.is_dir()
+        else copied.stat().st_size
+    )
+
+
+@app.command()
+def main(
+    params: Annotated[Path, typer.Option(help="params file")] = Path("params.yaml"),
+    out: Annotated[Path, typer.Option(help="folder receiving retail/ and search/")] = Path("data/raw"),
+    task: Annotated[
+        list[str] | None, typer.Option(help="fetch only this task (retail, search); repeatable")
+    ] = None,
+) -> None:
+    """Copy (or download) the raw retail and search files into data/raw/{retail,search}/."""
+    config = load_params(params if params.is_absolute() or params.exists() else repo_root() / params)
+    root = data_dir()
+    tasks = task or ["retail", "search"]
+    unknown = sorted(set(tasks) - {"retail", "search"})
+    if unknown:
+        raise ShopError(f"--task: unknown task(s) {unknown}; expected retail or search")
+    # Locate and verify everything first, so a missing or altered file leaves data/raw as it was.
+    found = {name: check_source(getattr(config.data, name), name, root) for name in tasks}
+    for name, (path, digest) in found.items():
+        size = copy_source(path, out / name)
+        log.info("fetched %s -> %s (%d bytes, sha256 %s)", path, out / name / path.name, size, digest)
+
+
+if __name__ == "__main__":
+    run_cli(app)

@@ -1,0 +1,157 @@
+"""Stage `ingest`: raw retail and search files -> checked canonical tables (data/canonical/{retail,search}/).
+
+All tables are built and validated in memory first; each output folder is then replaced whole, so a bad input
+leaves the previous outputs untouched. The rows each cleaning rule removed go to reports/ingest.json.
+"""
+
+import logging
+from pathlib import Path
+from typing import Annotated
+
+import numpy as np
+import pandas as pd
+import typer
+
+from pipelines.adapters import TASK_TABLES, load_source
+from pipelines.core import ShopError, atomic_dir, load_params, repo_root, run_cli, validate_table, write_json
+from pipelines.core.io import atomic_path
+
+log = logging.getLogger(__name__)
+app = typer.Typer(add_completion=False, help=__doc__)
+
+
+def raw_input(folder: Path, task: str) -> Path:
+    """The one file or folder that `fetch` put in data/raw/<task>/."""
+    if not folder.is_dir():
+        raise ShopError(f"{folder}: raw {task} data not found; run `python -m pipelines.fetch` first")
+    entries = sorted(p for p in folder.iterdir() if not p.name.startswith("."))
+    if len(entries) != 1:
+        raise ShopError(
+            f"{folder}: expected exactly one raw file or folder, found {[p.name for p in entries]}"
+        )
+    return entries[0]
+
+
+def slice_retail(
+    tables: dict[str, pd.DataFrame], max_users: int | None, seed: int
+) -> dict[str, pd.DataFrame]:
+    """Keep `max_users` customers drawn with `seed` (all their rows) and the same share of guest baskets."""
+    inter = tables["interactions"]
+    users = np.sort(inter["user_id"].dropna().unique().astype(str))
+    if max_users is None or max_users >= len(users):
+        return tables
+    rng = np.random.default_rng(seed)
+    kept_users = set(rng.choice(users, size=max_users, replace=False))
+    guest_baskets = np.sort(inter.loc[inter["user_id"].isna(), "basket_id"].unique().astype(str))
+    n_guest = round(len(guest_baskets) * max_users / len(users))
+    kept_guests = set(rng.choice(guest_baskets, size=n_guest, replace=False)) if n_guest else set()
+    mask = inter["user_id"].isin(kept_users) | (
+        inter["user_id"].isna() & inter["basket_id"].isin(kept_guests)
+    )
+    inter = inter[mask]
+    return {
+        "interactions": inter,
+        "items": tables["items"][tables["items"]["item_id"].isin(inter["item_id"])],
+        "users": tables["users"][tables["users"]["user_id"].isin(kept_users)],
+    }
+
+
+def slice_search(
+    tables: dict[str, pd.DataFrame], max_queries: int | None, seed: int
+) -> dict[str, pd.DataFrame]:
+    """Keep `max_queries` distinct queries drawn with `seed`, their judged pairs and the items they judge."""
+    queries = tables["queries"]
+    ids = np.sort(queries["query_id"].unique().astype(str))
+    if max_queries is None or max_queries >= len(ids):
+        return tables
+    kept = set(np.random.default_rng(seed).choice(ids, size=max_queries, replace=False))
+    queries = queries[queries["query_id"].isin(kept)]
+    return {"queries": queries, "items": tables["items"][tables["items"]["item_id"].isin(queries["item_id"])]}
+
+
+def check_references(tables: dict[str, pd.DataFrame], task: str, name: str) -> None:
+    """Every item an interaction or judged pair names must be in the catalogue."""
+    facts = tables["interactions" if task == "retail" else "queries"]
+    unknown = ~facts["item_id"].isin(tables["items"]["item_id"])
+    if unknown.any():
+        raise ShopError(
+            f"{name}: item_id {facts['item_id'][unknown].iloc[0]!r} is not in the items table "
+            f"({int(unknown.sum())} rows)"
+        )
+    if not tables["items"]["item_id"].is_unique:
+        dup = tables["items"]["item_id"][tables["items"]["item_id"].duplicated()].iloc[0]
+        raise ShopError(f"{name}: item_id {dup!r} appears more than once in the items table")
+
+
+def build_task(task: str, adapter: str, path: Path, max_rows: int | None, seed: int) -> tuple[dict, dict]:
+    """Run the adapter, slice, validate; return (validated tables, report)."""
+    report: dict = {}
+    tables = load_source(adapter, path, report=report)
+    missing = [t for t in TASK_TABLES[task] if t not in tables]
+    if missing:
+        raise ShopError(
+            f"{path}: data.{task}.adapter '{adapter}' gives no {missing} table(s); "
+            f"{task} needs {list(TASK_TABLES[task])}"
+        )
+    tables = {t: tables[t] for t in TASK_TABLES[task]}
+    tables = (
+        slice_retail(tables, max_rows, seed) if task == "retail" else slice_search(tables, max_rows, seed)
+    )
+    checked = {
+        t: validate_table(df.reset_index(drop=True), t, f"{path.name} ({t})") for t, df in tables.items()
+    }
+    check_references(checked, task, path.name)
+    counts = {f"{t}_rows": len(df) for t, df in checked.items()}
+    if task == "retail":
+        counts["users_with_purchases"] = int(checked["interactions"]["user_id"].nunique())
+        counts["baskets"] = int(checked["interactions"]["basket_id"].nunique())
+    else:
+        counts["distinct_queries"] = int(checked["queries"]["query_id"].nunique())
+    return checked, {
+        "adapter": adapter,
+        "file": path.name,
+        "cleaning": report,
+        "output": counts,
+        "sliced_to": max_rows,
+    }
+
+
+def write_tables(tables: dict[str, pd.DataFrame], folder: Path) -> None:
+    """Replace `folder` whole with one Parquet file per table."""
+    with atomic_dir(folder) as tmp:
+        tmp.chmod(0o755)
+        for name, df in tables.items():
+            with atomic_path(tmp / f"{name}.parquet") as part:
+                df.to_parquet(part, index=False)
+                part.chmod(0o644)
+
+
+@app.command()
+def main(
+    params: Annotated[Path, typer.Option(help="params file")] = Path("params.yaml"),
+    raw: Annotated[Path, typer.Option(help="folder holding retail/ and search/ from `fetch`")] = Path(
+        "data/raw"
+    ),
+    out: Annotated[Path, typer.Option(help="folder receiving canonical retail/ and search/")] = Path(
+        "data/canonical"
+    ),
+    report: Annotated[Path, typer.Option(help="cleaning and row-count report (DVC metrics)")] = Path(
+        "reports/ingest.json"
+    ),
+) -> None:
+    """Build the canonical retail and search tables from the fetched raw files."""
+    config = load_params(params if params.is_absolute() or params.exists() else repo_root() / params)
+    built, reports = {}, {}
+    for task, max_rows in (("retail", config.data.max_users), ("search", config.data.max_queries)):
+        source = getattr(config.data, task)
+        path = raw_input(raw / task, task)
+        log.info("ingest %s: adapter %s on %s", task, source.adapter, path)
+        built[task], reports[task] = build_task(task, source.adapter, path, max_rows, config.seed)
+    for task, tables in built.items():
+        write_tables(tables, out / task)
+        log.info("wrote %s: %s", out / task, reports[task]["output"])
+    write_json(reports, report)
+
+
+if __name__ == "__main__":
+    run_cli(app)

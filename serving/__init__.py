@@ -1,0 +1,1 @@
+"""Serving: the BentoML service over the registry's champion models, its ANN index and its request log."""

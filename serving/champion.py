@@ -1,0 +1,207 @@
+"""The champion bundles: a registered model version with its catalogue and ANN index, saved and swapped as one unit.
+
+A bundle directory (one BentoML model per task) holds `meta.json`, the MLflow model in `model/`, the catalogue
+`items.parquet`, the item vectors `vectors.npy` with their FAISS index `index.faiss`, and for the recommender
+the known users' latest purchases `histories.parquet` and the cold-start `popularity.parquet`.
+"""
+
+import importlib
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import faiss
+import numpy as np
+import pandas as pd
+
+from pipelines.core.errors import ShopError
+from pipelines.core.paths import repo_root
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_LOADER = "training.serving_api:load_model"
+GLOBAL = ""  # popularity context of requests that name no country
+ITEM_COLUMNS = ["item_id", "title", "description", "category", "price"]
+
+
+def model_loader() -> Any:
+    """Return the `load_model(uri)` function: training.serving_api's, or `$SHOPAUG_MODEL_LOADER` (module:function)."""
+    spec = os.environ.get("SHOPAUG_MODEL_LOADER", DEFAULT_LOADER)
+    module, _, name = spec.partition(":")
+    try:
+        return getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError) as exc:
+        raise ShopError(f"model loader '{spec}' cannot be imported ({exc})") from None
+
+
+def tracking_uri(configured: str) -> str:
+    """Return $MLFLOW_TRACKING_URI, else `configured` with a relative sqlite path resolved against the repo root."""
+    uri = os.environ.get("MLFLOW_TRACKING_URI") or configured
+    prefix = "sqlite:///"
+    if uri.startswith(prefix) and not uri[len(prefix):].startswith("/"):
+        uri = prefix + str(repo_root() / uri[len(prefix):])
+    return uri
+
+
+def registry_client(uri: str):
+    """Return an MlflowClient on `uri` (tracking and registry)."""
+    from mlflow import MlflowClient
+
+    return MlflowClient(tracking_uri=uri, registry_uri=os.environ.get("MLFLOW_REGISTRY_URI") or uri)
+
+
+def champion_version(client, name: str, alias: str) -> str:
+    """Return the version number `alias` points to for registered model `name`; ShopError if there is none."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return str(client.get_model_version_by_alias(name, alias).version)
+    except MlflowException as exc:
+        raise ShopError(f"registered model '{name}' has no version with alias '{alias}' "
+                        f"({str(exc).splitlines()[0]})") from None
+
+
+class ItemIndex:
+    """Inner-product ANN index over unit item vectors: exact (flat) for small catalogues, HNSW for large ones."""
+
+    def __init__(self, item_ids: list[str], vectors: np.ndarray, index: faiss.Index):
+        self.item_ids = np.asarray(item_ids, dtype=object)
+        self.position = {item_id: i for i, item_id in enumerate(item_ids)}
+        self.vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        self.index = index
+
+    @classmethod
+    def build(cls, item_ids: list[str], vectors: np.ndarray, flat_max_items: int, hnsw_m: int) -> "ItemIndex":
+        """Return an index over `vectors` (rows align with `item_ids`)."""
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        if len(item_ids) != len(vectors) or vectors.ndim != 2:
+            raise ShopError(f"item index: {len(item_ids)} ids but vectors of shape {vectors.shape}")
+        if len(item_ids) <= flat_max_items:
+            index = faiss.IndexFlatIP(vectors.shape[1])
+        else:
+            index = faiss.IndexHNSWFlat(vectors.shape[1], hnsw_m, faiss.METRIC_INNER_PRODUCT)
+            index.hnsw.efConstruction = 80
+            index.hnsw.efSearch = 128
+        index.add(vectors)
+        return cls(item_ids, vectors, index)
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Return (scores, positions) of the top-k items per query row; positions of missing hits are -1."""
+        return self.index.search(np.ascontiguousarray(queries, dtype=np.float32), min(k, len(self.item_ids)))
+
+    def save(self, directory: Path) -> None:
+        np.save(directory / "vectors.npy", self.vectors)
+        faiss.write_index(self.index, str(directory / "index.faiss"))
+
+    @classmethod
+    def load(cls, directory: Path, item_ids: list[str]) -> "ItemIndex":
+        return cls(item_ids, np.load(directory / "vectors.npy"), faiss.read_index(str(directory / "index.faiss")))
+
+
+@dataclass
+class Bundle:
+    """One task's serving state; the service swaps a whole bundle, so requests never mix two versions."""
+
+    task: str                      # "retail" (recommender) or "search"
+    registered_name: str
+    version: str
+    model: Any
+    items: pd.DataFrame            # catalogue rows indexed by item_id
+    index: ItemIndex
+    histories: dict[str, list[str]] = field(default_factory=dict)
+    popularity: dict[str, list[tuple[str, float]]] = field(default_factory=dict)
+
+    def meta(self) -> dict:
+        return {"task": self.task, "registered_name": self.registered_name, "version": self.version}
+
+
+def download_model(uri: str, dst: Path) -> Path:
+    """Download registered model `uri` into `dst`; return the folder `load_model` reads (the shopaug model folder
+    inside an MLflow pyfunc model when there is one, else the downloaded artifacts as they are)."""
+    import mlflow
+
+    try:
+        from training.tracking import download_model_dir
+
+        return download_model_dir(uri, dst)
+    except (ImportError, ShopError):
+        return Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(dst)))
+
+
+def encode_catalogue(model: Any, items: pd.DataFrame) -> np.ndarray:
+    """Return the model's unit vectors for catalogue rows `items` (columns ITEM_COLUMNS)."""
+    vectors = np.asarray(model.encode_items(items.reset_index(drop=True)[ITEM_COLUMNS]), dtype=np.float32)
+    if len(vectors) != len(items):
+        raise ShopError(f"model returned {len(vectors)} item vectors for {len(items)} catalogue items")
+    return vectors
+
+
+def assemble_bundle(task: str, name: str, version: str, model: Any, items: pd.DataFrame,
+                    histories: dict[str, list[str]] | None, popularity: dict[str, list[tuple[str, float]]] | None,
+                    flat_max_items: int, hnsw_m: int) -> Bundle:
+    """Encode the catalogue with `model`, build the index, and return the bundle."""
+    items = items.set_index("item_id", drop=False) if "item_id" in items.columns else items
+    items = items[~items.index.duplicated()]
+    vectors = encode_catalogue(model, items)
+    index = ItemIndex.build(items.index.tolist(), vectors, flat_max_items, hnsw_m)
+    return Bundle(task, name, str(version), model, items, index, histories or {}, popularity or {})
+
+
+def save_bundle(bundle: Bundle, directory: Path) -> None:
+    """Write everything but the model (the caller puts the MLflow model in `directory/model`)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "meta.json").write_text(json.dumps(bundle.meta(), indent=2) + "\n")
+    bundle.items.reset_index(drop=True)[ITEM_COLUMNS].to_parquet(directory / "items.parquet", index=False)
+    bundle.index.save(directory)
+    if bundle.task == "retail":
+        pd.DataFrame({"user_id": list(bundle.histories), "item_ids": list(bundle.histories.values())}) \
+            .to_parquet(directory / "histories.parquet", index=False)
+        rows = [(ctx, item, score) for ctx, ranked in bundle.popularity.items() for item, score in ranked]
+        pd.DataFrame(rows, columns=["context", "item_id", "score"]).to_parquet(directory / "popularity.parquet",
+                                                                               index=False)
+
+
+def load_bundle(directory: Path, load_model=None) -> Bundle:
+    """Load a bundle saved by `save_bundle` plus its MLflow model (through `load_model`, default model_loader())."""
+    directory = Path(directory)
+    meta = json.loads((directory / "meta.json").read_text())
+    model = (load_model or model_loader())(str(directory / "model"))
+    items = pd.read_parquet(directory / "items.parquet").set_index("item_id", drop=False)
+    index = ItemIndex.load(directory, items.index.tolist())
+    histories, popularity = {}, {}
+    if meta["task"] == "retail":
+        frame = pd.read_parquet(directory / "histories.parquet")
+        histories = {u: list(h) for u, h in zip(frame["user_id"], frame["item_ids"], strict=True)}
+        pop = pd.read_parquet(directory / "popularity.parquet")
+        for ctx, group in pop.groupby("context", sort=False):
+            popularity[str(ctx)] = list(zip(group["item_id"], group["score"].astype(float), strict=True))
+    return Bundle(meta["task"], meta["registered_name"], meta["version"], model, items, index, histories, popularity)
+
+
+def user_histories(interactions: pd.DataFrame, history_len: int) -> dict[str, list[str]]:
+    """Return each known user's latest `history_len` purchases, oldest first, repeats kept (as training sees them)."""
+    known = interactions.dropna(subset=["user_id"]).sort_values(["ts", "basket_id"], kind="stable")
+    latest = known.groupby("user_id", sort=False).tail(history_len)
+    return {str(u): [str(i) for i in g] for u, g in latest.groupby("user_id", sort=False)["item_id"]}
+
+
+def context_popularity(interactions: pd.DataFrame, users: pd.DataFrame | None, days: int,
+                       top: int = 200) -> dict[str, list[tuple[str, float]]]:
+    """Return the most bought items (distinct baskets) of the last `days`, globally ("") and per country."""
+    recent = interactions[interactions["ts"] >= interactions["ts"].max() - pd.Timedelta(days=days)]
+    baskets = recent.drop_duplicates(["basket_id", "item_id"])
+    ranked: dict[str, list[tuple[str, float]]] = {GLOBAL: _top(baskets, top)}
+    if users is not None and "country" in users.columns:
+        with_country = baskets.merge(users[["user_id", "country"]], on="user_id", how="inner")
+        for country, group in with_country.groupby("country"):
+            ranked[str(country).strip().lower()] = _top(group, top)
+    return ranked
+
+
+def _top(baskets: pd.DataFrame, top: int) -> list[tuple[str, float]]:
+    counts = baskets["item_id"].value_counts().head(top)
+    share = counts / max(1, baskets["basket_id"].nunique())
+    return [(str(i), float(s)) for i, s in share.items()]

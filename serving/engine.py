@@ -1,0 +1,272 @@
+"""What the endpoints do: recommend, search and similar over the live champion bundles, plus champion reload.
+
+Each request reads the live bundle once, so a reload (which swaps whole bundles) never mixes two versions and
+never fails a request in flight; the old bundle finishes the requests that already hold it.
+"""
+
+import asyncio
+import datetime as dt
+import logging
+import threading
+import time
+import uuid
+from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from bentoml.exceptions import NotFound
+
+from pipelines.core.config import ServeParams
+from serving import schemas
+from serving.batching import AdaptiveBatcher
+from serving.champion import GLOBAL, Bundle, assemble_bundle, champion_version, model_loader, registry_client
+from serving.request_log import RequestLog
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Live:
+    """A bundle, the titles aligned with its index, and the batcher of its encoder."""
+
+    bundle: Bundle
+    titles: np.ndarray
+    batcher: AdaptiveBatcher
+
+
+class UserFeatures:
+    """Online user features from Feast (features.OnlineFeatureClient), cached for `ttl_s`; None when unavailable."""
+
+    def __init__(self, ttl_s: float, client: Any = None):
+        self.ttl_s, self._client = ttl_s, client
+        self._cache: OrderedDict[str, tuple[float, pd.DataFrame]] = OrderedDict()
+        if client is None:  # opening the store imports Feast (seconds): never inside a request
+            threading.Thread(target=self._connect, name="feast-connect", daemon=True).start()
+
+    def lookup(self, user_id: str) -> pd.DataFrame | None:
+        """Return a one-row frame of `user_id`'s online features (Feast defaults for unknown ids), or None."""
+        hit = self._cache.get(user_id)
+        if hit and hit[0] > time.monotonic():
+            return hit[1]
+        client = self._client
+        if client is None:
+            return None
+        try:
+            frame, _defaulted = client.get_user_features([user_id])
+        except Exception:
+            logger.warning("online features for user %s failed; serving without them", user_id, exc_info=True)
+            return None
+        if self.ttl_s > 0:
+            self._cache[user_id] = (time.monotonic() + self.ttl_s, frame)
+            while len(self._cache) > 100_000:
+                self._cache.popitem(last=False)
+        return frame
+
+    def _connect(self) -> None:
+        try:
+            from features import OnlineFeatureClient
+
+            self._client = OnlineFeatureClient()
+            logger.info("Feast online store connected")
+        except Exception as exc:  # no materialised feature repo here: models get no user features
+            logger.warning("Feast online store unavailable (%s); serving without user features", exc)
+
+
+class ServingEngine:
+    """The live recommender and search bundles, their encoder batchers, feature lookups and the request log."""
+
+    def __init__(self, recommender: Bundle, search: Bundle, params: ServeParams, request_log: RequestLog | None,
+                 features: UserFeatures | None = None, tracking_uri: str | None = None, load_model=None):
+        self.params, self.request_log = params, request_log
+        self.features = features or UserFeatures(params.feature_cache_s)
+        self.tracking_uri, self._load_model = tracking_uri, load_model
+        # one model thread: torch already uses the cores inside a batch; more threads would only contend
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="encoder")
+        self._reload_lock = threading.Lock()
+        self._affinity: OrderedDict[tuple[str, str], np.ndarray | None] = OrderedDict()
+        self.rec = self._attach(recommender)
+        self.search_live = self._attach(search)
+
+    # -- endpoints -------------------------------------------------------------------------------------------
+    async def recommend(self, req: schemas.RecommendRequest) -> schemas.RecommendResponse:
+        started, live = time.perf_counter(), self.rec
+        bundle = live.bundle
+        history = bundle.histories.get(req.user_id)
+        if history:
+            features = await asyncio.get_running_loop().run_in_executor(None, self.features.lookup, req.user_id)
+            vector = await live.batcher.submit((history, features))
+            seen, strategy = set(history) if req.exclude_purchased else set(), "personalized"
+        elif req.recent_item_ids:
+            self._require_items(bundle, req.recent_item_ids)
+            vector = await live.batcher.submit((list(req.recent_item_ids), None))
+            seen, strategy = set(req.recent_item_ids) if req.exclude_purchased else set(), "cold_start_items"
+        else:
+            country = (req.country or GLOBAL).strip().lower()
+            strategy = "popularity_country" if country in bundle.popularity and country != GLOBAL else \
+                "popularity_global"
+            ranked = bundle.popularity.get(country if strategy == "popularity_country" else GLOBAL, [])
+            ids = [i for i, _ in ranked[:req.k] if i in bundle.index.position]
+            positions = np.array([bundle.index.position[i] for i in ids], dtype=np.int64)
+            scores = np.array([s for i, s in ranked[:req.k] if i in bundle.index.position], dtype=np.float32)
+            items = self._scored(live, positions, scores)
+            return self._respond(schemas.RecommendResponse, started, "recommend", strategy, bundle, items,
+                                 k=req.k, user_id=req.user_id)
+        positions, scores = self._nearest(bundle, vector, req.k, exclude=seen)
+        items = self._scored(live, positions, scores)
+        return self._respond(schemas.RecommendResponse, started, "recommend", strategy, bundle, items, k=req.k,
+                             user_id=req.user_id)
+
+    async def search(self, req: schemas.SearchRequest) -> schemas.SearchResponse:
+        started, live = time.perf_counter(), self.search_live
+        bundle = live.bundle
+        vector = await live.batcher.submit(req.query)
+        affinity = await self._search_affinity(req.user_id) if req.user_id else None
+        if affinity is None:
+            positions, scores = self._nearest(bundle, vector, req.k)
+            strategy = "search"
+        else:  # personal re-ranking of a wider candidate set by the user's purchase affinity
+            positions, scores = self._nearest(bundle, vector, max(3 * req.k, 50))
+            w = self.params.personal_weight
+            scores = (1 - w) * scores + w * (bundle.index.vectors[positions] @ affinity)
+            order = np.argsort(-scores, kind="stable")[:req.k]
+            positions, scores, strategy = positions[order], scores[order], "search_personalized"
+        items = self._scored(live, positions, scores)
+        return self._respond(schemas.SearchResponse, started, "search", strategy, bundle, items, k=req.k,
+                             user_id=req.user_id, query=req.query)
+
+    async def similar(self, req: schemas.SimilarRequest) -> schemas.SimilarResponse:
+        started = time.perf_counter()
+        for live in (self.rec, self.search_live):
+            bundle = live.bundle
+            position = bundle.index.position.get(req.item_id)
+            if position is not None:
+                vector = bundle.index.vectors[position]
+                positions, scores = self._nearest(bundle, vector, req.k, exclude={req.item_id})
+                items = self._scored(live, positions, scores)
+                return self._respond(schemas.SimilarResponse, started, "similar", "item_to_item", bundle, items,
+                                     k=req.k, item_id=req.item_id, catalogue=bundle.task)
+        raise NotFound(f"item_id '{req.item_id}' is in neither catalogue")
+
+    def versions(self) -> schemas.ModelVersions:
+        return schemas.ModelVersions(recommender=self.rec.bundle.version, search=self.search_live.bundle.version)
+
+    # -- reload ----------------------------------------------------------------------------------------------
+    def reload(self) -> list[str]:
+        """Swap in the version the registry alias points to now, per task; return the names that changed.
+
+        The new bundle (model, re-encoded catalogue, index, batcher) is complete before the swap, so requests in
+        flight finish on the old one and later requests see the new one.
+        """
+        if self.tracking_uri is None:
+            return []
+        with self._reload_lock:
+            client = registry_client(self.tracking_uri)
+            changed = []
+            for attr in ("rec", "search_live"):
+                bundle = getattr(self, attr).bundle
+                version = champion_version(client, bundle.registered_name, self.params.alias)
+                if version == bundle.version:
+                    continue
+                logger.info("reloading %s: version %s -> %s", bundle.registered_name, bundle.version, version)
+                model = (self._load_model or model_loader())(f"models:/{bundle.registered_name}/{version}")
+                fresh = assemble_bundle(bundle.task, bundle.registered_name, version, model,
+                                        bundle.items.reset_index(drop=True), bundle.histories, bundle.popularity,
+                                        self.params.flat_index_max_items, self.params.hnsw_m)
+                setattr(self, attr, self._attach(fresh))
+                changed.append(bundle.registered_name)
+            return changed
+
+    def poll_forever(self, stop: threading.Event) -> None:
+        """Reload every `reload_poll_s` seconds until `stop` is set; registry outages are logged, not fatal."""
+        while not stop.wait(self.params.reload_poll_s):
+            try:
+                self.reload()
+            except Exception as exc:
+                logger.warning("champion poll failed, still serving %s (%s)", self.versions(), exc)
+
+    # -- pieces ----------------------------------------------------------------------------------------------
+    def _attach(self, bundle: Bundle) -> Live:
+        titles = bundle.items["title"].reindex(bundle.index.item_ids).fillna("").to_numpy(dtype=object)
+        model = bundle.model
+        if bundle.task == "retail":
+            def encode(batch):
+                return _encode_users(model, batch)
+        else:
+            def encode(batch):
+                return np.asarray(model.encode_queries(list(batch)), dtype=np.float32)
+        batching = self.params.batching
+        size = batching.max_batch_size if batching.enabled else 1
+        return Live(bundle, titles, AdaptiveBatcher(encode, self.executor, size, batching.max_latency_ms))
+
+    async def _search_affinity(self, user_id: str) -> np.ndarray | None:
+        """Return the unit mean of the search model's vectors of the user's purchased item titles (cached)."""
+        rec, search = self.rec.bundle, self.search_live.bundle
+        history = rec.histories.get(user_id)
+        if not history:
+            return None
+        key = (search.version, user_id)
+        if key not in self._affinity:
+            titles = [t for t in rec.items["title"].reindex(history).fillna("").tolist() if t][-20:]
+            vectors = await asyncio.get_running_loop().run_in_executor(self.executor, search.model.encode_queries,
+                                                                       titles) if titles else None
+            mean = None if vectors is None else np.asarray(vectors, dtype=np.float32).mean(0)
+            self._affinity[key] = None if mean is None else mean / max(float(np.linalg.norm(mean)), 1e-9)
+            while len(self._affinity) > 10_000:
+                self._affinity.popitem(last=False)
+        return self._affinity[key]
+
+    @staticmethod
+    def _require_items(bundle: Bundle, item_ids: list[str]) -> None:
+        unknown = [i for i in item_ids if i not in bundle.index.position]
+        if unknown:
+            raise NotFound(f"recent_item_ids: item_id '{unknown[0]}' is not in the {bundle.task} catalogue")
+
+    @staticmethod
+    def _nearest(bundle: Bundle, vector: np.ndarray, k: int, exclude: set[str] = frozenset()):
+        scores, positions = bundle.index.search(np.asarray(vector, dtype=np.float32)[None, :], k + len(exclude))
+        keep = positions[0] >= 0
+        positions, scores = positions[0][keep], scores[0][keep]
+        if exclude:
+            mask = np.array([bundle.index.item_ids[p] not in exclude for p in positions], dtype=bool)
+            positions, scores = positions[mask], scores[mask]
+        return positions[:k], scores[:k]
+
+    @staticmethod
+    def _scored(live: Live, positions: np.ndarray, scores: np.ndarray) -> list[schemas.ScoredItem]:
+        ids = live.bundle.index.item_ids
+        return [schemas.ScoredItem(item_id=ids[p], title=live.titles[p], score=round(float(s), 6))
+                for p, s in zip(positions, scores, strict=True)]
+
+    def _respond(self, response_cls, started: float, endpoint: str, strategy: str, bundle: Bundle,
+                 items: list[schemas.ScoredItem], k: int, user_id: str | None = None, query: str | None = None,
+                 item_id: str | None = None, **extra):
+        request_id = uuid.uuid4().hex
+        fields = {"user_id": user_id, "query": query, "item_id": item_id}
+        response = response_cls(request_id=request_id, strategy=strategy, model_version=bundle.version, items=items,
+                                **{key: value for key, value in fields.items()
+                                   if key in response_cls.model_fields}, **extra)
+        if self.request_log is not None:
+            self.request_log.record({
+                "ts": dt.datetime.now(dt.UTC), "request_id": request_id, "endpoint": endpoint, "user_id": user_id,
+                "query": query, "item_id": item_id, "k": k, "strategy": strategy,
+                "returned_items": [i.item_id for i in items], "scores": [i.score for i in items],
+                "latency_ms": (time.perf_counter() - started) * 1000,
+            })
+        return response
+
+
+def _encode_users(model: Any, batch: list[tuple[list[str], pd.DataFrame | None]]) -> np.ndarray:
+    """Encode (history, features) pairs; requests with and without online features go in separate calls."""
+    out: list[np.ndarray | None] = [None] * len(batch)
+    for with_features in (True, False):
+        idx = [i for i, (_, f) in enumerate(batch) if (f is not None) == with_features]
+        if not idx:
+            continue
+        features = pd.concat([batch[i][1] for i in idx], ignore_index=True) if with_features else None
+        vectors = np.asarray(model.encode_users([batch[i][0] for i in idx], features), dtype=np.float32)
+        for row, i in enumerate(idx):
+            out[i] = vectors[row]
+    return np.stack(out)

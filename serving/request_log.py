@@ -1,0 +1,106 @@
+"""Sampled, bounded request log: Parquet files in data/serving/requests/ that the monitoring stage reads."""
+
+import datetime as dt
+import logging
+import os
+import random
+import threading
+from collections import deque
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pipelines.core.io import atomic_path
+
+logger = logging.getLogger(__name__)
+
+# The contract with monitoring (CONTRACTS.md): ids, query text, returned items, scores, latency; no other
+# personal data (no country, no recent-item lists, no client address).
+REQUEST_LOG_SCHEMA = pa.schema([
+    ("ts", pa.timestamp("us", tz="UTC")),
+    ("request_id", pa.string()),
+    ("endpoint", pa.string()),
+    ("user_id", pa.string()),
+    ("query", pa.string()),
+    ("item_id", pa.string()),
+    ("k", pa.int64()),
+    ("strategy", pa.string()),
+    ("returned_items", pa.list_(pa.string())),
+    ("scores", pa.list_(pa.float64())),
+    ("latency_ms", pa.float64()),
+])
+
+
+class RequestLog:
+    """Keep a sample of request rows in a bounded buffer; a background thread writes them as Parquet files.
+
+    A file is written every `flush_s` seconds or when `rows_per_file` rows wait; beyond `max_files` the oldest
+    files are deleted; rows arriving while `max_buffered_rows` wait are dropped (counted in `dropped`).
+    """
+
+    def __init__(self, directory: Path, sample_rate: float, rows_per_file: int, flush_s: float, max_files: int,
+                 max_buffered_rows: int, seed: int | None = None):
+        self.directory = Path(directory)
+        self.sample_rate, self.rows_per_file, self.flush_s = sample_rate, rows_per_file, flush_s
+        self.max_files = max_files
+        self._rows: deque[dict] = deque()
+        self._max_buffered = max_buffered_rows
+        self._random = random.Random(seed)
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._sequence = 0
+        self.dropped = 0
+        self._thread = threading.Thread(target=self._loop, name="request-log", daemon=True)
+        self._thread.start()
+
+    def record(self, row: dict) -> None:
+        """Add one request row (REQUEST_LOG_SCHEMA's columns) if it falls in the sample; never blocks on IO."""
+        if self.sample_rate < 1 and self._random.random() >= self.sample_rate:
+            return
+        with self._lock:
+            if len(self._rows) >= self._max_buffered:
+                self.dropped += 1
+                return
+            self._rows.append(row)
+            if len(self._rows) >= self.rows_per_file:
+                self._wake.set()
+
+    def flush(self) -> Path | None:
+        """Write the buffered rows (at most `rows_per_file`) as one file; return its path, or None if empty."""
+        with self._lock:
+            rows = [self._rows.popleft() for _ in range(min(len(self._rows), self.rows_per_file))]
+        if not rows:
+            return None
+        table = pa.Table.from_pylist(rows, schema=REQUEST_LOG_SCHEMA)
+        self._sequence += 1
+        stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S%fZ")
+        path = self.directory / f"requests-{stamp}-{os.getpid()}-{self._sequence:06d}.parquet"
+        with atomic_path(path) as tmp:
+            pq.write_table(table, tmp)
+        self._prune()
+        return path
+
+    def close(self) -> None:
+        """Stop the writer thread and write everything still buffered."""
+        self._stop.set()
+        self._wake.set()
+        self._thread.join(timeout=10)
+        while self.flush() is not None:
+            pass
+
+    def _prune(self) -> None:
+        files = sorted(self.directory.glob("requests-*.parquet"))
+        for old in files[:max(0, len(files) - self.max_files)]:
+            old.unlink(missing_ok=True)
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait(timeout=self.flush_s)
+            self._wake.clear()
+            try:
+                while self.flush() is not None and len(self._rows) >= self.rows_per_file:
+                    pass
+            except Exception:  # a full disk must not take the service down; the rows are lost and logged
+                logger.exception("request log: writing to %s failed", self.directory)

@@ -1,0 +1,98 @@
+"""Request and response bodies of the service; limits come from params.yaml `serve` (checked at the edge)."""
+
+import json
+import os
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+from pipelines.core.config import Params, ServeParams, load_params
+
+
+def load_serving_params() -> Params:
+    """Return params.yaml with `$SHOPAUG_SERVE` (JSON, e.g. '{"batching": {"enabled": false}}') over `serve`."""
+    return load_params(overrides={"serve": json.loads(os.environ.get("SHOPAUG_SERVE") or "{}")})
+
+
+def _limits() -> ServeParams:
+    try:
+        return load_serving_params().serve
+    except Exception:  # a Bento without params.yaml still serves with the documented defaults
+        return ServeParams()
+
+
+LIMITS = _limits()
+
+Identifier = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)]
+QueryText = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=LIMITS.max_query_chars)]
+TopK = Annotated[int, Field(ge=1, le=LIMITS.max_k, description=f"number of items, 1..{LIMITS.max_k}")]
+
+
+class Request(BaseModel):
+    # strict: "5" is not a k and 1 is not a user id; unknown fields are refused rather than ignored
+    model_config = ConfigDict(strict=True, extra="forbid")
+
+
+class RecommendRequest(Request):
+    user_id: Identifier
+    k: TopK = 10
+    exclude_purchased: bool = True
+    recent_item_ids: list[Identifier] = Field(
+        default_factory=list, max_length=LIMITS.max_recent_items,
+        description="items a user unknown to the system just viewed or bought (cold start)")
+    country: Identifier | None = Field(None, description="context for the cold-start popularity fallback")
+
+
+class SearchRequest(Request):
+    query: QueryText
+    k: TopK = 10
+    user_id: Identifier | None = Field(None, description="known user: results re-ranked by their purchases")
+
+
+class SimilarRequest(Request):
+    item_id: Identifier
+    k: TopK = 10
+
+
+class ScoredItem(BaseModel):
+    item_id: str
+    title: str
+    score: float
+
+
+RecommendStrategy = Literal["personalized", "cold_start_items", "popularity_country", "popularity_global"]
+
+
+class RecommendResponse(BaseModel):
+    request_id: str
+    user_id: str
+    strategy: RecommendStrategy
+    model_version: str
+    items: list[ScoredItem]
+
+
+class SearchResponse(BaseModel):
+    request_id: str
+    query: str
+    strategy: Literal["search", "search_personalized"]
+    model_version: str
+    items: list[ScoredItem]
+
+
+class SimilarResponse(BaseModel):
+    request_id: str
+    item_id: str
+    catalogue: Literal["retail", "search"]
+    strategy: Literal["item_to_item"] = "item_to_item"
+    model_version: str
+    items: list[ScoredItem]
+
+
+class ModelVersions(BaseModel):
+    recommender: str
+    search: str
+
+
+class ReloadResponse(BaseModel):
+    changed: list[str]
+    versions: ModelVersions

@@ -1,0 +1,106 @@
+"""The BentoML service: the registry's champion recommender and search models behind recommend, search, similar.
+
+Serve the packaged champion with `bentoml serve serving.service:Shopaug` (see README, "Serving").
+"""
+
+import hmac
+import logging
+import os
+import threading
+from http import HTTPStatus
+from pathlib import Path
+
+import bentoml
+from bentoml.exceptions import BentoMLException
+
+from pipelines.core.paths import repo_root
+from serving.champion import load_bundle, tracking_uri
+from serving.engine import ServingEngine
+from serving.errors import OneLineErrors
+from serving.request_log import RequestLog
+from serving.schemas import (
+    ModelVersions,
+    RecommendRequest,
+    RecommendResponse,
+    ReloadResponse,
+    SearchRequest,
+    SearchResponse,
+    SimilarRequest,
+    SimilarResponse,
+    load_serving_params,
+)
+
+logger = logging.getLogger(__name__)
+
+RECOMMENDER, SEARCH = "shopaug-recommender", "shopaug-search"  # = params.yaml mlflow.*_model (BentoML tags)
+
+
+@bentoml.service(
+    name="shopaug",
+    workers=1,
+    traffic={"timeout": 30},
+    metrics={"enabled": True},
+)
+class Shopaug:
+    # the champion versions, saved into the BentoML model store by `python -m serving.package`; `bentoml build`
+    # packages exactly these into the Bento
+    recommender_model = bentoml.models.BentoModel(f"{RECOMMENDER}:latest")
+    search_model = bentoml.models.BentoModel(f"{SEARCH}:latest")
+
+    def __init__(self) -> None:
+        import torch
+
+        params = load_serving_params()
+        torch.set_num_threads(params.serve.torch_threads)
+        log = params.serve.request_log
+        log_dir = Path(os.environ.get("SHOPAUG_REQUEST_LOG_DIR", repo_root() / "data" / "serving" / "requests"))
+        self.request_log = RequestLog(log_dir, log.sample_rate, log.rows_per_file, log.flush_s, log.max_files,
+                                      log.max_buffered_rows)
+        serve = params.serve
+        self.engine = ServingEngine(load_bundle(Path(self.recommender_model.path)),
+                                    load_bundle(Path(self.search_model.path)), serve, self.request_log,
+                                    tracking_uri=tracking_uri(params.mlflow.tracking_uri))
+        self._stop = threading.Event()
+        if serve.reload_poll_s > 0:
+            threading.Thread(target=self.engine.poll_forever, args=(self._stop,), name="champion-poll",
+                             daemon=True).start()
+        logger.info("serving %s", self.engine.versions())
+
+    @bentoml.api
+    async def recommend(self, request: RecommendRequest, /) -> RecommendResponse:
+        """Top-k items for a user: personal for known users, cold start from recent items or popularity otherwise."""
+        return await self.engine.recommend(request)
+
+    @bentoml.api
+    async def search(self, request: SearchRequest, /) -> SearchResponse:
+        """Top-k catalogue items for a query, re-ranked by the user's purchases when `user_id` is known."""
+        return await self.engine.search(request)
+
+    @bentoml.api
+    async def similar(self, request: SimilarRequest, /) -> SimilarResponse:
+        """Top-k items closest to an item of either catalogue."""
+        return await self.engine.similar(request)
+
+    @bentoml.api
+    async def ping(self) -> ModelVersions:
+        """The framework floor for the benchmark: no model work, just the versions being served."""
+        return self.engine.versions()
+
+    @bentoml.api(route="/admin/reload")
+    def admin_reload(self, ctx: bentoml.Context) -> ReloadResponse:
+        """Switch to the versions the registry's champion alias points to now (Bearer $SHOPAUG_ADMIN_TOKEN)."""
+        token = os.environ.get("SHOPAUG_ADMIN_TOKEN", "")
+        given = ctx.request.headers.get("authorization", "").removeprefix("Bearer ").strip()
+        if not token or not hmac.compare_digest(given.encode(), token.encode()):
+            raise BentoMLException("admin token missing or wrong", error_code=HTTPStatus.UNAUTHORIZED)
+        changed = self.engine.reload()
+        return ReloadResponse(changed=changed, versions=self.engine.versions())
+
+    @bentoml.on_shutdown
+    def _close(self) -> None:
+        self._stop.set()
+        self.request_log.close()
+
+
+# 4xx bodies become {"error": "<one line naming the field and the reason>"}
+Shopaug.add_asgi_middleware(OneLineErrors)

@@ -1,0 +1,122 @@
+"""Fetching raw files: checksum-verified copies, downloads from a real local HTTP server, one-line failures."""
+
+import functools
+import hashlib
+import http.server
+import os
+import re
+import socket
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pipelines.core import ShopError, repo_root
+from pipelines.core.config import SourceParams
+from pipelines.fetch import check_source, copy_source, download_target, locate, sha256_of
+
+PAYLOAD = b"InvoiceNo,StockCode\n536365,85123A\n"
+PAYLOAD_SHA = hashlib.sha256(PAYLOAD).hexdigest()
+
+
+@pytest.fixture()
+def server(tmp_path):
+    """A real HTTP server on 127.0.0.1 serving tmp_path/www; yields its base url."""
+    www = tmp_path / "www"
+    www.mkdir()
+    (www / "retail.csv").write_bytes(PAYLOAD)
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(www))
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def source(**kwargs) -> SourceParams:
+    return SourceParams(**{"adapter": "online_retail", "file": "retail/retail.csv", **kwargs})
+
+
+def test_present_file_is_verified_and_copied(tmp_path):
+    (tmp_path / "data" / "retail").mkdir(parents=True)
+    (tmp_path / "data" / "retail" / "retail.csv").write_bytes(PAYLOAD)
+    path, digest = check_source(source(sha256=PAYLOAD_SHA), "retail", tmp_path / "data")
+    assert digest == PAYLOAD_SHA
+    assert copy_source(path, tmp_path / "raw" / "retail") == len(PAYLOAD)
+    assert (tmp_path / "raw" / "retail" / "retail.csv").read_bytes() == PAYLOAD
+
+
+def test_checksum_mismatch_names_the_param(tmp_path):
+    (tmp_path / "retail").mkdir()
+    (tmp_path / "retail" / "retail.csv").write_bytes(PAYLOAD + b"tampered\n")
+    with pytest.raises(ShopError, match=r"retail\.csv: sha256 is [0-9a-f]{64}, but data\.retail\.sha256 expects"):
+        check_source(source(sha256=PAYLOAD_SHA), "retail", tmp_path)
+
+
+def test_absent_file_is_downloaded_and_checked(tmp_path, server):
+    data = tmp_path / "data"
+    path, digest = check_source(source(url=f"{server}/retail.csv", url_sha256=PAYLOAD_SHA), "retail", data)
+    assert path == data / "retail" / "retail.csv" and path.read_bytes() == PAYLOAD and digest == PAYLOAD_SHA
+    # a second call finds the downloaded file and does not need the server
+    assert locate(source(url="http://127.0.0.1:9/retail.csv"), "retail", data) == path
+
+
+def test_download_with_the_wrong_hash_is_removed(tmp_path, server):
+    with pytest.raises(ShopError, match="url_sha256 expects"):
+        check_source(source(url=f"{server}/retail.csv", url_sha256="0" * 64), "retail", tmp_path)
+    assert not (tmp_path / "retail" / "retail.csv").exists()
+
+
+def test_failed_download_says_where_to_put_the_file(tmp_path):
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    with pytest.raises(ShopError, match=r"cannot download .*; download it by hand and put it at .*retail\.csv"):
+        locate(source(url=f"http://127.0.0.1:{port}/retail.csv"), "retail", tmp_path)
+    assert not list(tmp_path.rglob("*.csv*"))  # no partial download left
+
+
+def test_a_download_in_another_format_keeps_the_upstream_name(tmp_path):
+    zipped = source(file="online_retail/online_retail.csv.gz",
+                    url="https://archive.ics.uci.edu/static/public/352/online+retail.zip")
+    assert download_target(zipped, tmp_path) == tmp_path / "online_retail" / "online+retail.zip"
+    assert download_target(source(url="https://x.org/retail.csv"), tmp_path) == tmp_path / "retail" / "retail.csv"
+
+
+def test_a_folder_source_is_copied_whole_with_a_stable_hash(tmp_path):
+    folder = tmp_path / "shop"
+    folder.mkdir()
+    (folder / "items.parquet").write_bytes(b"1")
+    (folder / "queries.parquet").write_bytes(b"2")
+    digest = sha256_of(folder)
+    path, found = check_source(source(adapter="canonical", file="shop", sha256=digest), "search", tmp_path)
+    assert found == digest
+    copy_source(path, tmp_path / "raw" / "search")
+    assert sorted(p.name for p in (tmp_path / "raw" / "search" / "shop").iterdir()) == ["items.parquet",
+                                                                                         "queries.parquet"]
+    (folder / "queries.parquet").write_bytes(b"3")
+    assert sha256_of(folder) != digest
+
+
+def test_missing_home_depot_file_is_one_line_pointing_to_open_alternatives(tmp_path):
+    data = tmp_path / "data"
+    (data / "retail").mkdir(parents=True)
+    (data / "retail" / "retail.csv").write_bytes(PAYLOAD)
+    params = yaml.safe_load((repo_root() / "params.yaml").read_text())
+    params["data"]["retail"] = {"adapter": "online_retail", "file": "retail/retail.csv"}
+    params["data"]["search"] = {"adapter": "homedepot", "file": "homedepot/train.csv"}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    result = subprocess.run([sys.executable, "-m", "pipelines.fetch", "--params", str(tmp_path / "params.yaml"),
+                             "--out", str(tmp_path / "raw")], capture_output=True, text=True, timeout=120,
+                            env={**os.environ, "SHOP_DATA_DIR": str(data)})
+    assert result.returncode == 2
+    errors = [line for line in result.stderr.strip().splitlines()
+              if not re.match(r"^\d{4}-\d\d-\d\d [\d:,]+ (INFO|WARNING) ", line)]
+    assert len(errors) == 1, result.stderr
+    assert errors[0].startswith(f"error: {data / 'homedepot' / 'train.csv'} not found")
+    assert "wands" in errors[0] and "esci" in errors[0] and "never downloaded" in errors[0]
+    assert not (tmp_path / "raw").exists()  # the retail file was not copied either

@@ -1,0 +1,241 @@
+"""Recommendation generators 5-8, mixup and the leakage guard, on a real slice of Online Retail."""
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from rec_slice import CUTOFF, VALID_CUTOFF, retail_slice
+
+from pipelines.augment import cf_interactions, item_enrichment, sequence_aug, synthetic_users
+from pipelines.augment.manifest import write_synthetic
+from pipelines.augment.mixup import mixup
+from pipelines.augment.retail_history import load_history, safe_history, valid_cutoff
+from pipelines.core import ShopError, load_params, read_table
+
+PARAMS = load_params()
+
+
+@pytest.fixture(scope="module")
+def data() -> dict[str, pd.DataFrame]:
+    return retail_slice()
+
+
+@pytest.fixture(scope="module")
+def history(data) -> pd.DataFrame:
+    return safe_history(data["train"], VALID_CUTOFF)
+
+
+@pytest.fixture(scope="module")
+def neighbours(data, history) -> dict[str, list[str]]:
+    ids = np.sort(history["item_id"].unique())
+    guests = safe_history(data["train"], VALID_CUTOFF, guests=True)
+    return sequence_aug.similar_items_by_copurchase(guests, ids, PARAMS.augment.sequence_aug.neighbours)
+
+
+def _cf(**update):
+    return PARAMS.augment.cf_interactions.model_copy(update=update)
+
+
+def _seq(**update):
+    return PARAMS.augment.sequence_aug.model_copy(update=update)
+
+
+def _users(**update):
+    return PARAMS.augment.synthetic_users.model_copy(update={"n_users": 40, **update})
+
+
+def _written(df: pd.DataFrame, tmp_path, generator: str, table: str = "interactions") -> pd.DataFrame:
+    """Write through the shared writer (as the stages do) and read back: the canonical schema is enforced."""
+    out = tmp_path / f"{generator}.parquet"
+    write_synthetic(df, out, table, generator=generator, params={}, seed=1, inputs=[], started=0.0)
+    return read_table(out, table)
+
+
+def test_valid_cutoff_follows_the_split_params():
+    assert valid_cutoff(PARAMS) == VALID_CUTOFF
+
+
+def test_cf_interactions_only_sparse_users_get_new_items_above_threshold(history, tmp_path):
+    p = _cf(per_user=2, sparse_max_items=8, min_score=0.05)
+    rows = _written(cf_interactions.generate_cf_interactions(history, p, seed=3), tmp_path, "cf_interactions")
+    assert len(rows) > 0 and rows["is_synthetic"].all() and (rows["source"] == "cf_interactions").all()
+    distinct = history.groupby("user_id")["item_id"].nunique()
+    assert (distinct.reindex(rows["user_id"]) <= 8).all()
+    assert rows.groupby("user_id").size().max() <= 2
+    assert (rows["score"] >= 0.05).all()
+    bought = set(zip(history["user_id"], history["item_id"], strict=True))
+    assert not any(pair in bought for pair in zip(rows["user_id"], rows["item_id"], strict=True))
+    parents = history.groupby("user_id")["basket_id"].agg(set)
+    assert all(b in parents[u] for u, b in zip(rows["user_id"], rows["parent_id"], strict=True))
+    assert (rows["ts"] < VALID_CUTOFF).all()
+
+
+def test_cf_interactions_is_deterministic_for_a_seed(history):
+    p = _cf(per_user=2)
+    first = cf_interactions.generate_cf_interactions(history, p, seed=5)
+    assert first.equals(cf_interactions.generate_cf_interactions(history, p, seed=5))
+    assert not first.equals(cf_interactions.generate_cf_interactions(history, p, seed=6))
+
+
+def test_cf_interactions_threshold_above_every_score_yields_nothing(history):
+    assert cf_interactions.generate_cf_interactions(history, _cf(min_score=1e6), seed=1).empty
+
+
+def test_sequence_views_change_the_real_sequence_and_point_to_its_baskets(history, neighbours, tmp_path):
+    p = _seq(views_per_user=2, max_baskets=6)
+    rows = _written(sequence_aug.generate_sequence_views(history, p, neighbours, seed=2), tmp_path, "sequence_aug")
+    assert rows["is_synthetic"].all() and (rows["source"] == "sequence_aug").all() and rows["parent_id"].notna().all()
+    eligible = (history.groupby("user_id")["basket_id"].nunique() >= p.min_baskets).sum()
+    assert 0 < rows["sequence_id"].nunique() <= 2 * eligible
+    assert set(rows["augmentation"]) == {"crop", "mask", "reorder", "substitute"}
+    own = history.groupby("user_id")["basket_id"].agg(set)
+    assert all(b in own[u] for u, b in zip(rows["user_id"], rows["parent_id"], strict=True))
+    real = {u: sorted(zip(g["ts"], g["item_id"], strict=True)) for u, g in history.groupby("user_id")}
+    for (user, _), view in rows.groupby(["user_id", "sequence_id"]):
+        assert sorted(zip(view["ts"], view["item_id"], strict=True)) != real[user]
+    assert rows.groupby("sequence_id")["parent_id"].nunique().max() <= 6
+
+
+def test_sequence_views_are_deterministic_for_a_seed(history, neighbours):
+    p = _seq()
+    first = sequence_aug.generate_sequence_views(history, p, neighbours, seed=9)
+    assert first.equals(sequence_aug.generate_sequence_views(history, p, neighbours, seed=9))
+
+
+@pytest.mark.parametrize("op", ["crop", "mask", "reorder", "substitute"])
+def test_each_sequence_operation_does_what_it_says(op):
+    ts = [pd.Timestamp("2011-01-0%d" % d, tz="UTC") for d in range(1, 6)]
+    baskets = [(f"b{i}", ts[i], [f"i{i}a", f"i{i}b", f"i{i}c", f"i{i}d"]) for i in range(5)]
+    neighbours = {item: [item + "_twin"] for _, _, items in baskets for item in items}
+    p = _seq(crop_ratio=0.6, mask_ratio=0.5, reorder_ratio=1.0, substitute_ratio=1.0)
+    view = sequence_aug.augment_view(baskets, op, p, neighbours, np.random.default_rng(0))
+    assert view is not None
+    if op == "crop":
+        kept = [b for b, _, _ in view]
+        assert len(kept) == 3 and kept == [f"b{i}" for i in range(int(kept[0][1]), int(kept[0][1]) + 3)]
+    if op == "mask":
+        assert all(len(items) == 2 for _, _, items in view)
+    if op == "reorder":
+        assert sorted(b for b, _, _ in view) == [b for b, _, _ in baskets] and [t for _, t, _ in view] == ts
+    if op == "substitute":
+        assert all(item.endswith("_twin") for _, _, items in view for item in items)
+
+
+def test_item_enrichment_names_clusters_and_describes_items(data):
+    items = data["items"].sort_values("item_id").head(60).reset_index(drop=True)
+    vectors = item_enrichment.encode_titles(items, PARAMS.encoder)
+    p = PARAMS.augment.item_enrichment.model_copy(update={"n_clusters": 5})
+    first = item_enrichment.enrich_by_clusters(items, vectors, p, seed=1)
+    assert first["category"].nunique() == 5 and (first["category"].str.len() > 0).all()
+    titles = first["title"].str.split().str.join(" ").str.lower()
+    assert all(t in d.lower() for t, d in zip(titles, first["description"], strict=True))
+    assert set(first["price_band"]) <= set(item_enrichment.BANDS)
+    assert first.equals(item_enrichment.enrich_by_clusters(items, vectors, p, seed=1))
+    ids, back = item_enrichment.read_embeddings(_roundtrip_embeddings(items, vectors))
+    assert list(ids) == list(items["item_id"]) and np.allclose(back, vectors)
+
+
+def _roundtrip_embeddings(items, vectors):
+    import tempfile
+    from pathlib import Path
+
+    path = Path(tempfile.mkdtemp()) / "emb.parquet"
+    item_enrichment.write_embeddings(items, vectors, path)
+    return path
+
+
+def test_item_enrichment_llm_mode_refuses_the_offline_backend(data):
+    params = load_params(overrides={"augment": {"item_enrichment": {"use_llm": True}}})
+    with pytest.raises(ShopError, match="augment.item_enrichment.use_llm"):
+        item_enrichment.enrich_by_llm(data["items"].head(3), params)
+
+
+@pytest.mark.parametrize("model", ["copula", "vae"])
+def test_synthetic_users_are_new_people_with_plausible_histories(data, history, model, tmp_path):
+    countries = data["users"].set_index("user_id")["country"]
+    p = _users(model=model, vae_epochs=30)
+    users, rows = synthetic_users.generate_synthetic_users(history, countries, p, PARAMS.augment.cf_interactions,
+                                                           seed=4, before=VALID_CUTOFF)
+    users, rows = _written(users, tmp_path, "synthetic_users", "users"), _written(rows, tmp_path, "synthetic_users")
+    assert 0.9 * p.n_users <= len(users) <= p.n_users and set(rows["user_id"]) == set(users["user_id"])
+    assert not set(users["user_id"]) & set(data["train"]["user_id"])
+    assert (rows["ts"] < VALID_CUTOFF).all() and set(rows["item_id"]) <= set(history["item_id"])
+    assert rows.groupby("user_id")["basket_id"].nunique().max() <= p.max_baskets
+    real_sets = {frozenset(g) for _, g in history.groupby("user_id")["item_id"]}
+    synthetic_sets = [frozenset(g) for _, g in rows.groupby("user_id")["item_id"]]
+    assert sum(s in real_sets for s in synthetic_sets) == 0  # no synthetic history identical to a real one
+    assert set(users["country"]) <= set(countries)
+
+
+def test_synthetic_users_are_deterministic_for_a_seed(data, history):
+    countries = data["users"].set_index("user_id")["country"]
+    args = (history, countries, _users(), PARAMS.augment.cf_interactions)
+    first = synthetic_users.generate_synthetic_users(*args, seed=8, before=VALID_CUTOFF)
+    second = synthetic_users.generate_synthetic_users(*args, seed=8, before=VALID_CUTOFF)
+    assert first[0].equals(second[0]) and first[1].equals(second[1])
+
+
+def test_copula_keeps_marginals_and_dependence():
+    rng = np.random.default_rng(0)
+    x = rng.gamma(2.0, size=3000)
+    frame = pd.DataFrame({"a": x, "b": x * 2 + rng.normal(size=3000), "n_baskets": rng.integers(1, 5, 3000)})
+    sample = synthetic_users.GaussianCopula().fit(frame, rng).sample(3000, rng)
+    assert abs(sample["a"].median() - frame["a"].median()) < 0.15
+    assert sample[["a", "b"]].corr().iloc[0, 1] > 0.7
+    assert set(sample["n_baskets"]) <= set(frame["n_baskets"])
+
+
+def test_no_generator_sees_validation_or_test_targets(data, tmp_path):
+    """Poison the validation targets inside train.parquet: nothing derived from them may reach synthetic data."""
+    train = data["train"].copy()
+    target = train["basket_id"].isin(set(data["valid"]["basket_id"]))
+    assert target.sum() > 0
+    train.loc[target, "item_id"] = "LEAK-" + train.loc[target, "item_id"]
+    path = tmp_path / "train.parquet"
+    train.to_parquet(path)
+    history = load_history(PARAMS, path)
+    assert not history["item_id"].str.startswith("LEAK-").any()
+    test_only = set(data["test"]["item_id"]) - set(data["train"]["item_id"])
+    ids = np.sort(history["item_id"].unique())
+    neighbours = sequence_aug.similar_items_by_copurchase(load_history(PARAMS, path, guests=True), ids, 5)
+    outputs = {
+        "cf": cf_interactions.generate_cf_interactions(history, _cf(per_user=5, sparse_max_items=50), seed=1),
+        "seq": sequence_aug.generate_sequence_views(history, _seq(views_per_user=2), neighbours, seed=1),
+        "users": synthetic_users.generate_synthetic_users(
+            history, data["users"].set_index("user_id")["country"], _users(), PARAMS.augment.cf_interactions,
+            seed=1, before=VALID_CUTOFF)[1],
+    }
+    target_baskets = set(data["valid"]["basket_id"]) | set(data["test"]["basket_id"])
+    for name, rows in outputs.items():
+        assert len(rows) > 0, name
+        assert not rows["item_id"].str.startswith("LEAK-").any(), name
+        assert not set(rows["item_id"]) & test_only, name
+        assert (rows["ts"] < VALID_CUTOFF).all() and (rows["ts"] < CUTOFF).all(), name
+        assert not set(rows["parent_id"].dropna()) & target_baskets, name
+
+
+@pytest.mark.parametrize(("override", "key"), [
+    ({"augment": {"cf_interactions": {"per_user": -1}}}, "augment.cf_interactions.per_user"),
+    ({"augment": {"synthetic_users": {"n_users": -5}}}, "augment.synthetic_users.n_users"),
+    ({"augment": {"sequence_aug": {"operations": ["crop", "explode"]}}}, "augment.sequence_aug.operations"),
+    ({"augment": {"mystery_generator": {}}}, "augment.mystery_generator"),
+    ({"fuse": {"weights": {"mystery_generator": 1.0}}}, "fuse.weights.mystery_generator"),
+    ({"fuse": {"weights": {"cf_interactions": -0.5}}}, "fuse.weights.cf_interactions"),
+])
+def test_bad_configuration_fails_naming_the_key(override, key):
+    with pytest.raises(ShopError, match=key.replace(".", r"\.")):
+        load_params(overrides=override)
+
+
+def test_mixup_is_seeded_convex_and_keeps_each_example_dominant():
+    emb, targets = torch.randn(64, 8), torch.eye(4)[torch.arange(64) % 4]
+    first = mixup(emb, targets, alpha=0.4, generator=torch.Generator().manual_seed(3))
+    again = mixup(emb, targets, alpha=0.4, generator=torch.Generator().manual_seed(3))
+    assert torch.equal(first.embeddings, again.embeddings) and torch.equal(first.partner, again.partner)
+    assert (first.lam >= 0.5).all() and (first.lam <= 1).all()
+    expected = first.lam[:, None] * emb + (1 - first.lam[:, None]) * emb[first.partner]
+    assert torch.allclose(first.embeddings, expected)
+    assert torch.allclose(first.targets.sum(1), torch.ones(64))
+    assert torch.equal(mixup(emb, targets, alpha=0.0).embeddings, emb)
+    with pytest.raises(ShopError, match="alpha"):
+        mixup(emb, targets, alpha=-1.0)

@@ -1,0 +1,90 @@
+"""Fixtures for the MLflow tests: a throw-away repo layout with tiny data files and an embedded store."""
+
+import json
+import shutil
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+from mlflow import MlflowClient
+
+from pipelines.core.config import load_params
+from training import tracking
+
+
+class TinyPyfunc(mlflow.pyfunc.PythonModel):
+    """A stand-in model: its folder holds `quality.json`; predict returns that quality once per input row."""
+
+    def load_context(self, context):
+        folder = Path(context.artifacts["model_dir"])
+        self.quality = json.loads((folder / "quality.json").read_text())["quality"]
+
+    def predict(self, context, model_input, params=None):
+        return np.full((len(model_input), 4), self.quality, dtype=np.float32)
+
+
+def tiny_model_dir(path: Path, quality: float) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "quality.json").write_text(json.dumps({"quality": quality}))
+    return path
+
+
+@pytest.fixture(scope="session")
+def empty_mlflow_db(tmp_path_factory) -> Path:
+    """An MLflow SQLite store with its tables created once (migrations take ~10 s); tests copy it."""
+    path = tmp_path_factory.mktemp("mlflow-template") / "mlflow.db"
+    MlflowClient(tracking_uri=f"sqlite:///{path}").search_experiments()
+    return path
+
+
+@pytest.fixture
+def mlflow_params(tmp_path, monkeypatch, empty_mlflow_db):
+    """Params whose MLflow store is a fresh SQLite file + artifact folder under tmp_path."""
+    for var in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "MLFLOW_ARTIFACT_LOCATION"):
+        monkeypatch.delenv(var, raising=False)
+    shutil.copy(empty_mlflow_db, tmp_path / "mlflow.db")
+    overrides = {
+        "mlflow": {
+            "tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}",
+            "artifact_location": str(tmp_path / "mlartifacts"),
+            "system_metrics_interval_s": 0.5,
+        }
+    }
+    params = load_params(overrides=overrides)
+    tracking.configure(params.mlflow)
+    yield params
+    mlflow.set_tracking_uri(None)
+    mlflow.set_registry_uri(None)
+
+
+@pytest.fixture
+def data_root(tmp_path) -> Path:
+    """A repo-shaped folder: retail splits, one synthetic generator (+ manifest), fused sets, a dvc.lock."""
+    root = tmp_path / "repo"
+    ts = pd.Timestamp("2011-10-01", tz="UTC")
+    real = pd.DataFrame({
+        "user_id": ["u1", "u1", "u2"], "item_id": ["a", "b", "a"], "ts": [ts] * 3, "event": ["purchase"] * 3,
+        "quantity": [1, 2, 1], "value": [1.0, 2.0, 1.0], "basket_id": ["x", "x", "y"],
+        "is_synthetic": [False] * 3, "source": ["online_retail"] * 3, "parent_id": [None] * 3,
+    })
+    synthetic = real.assign(user_id="s1", is_synthetic=True, source="cf_interactions", parent_id="u1")
+    for rel, df in {
+        "data/splits/retail/train.parquet": real,
+        "data/splits/retail/valid.parquet": real.head(1),
+        "data/synthetic/cf_interactions.parquet": synthetic,
+        "data/fused/retail/aug.parquet": pd.concat([real, synthetic]).assign(weight=1.0),
+        "data/fused/retail/noaug.parquet": real.assign(weight=1.0),
+    }.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        df.to_parquet(root / rel, index=False)
+    (root / "data/synthetic/cf_interactions.manifest.json").write_text(
+        json.dumps({"generator": "cf_interactions", "params": {"per_user": 5}, "seed": 42}))
+    (root / "metrics").mkdir()
+    (root / "metrics/gate.json").write_text(json.dumps({"cf_interactions": {"decision": "pass"}}))
+    size = (root / "data/fused/retail/aug.parquet").stat().st_size
+    (root / "dvc.lock").write_text(
+        "schema: '2.0'\nstages:\n  fuse:\n    outs:\n    - path: data/fused/retail/aug.parquet\n"
+        f"      hash: md5\n      md5: 0123456789abcdef0123456789abcdef\n      size: {size}\n")
+    return root

@@ -1,0 +1,120 @@
+"""Promotion against a real MLflow registry: first model wins, worse or guardrail-breaking challengers are
+refused, a better one is promoted, rollback restores the previous champion."""
+
+import json
+
+import pandas as pd
+import pytest
+import yaml
+from conftest import TinyPyfunc, tiny_model_dir
+from mlflow import MlflowClient
+from typer.testing import CliRunner
+
+from pipelines.core.errors import ShopError
+from training import promote, tracking
+
+NAME = "shopaug-recommender"
+
+
+def harness_like(ndcg: float, cold: float, new_items: float) -> dict:
+    value = lambda v: {"value": v, "ci_low": v - 0.01, "ci_high": v + 0.01, "n": 100}  # noqa: E731
+    segments = {"cold_users": {"ndcg@10": value(cold)}, "new_items": {"recall@10": value(new_items)}}
+    return {"ndcg@10": value(ndcg), "hr@10": value(ndcg * 2), "segments": segments}
+
+
+def register(params, root, tmp_path, tag: str, ndcg: float, cold: float, new_items: float) -> str:
+    folder = tiny_model_dir(tmp_path / tag, ndcg)
+    (folder / "metrics.json").write_text(json.dumps(harness_like(ndcg, cold, new_items)))
+    with tracking.start_run(params, "retail", "aug", root=root) as run:
+        version = run.log_model(folder, python_model=TinyPyfunc(),
+                                input_example=pd.DataFrame({"history": [["a"]]}))
+    return str(version.version)
+
+
+def evaluate_from_registry(uri: str, task: str) -> dict:
+    """Stands in for the harness: reads the metrics the tiny model carries, via the registry URI."""
+    assert task == "retail" and uri.startswith(f"models:/{NAME}/")
+    return json.loads((tracking.download_model_dir(uri) / "metrics.json").read_text())
+
+
+def aliases(client: MlflowClient) -> dict[str, str]:
+    return {alias: str(v) for alias, v in client.get_registered_model(NAME).aliases.items()}
+
+
+def test_promotion_refuses_worse_accepts_better_and_rolls_back(mlflow_params, data_root, tmp_path):
+    params, client = mlflow_params, MlflowClient()
+    v1 = register(params, data_root, tmp_path, "v1", ndcg=0.30, cold=0.20, new_items=0.10)
+    first = promote.promote_task(params, "retail", evaluate_from_registry)
+    assert first["decision"] == "promoted" and "first model" in first["reason"]
+    assert aliases(client) == {"champion": v1, "challenger": v1}
+
+    assert promote.promote_task(params, "retail", evaluate_from_registry)["decision"] == "unchanged"
+
+    v2 = register(params, data_root, tmp_path, "v2", ndcg=0.303, cold=0.20, new_items=0.10)  # gain < margin
+    worse = promote.promote_task(params, "retail", evaluate_from_registry)
+    assert worse["decision"] == "rejected" and "below the margin" in worse["reason"]
+    assert aliases(client)["champion"] == v1
+    tags = client.get_model_version(NAME, v2).tags
+    assert tags["promotion.decision"] == "rejected" and tags["promotion.compared_with"] == v1
+    assert json.loads(tags["promotion.challenger_metrics"])["ndcg@10"] == pytest.approx(0.303)
+    assert json.loads(tags["promotion.champion_metrics"])["cold_users.ndcg@10"] == pytest.approx(0.20)
+
+    register(params, data_root, tmp_path, "v3", ndcg=0.40, cold=0.15, new_items=0.10)  # cold users regress
+    guarded = promote.promote_task(params, "retail", evaluate_from_registry)
+    assert guarded["decision"] == "rejected" and "cold_users.ndcg@10" in guarded["reason"]
+    assert aliases(client)["champion"] == v1
+
+    v4 = register(params, data_root, tmp_path, "v4", ndcg=0.36, cold=0.21, new_items=0.12)
+    better = promote.promote_task(params, "retail", evaluate_from_registry)
+    assert better["decision"] == "promoted" and better["primary"]["delta"] == pytest.approx(0.06)
+    assert aliases(client) == {"champion": v4, "challenger": v4}
+    assert client.get_model_version(NAME, v4).tags[promote.PREVIOUS_TAG] == v1
+
+    back = promote.rollback_task(params, "retail")
+    assert (back["from_version"], back["to_version"]) == (v4, v1)
+    assert aliases(client) == {"champion": v1}  # the rolled-back version is no longer challenger either
+    with pytest.raises(ShopError, match="no @challenger"):  # nothing new to promote after a rollback
+        promote.promote_task(params, "retail", evaluate_from_registry)
+    with pytest.raises(ShopError, match="first champion"):
+        promote.rollback_task(params, "retail")
+
+
+def test_rollback_cli_moves_champion_back(mlflow_params, data_root, tmp_path):
+    params, client = mlflow_params, MlflowClient()
+    v1 = register(params, data_root, tmp_path, "a", ndcg=0.2, cold=0.1, new_items=0.1)
+    promote.promote_task(params, "retail", evaluate_from_registry)
+    v2 = register(params, data_root, tmp_path, "b", ndcg=0.3, cold=0.1, new_items=0.1)
+    promote.promote_task(params, "retail", evaluate_from_registry)
+    assert aliases(client)["champion"] == v2
+    params_file = tmp_path / "params.yaml"
+    params_file.write_text(yaml.safe_dump(params.model_dump(mode="json")))
+    result = CliRunner().invoke(promote.app, ["rollback", "--task", "retail", "--params", str(params_file)])
+    assert result.exit_code == 0, result.output
+    assert f"v{v2} -> v{v1}" in result.output and aliases(client)["champion"] == v1
+
+
+def test_promote_without_challenger_is_refused(mlflow_params):
+    tracking.configure(mlflow_params.mlflow)
+    with pytest.raises(ShopError, match="no @challenger"):
+        promote.promote_task(mlflow_params, "search", evaluate_from_registry)
+
+
+@pytest.mark.parametrize(
+    ("challenger", "champion", "expected"),
+    [
+        (harness_like(0.305, 0.2, 0.1), harness_like(0.30, 0.2, 0.1), True),  # exactly the margin
+        (harness_like(0.304, 0.2, 0.1), harness_like(0.30, 0.2, 0.1), False),
+        (harness_like(0.50, 0.2, 0.09), harness_like(0.30, 0.2, 0.1), False),  # new-item recall drops
+        (harness_like(0.50, 0.2, 0.1), None, True),
+    ],
+)
+def test_decide_applies_margin_and_guardrails(mlflow_params, challenger, champion, expected):
+    assert promote.decide(challenger, champion, mlflow_params.promote, "retail")["promote"] is expected
+
+
+def test_metric_value_reads_segments_and_refuses_missing_primary(mlflow_params):
+    result = harness_like(0.3, 0.2, 0.1)
+    assert promote.metric_value(result, "new_items.recall@10") == pytest.approx(0.1)
+    assert promote.metric_value(result, "mrr") is None
+    with pytest.raises(ShopError, match="ndcg@10"):
+        promote.decide({"hr@10": {"value": 1.0}}, None, mlflow_params.promote, "retail")

@@ -1,0 +1,60 @@
+"""The evaluate stage's bookkeeping: uplifts, ablation deltas, planned runs and the sweep CSV."""
+
+import json
+
+import pandas as pd
+import pytest
+
+from pipelines.core.config import load_params
+from pipelines.core.errors import ShopError
+from training import results
+
+
+def res(ndcg: float, cold: float = 0.1) -> dict:
+    return {"ndcg@10": {"value": ndcg}, "hr@10": {"value": ndcg * 2},
+            "segments": {"cold_users": {"ndcg@10": {"value": cold}}}}
+
+
+def test_uplift_is_relative_to_twin_and_best_real_baseline():
+    models = {"noaug": res(0.20, 0.10), "aug": res(0.25, 0.15)}
+    baselines = {"popularity": res(0.10), "repeat_purchase": res(0.20), "random": res(0.9)}
+    uplift = results.compare("retail", models, baselines)
+    assert uplift["best_baseline"] == "repeat_purchase"  # random is never the bar
+    assert uplift["models"]["aug"]["noaug"]["ndcg@10"] == pytest.approx(0.25)
+    assert uplift["models"]["aug"]["noaug"]["cold_users.ndcg@10"] == pytest.approx(0.5)
+    assert uplift["models"]["aug"]["best_baseline"]["ndcg@10"] == pytest.approx(0.25)
+    assert "noaug" not in uplift["models"]["noaug"]
+
+
+def test_ablation_is_aug_minus_leave_one_out():
+    models = {"aug": res(0.25), "minus_cf_interactions": res(0.22), "minus_sequence_aug": res(0.26)}
+    out = results.ablation("retail", models)
+    assert out["cf_interactions"]["ndcg@10"] == pytest.approx(0.03)
+    assert out["sequence_aug"]["ndcg@10"] == pytest.approx(-0.01)
+
+
+def test_planned_runs_add_ablation_variants_that_exist(tmp_path):
+    fused = tmp_path / "data/fused/retail"
+    fused.mkdir(parents=True)
+    for variant in ("noaug", "aug", "minus_cf_interactions"):
+        (fused / f"{variant}.parquet").write_bytes(b"")
+    (fused / "manifest.json").write_text(json.dumps(
+        {"variants": {"noaug": {}, "aug": {}, "minus_cf_interactions": {}, "minus_sequence_aug": {}}}))
+    params = load_params(overrides={"experiments": {"runs": ["retail/noaug", "retail/aug", "search/aug"]}})
+    assert results.planned_runs(params, tmp_path) == [
+        ("retail", "noaug"), ("retail", "aug"), ("retail", "minus_cf_interactions")]
+    bad = load_params(overrides={"experiments": {"runs": ["books/aug"]}})
+    with pytest.raises(ShopError, match="books/aug"):
+        results.planned_runs(bad, tmp_path)
+
+
+def test_sweep_rows_accumulate_and_a_rerun_replaces_its_own(tmp_path):
+    path = tmp_path / "sweep" / "retail.csv"
+    row = {"variant": "aug", "synthetic_share": 0.3, "ndcg@10": 0.2, "max_synthetic_share": 0.5,
+           "generators": "cf_interactions+online_retail", "augment_enabled": True}
+    results.append_sweep(path, [row, {**row, "variant": "noaug", "synthetic_share": 0.0}])
+    results.append_sweep(path, [{**row, "synthetic_share": 0.1, "max_synthetic_share": 0.1}])
+    results.append_sweep(path, [{**row, "ndcg@10": 0.21}])  # same setting again: replaces the first aug row
+    sweep = pd.read_csv(path)
+    assert len(sweep) == 3
+    assert sweep.loc[sweep["max_synthetic_share"] == 0.5].set_index("variant")["ndcg@10"]["aug"] == 0.21

@@ -1,0 +1,118 @@
+"""A real MLflow run (SQLite + local artifacts): params, batched metrics, lineage inputs, registered model."""
+
+import time
+
+import mlflow
+import pandas as pd
+import pytest
+from conftest import TinyPyfunc, tiny_model_dir
+from mlflow import MlflowClient
+
+from pipelines.core.errors import ShopError
+from training import tracking
+
+
+def test_run_logs_params_metrics_lineage_and_registers_challenger(mlflow_params, data_root, tmp_path):
+    with tracking.start_run(mlflow_params, "retail", "aug", root=data_root) as run:
+        digests = run.log_datasets()
+        for step in range(1200):  # > one batch: must arrive complete through log_batch
+            run.log_metrics({"train/loss": 1.0 / (step + 1)}, step=step)
+        run.log_metrics({"valid/ndcg@10": 0.25})
+        time.sleep(1.2)  # let the system-metrics sampler (0.5 s) report at least once
+        version = run.log_model(tiny_model_dir(tmp_path / "model", 0.5), python_model=TinyPyfunc(),
+                                input_example=pd.DataFrame({"history": [["a", "b"], ["a"]]}))
+
+    client = MlflowClient()
+    logged = client.get_run(run.run_id)
+    assert logged.data.params["promote.margin"] == str(mlflow_params.promote.margin)
+    assert logged.data.params["mlflow.experiment"] == "shopaug"
+    assert logged.data.tags["variant"] == "aug" and logged.data.tags["git_commit"]
+    assert logged.data.tags["synthetic_generators"] == "cf_interactions"
+    assert len(client.get_metric_history(run.run_id, "train/loss")) == 1200
+    assert logged.data.metrics["valid/ndcg_at_10"] == pytest.approx(0.25)
+    assert any(key.startswith("system/") for key in logged.data.metrics), sorted(logged.data.metrics)
+
+    inputs = {d.dataset.name: d for d in logged.inputs.dataset_inputs}
+    assert {"retail-train", "retail-valid", "retail-fused-aug", "synthetic-cf_interactions"} <= set(inputs)
+    # digest from dvc.lock where it has the file, else the file's md5
+    assert inputs["retail-fused-aug"].dataset.digest == "0123456789abcdef0123456789abcdef"
+    train_md5 = tracking.file_md5(data_root / "data/splits/retail/train.parquet")
+    assert inputs["retail-train"].dataset.digest == train_md5
+    synthetic = inputs["synthetic-cf_interactions"].dataset
+    assert digests["data/synthetic/cf_interactions.parquet"] == synthetic.digest
+    assert '"data/fused/retail/aug.parquet"' in inputs["retail-fused-aug"].dataset.source
+    artifacts = {a.path for a in client.list_artifacts(run.run_id, "lineage/manifests")}
+    assert artifacts == {"lineage/manifests/cf_interactions.manifest.json"}
+
+    assert str(version.version) == "1" and version.name == "shopaug-recommender"
+    by_alias = client.get_model_version_by_alias("shopaug-recommender", "challenger")
+    assert str(by_alias.version) == "1" and by_alias.run_id == run.run_id
+    assert by_alias.tags["variant"] == "aug" and by_alias.tags["synthetic_generators"] == "cf_interactions"
+    loaded = mlflow.pyfunc.load_model("models:/shopaug-recommender@challenger")
+    assert loaded.metadata.signature is not None
+    assert loaded.predict(pd.DataFrame({"history": [["a"]]})).shape == (1, 4)
+    assert (tracking.download_model_dir("models:/shopaug-recommender@challenger") / "quality.json").exists()
+
+    traced = tracking.trace("models:/shopaug-recommender@challenger")
+    assert traced["run"]["run_id"] == run.run_id
+    assert traced["generators"]["cf_interactions"]["params"] == {"per_user": 5}
+    assert {d["source"] for d in traced["datasets"]} >= {"data/fused/retail/aug.parquet"}
+
+
+def test_unregistered_variant_moves_no_alias(mlflow_params, data_root, tmp_path):
+    with tracking.start_run(mlflow_params, "search", "noaug", root=data_root) as run:
+        result = run.log_model(tiny_model_dir(tmp_path / "m", 0.1), python_model=TinyPyfunc(),
+                               input_example=pd.DataFrame({"query": ["drill"]}))
+    assert result is None and run.model_uri
+    assert MlflowClient().search_registered_models() == []
+
+
+def test_failed_block_marks_run_failed_and_flushes_metrics(mlflow_params, data_root):
+    run_cm = tracking.start_run(mlflow_params, "retail", "aug", root=data_root)
+    with pytest.raises(RuntimeError), run_cm as run:
+        run.log_metrics({"train/loss": 0.5}, step=0)
+        raise RuntimeError("boom")
+    logged = MlflowClient().get_run(run.run_id)
+    assert logged.info.status == "FAILED" and logged.data.metrics["train/loss"] == 0.5
+
+
+def test_relative_sqlite_uri_resolves_against_repo_and_env_wins(mlflow_params, monkeypatch, tmp_path):
+    assert tracking.resolve_uri("sqlite:///mlflow.db", tmp_path) == f"sqlite:///{tmp_path / 'mlflow.db'}"
+    assert tracking.resolve_uri("http://mlflow:5000") == "http://mlflow:5000"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'other.db'}")
+    tracking_uri, registry_uri = tracking.configure(mlflow_params.mlflow)
+    assert tracking_uri == registry_uri == f"sqlite:///{tmp_path / 'other.db'}"
+
+
+def test_unknown_task_and_bad_model_uri_are_refused(mlflow_params):
+    with pytest.raises(ShopError, match="task 'books'"):
+        tracking.registered_name(mlflow_params.mlflow, "books")
+    with pytest.raises(ShopError, match="expected models:/"):
+        tracking.resolve_version("runs:/abc/model")
+
+
+def test_real_search_model_round_trips_through_registry(mlflow_params, data_root, tmp_path):
+    """The training code's own model folder, logged by the default pyfunc wrapper, loads back by alias."""
+    import numpy as np
+
+    from training.models import BiEncoder, TextTower
+    from training.serving_api import SearchModel, load_model, save_model
+
+    items = pd.DataFrame({"item_id": ["1", "2"], "title": ["cordless drill", "white paint"],
+                          "description": "", "category": "", "price": 1.0})
+    config = {"name": "tiny", "shared_items": True, "encoder": "minilm", "query_max_length": 16,
+              "item_max_length": 16, "variant": "aug"}
+    model = SearchModel(BiEncoder(TextTower("minilm", 16), True, 0.05), items, config, None)
+    folder = save_model(model, tmp_path / "search-model")
+    with tracking.start_run(mlflow_params, "search", "aug", root=data_root) as run:
+        version = run.log_model(folder, "search")
+
+    uri = "models:/shopaug-search@challenger"
+    assert str(version.version) == "1" and tracking.run_record(folder)["version"] == "1"
+    loaded = load_model(uri)
+    queries = ["drill", "paint for walls"]
+    np.testing.assert_allclose(loaded.encode_queries(queries), model.encode_queries(queries), atol=1e-5)
+    pyfunc = mlflow.pyfunc.load_model(uri)
+    assert pyfunc.metadata.signature.inputs.input_names() == ["query"]
+    np.testing.assert_allclose(pyfunc.predict(pd.DataFrame({"query": queries})),
+                               model.encode_queries(queries), atol=1e-5)

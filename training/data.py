@@ -1,0 +1,156 @@
+"""Training inputs: the fused set (or the real split), retail basket examples with point-in-time context, search pairs."""
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from pipelines.core.errors import ShopError
+from pipelines.core.io import read_table
+from training.models import bucket_edges, bucketize, history_inputs, item_context_features
+
+log = logging.getLogger(__name__)
+SNAPSHOT_DAYS = 7
+
+
+def training_table(root: Path, task: str, variant: str) -> tuple[pd.DataFrame, Path]:
+    """The fused training set `data/fused/<task>/<variant>.parquet`, else the real split `data/splits/<task>/train.parquet`.
+
+    A missing `weight` column means weight 1 for every row. Refuses a named variant that does not exist
+    when fused sets exist.
+    """
+    table = "interactions" if task == "retail" else "queries"
+    fused = root / "data" / "fused" / task / f"{variant}.parquet"
+    if fused.exists():
+        path = fused
+    elif (root / "data" / "fused" / task).exists() and variant != "noaug":
+        raise ShopError(f"{fused}: fused variant '{variant}' not found")
+    else:
+        path = root / "data" / "splits" / task / "train.parquet"
+        log.warning("%s not found: training on the real split %s", fused, path)
+    df = read_table(path, table)
+    if "weight" not in df.columns:
+        df["weight"] = 1.0
+    df["weight"] = pd.to_numeric(df["weight"], errors="coerce").fillna(1.0).astype(float)
+    return df[df["weight"] > 0].reset_index(drop=True), path
+
+
+def valid_cutoff(root: Path) -> pd.Timestamp:
+    path = root / "data" / "splits" / "retail" / "split.json"
+    try:
+        ts = pd.Timestamp(json.loads(path.read_text())["valid_cutoff"])
+        return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
+    except (OSError, KeyError, ValueError) as exc:
+        raise ShopError(f"{path}: cannot read 'valid_cutoff' ({exc})") from None
+
+
+# --------------------------------------------------------------------------------------------- retail
+@dataclass
+class RetailExamples:
+    """Basket examples over a fixed item catalogue (indices into `item_ids`)."""
+
+    item_ids: list[str]
+    buckets: np.ndarray  # (W, C, G) bucket ids per snapshot
+    edges: dict
+    week: np.ndarray  # (N,)
+    hist: list[list[int]]
+    rep: list[list[int]]
+    rep_feats: list[list[list[float]]]
+    user_feats: np.ndarray  # (N, U)
+    targets: list[list[int]]
+    weight: np.ndarray
+
+
+def user_history_features(state_len: int, distinct: int) -> list[float]:
+    """User context computable from any history list (serving has no more): log events, log distinct items."""
+    return [float(np.log1p(state_len)), float(np.log1p(distinct))]
+
+
+def retail_examples(interactions: pd.DataFrame, items: pd.DataFrame, before: pd.Timestamp, history_len: int,
+                    repeat_history: int, n_buckets: int, max_targets: int, seed: int) -> RetailExamples:
+    """One example per identified basket with ts < `before` and a non-empty history.
+
+    Item context features are point-in-time: weekly snapshots computed from rows strictly before each
+    snapshot's start; an example uses the snapshot of its week.
+    """
+    rows = interactions[interactions["ts"] < before].copy()
+    rows["item_id"] = rows["item_id"].astype(str)
+    item_ids = sorted(rows["item_id"].unique())
+    index = {item: i for i, item in enumerate(item_ids)}
+    catalogue = items.assign(item_id=items["item_id"].astype(str)).drop_duplicates("item_id").set_index("item_id")
+    cat_items = catalogue.reindex(item_ids).reset_index().fillna({"title": "", "description": "", "category": ""})
+    t0 = rows["ts"].min().floor("D")
+    n_weeks = int((before - t0) / pd.Timedelta(days=SNAPSHOT_DAYS)) + 1
+    snaps = [item_context_features(rows, cat_items, t0 + pd.Timedelta(days=SNAPSHOT_DAYS * w)) for w in range(n_weeks)]
+    edges = bucket_edges(item_context_features(rows, cat_items, before), n_buckets)
+    buckets = np.stack([bucketize(s, edges) for s in snaps])
+
+    rng = np.random.default_rng(seed)
+    known = rows.dropna(subset=["user_id"]).sort_values(["user_id", "ts", "basket_id"], kind="stable")
+    out = {k: [] for k in ("week", "hist", "rep", "rep_feats", "user_feats", "targets", "weight")}
+    for _, user_rows in known.groupby("user_id", sort=False):
+        state: dict = {}
+        n_events = 0
+        for (ts, _), basket in user_rows.groupby(["ts", "basket_id"], sort=True):
+            basket_items = list(dict.fromkeys(basket["item_id"]))
+            if state:
+                recent, rep, feats = history_inputs(state, history_len, repeat_history)
+                targets = [index[i] for i in basket_items]
+                if len(targets) > max_targets:
+                    targets = rng.choice(targets, max_targets, replace=False).tolist()
+                out["week"].append(int((ts - t0) / pd.Timedelta(days=SNAPSHOT_DAYS)))
+                out["hist"].append([index[i] for i in recent])
+                out["rep"].append([index[i] for i in rep])
+                out["rep_feats"].append(feats)
+                out["user_feats"].append(user_history_features(n_events, len(state)))
+                out["targets"].append(targets)
+                out["weight"].append(float(basket["weight"].mean()))
+            for item in basket["item_id"]:
+                state[item] = state.pop(item, 0) + 1
+                n_events += 1
+    if not out["week"]:
+        raise ShopError(f"no identified basket with an earlier purchase before {before}: nothing to train on")
+    return RetailExamples(item_ids, buckets, edges, np.asarray(out["week"]), out["hist"], out["rep"],
+                          out["rep_feats"], np.asarray(out["user_feats"], dtype=np.float32), out["targets"],
+                          np.asarray(out["weight"], dtype=np.float32))
+
+
+def user_histories(history: pd.DataFrame, user_ids: list[str]) -> list[list[str]]:
+    """Chronological item-id lists per user (the serving input of `encode_users`)."""
+    known = history.dropna(subset=["user_id"]).sort_values(["ts", "basket_id"], kind="stable")
+    groups = known.groupby(known["user_id"].astype(str))["item_id"].agg(lambda s: s.astype(str).tolist())
+    return [groups.get(user, []) for user in user_ids]
+
+
+# --------------------------------------------------------------------------------------------- search
+@dataclass
+class SearchPairs:
+    """Positive (query, item) pairs, the judged hard negatives per query, over a catalogue of item indices."""
+
+    queries: list[str]
+    pos_item: np.ndarray
+    weight: np.ndarray
+    query_key: np.ndarray  # integer id of the query text, for masking
+    positives: dict[int, set[int]]
+    negatives: dict[int, list[int]]
+
+
+def search_pairs(queries: pd.DataFrame, item_index: dict[str, int], positive_threshold: float,
+                 negative_threshold: float) -> SearchPairs:
+    """Pairs with relevance >= positive_threshold (weight = relevance x row weight); judged low pairs = negatives."""
+    df = queries.assign(item_id=queries["item_id"].astype(str))
+    df = df[df["item_id"].isin(item_index)]
+    key = {q: i for i, q in enumerate(sorted(df["query"].unique()))}
+    df = df.assign(key=df["query"].map(key), idx=df["item_id"].map(item_index))
+    pos = df[df["relevance"] >= positive_threshold]
+    neg = df[df["relevance"] <= negative_threshold]
+    if pos.empty:
+        raise ShopError(f"no training pair has relevance >= train.search.positive_threshold={positive_threshold}")
+    return SearchPairs(
+        queries=pos["query"].tolist(), pos_item=pos["idx"].to_numpy(np.int64),
+        weight=(pos["relevance"] * pos["weight"]).to_numpy(np.float32), query_key=pos["key"].to_numpy(np.int64),
+        positives=pos.groupby("key")["idx"].agg(set).to_dict(),
+        negatives=neg.groupby("key")["idx"].agg(list).to_dict())

@@ -1,0 +1,139 @@
+"""The one evaluation harness every model goes through: full-catalogue ranking, bootstrap CIs, segments.
+
+Result shape (both tasks): {metric: {"value", "ci_low", "ci_high", "n"}, ..., "segments": {segment: {metric:
+{...}}}}, where `n` is the number of users/queries the metric is defined for (NaN values are written as null).
+Models are expected to be fitted already; the harness only asks them to rank.
+"""
+
+import logging
+import math
+
+import numpy as np
+import pandas as pd
+
+from pipelines.core.config import EvaluationParams
+from pipelines.core.errors import ShopError
+from training.metrics import binary_metrics, bootstrap_ci, ndcg_at_k, pairwise_accuracy, recall_at_k, rerank
+from training.protocols import Recommender, Retriever
+
+log = logging.getLogger(__name__)
+
+
+def ranking_depth(params: EvaluationParams) -> int:
+    """How many items a model is asked for: enough for every cut-off (MRR is computed within this depth)."""
+    return max(params.k, *params.recall_ks, params.catalogue_recall_k)
+
+
+def _summarise(per_unit: pd.DataFrame, params: EvaluationParams, seed: int) -> dict[str, dict]:
+    return {column: _clean(bootstrap_ci(per_unit[column].to_numpy(float), params.bootstrap_samples, seed))
+            for column in per_unit.columns}
+
+
+def _clean(stats: dict) -> dict:
+    return {key: (None if isinstance(v, float) and math.isnan(v) else v) for key, v in stats.items()}
+
+
+def evaluate_recommender(model: Recommender, history: pd.DataFrame, targets: pd.DataFrame,
+                         items: pd.DataFrame, params: EvaluationParams, cutoff: pd.Timestamp | None = None,
+                         seed: int = 42) -> dict:
+    """Score a fitted recommender on each target user's basket against the full catalogue.
+
+    `history`: canonical interactions visible to the model (ts before the cutoff, guest rows allowed);
+    `targets`: the target basket rows (one basket per user); `items`: canonical items. The catalogue is the
+    items seen in `history` (recommendations outside it are dropped); target items outside it stay in the
+    relevant set, so they count as misses. `cutoff` defaults to the end of the history. Metrics: all target
+    items, and `*_new`: the target items not in the user's history against the ranking with the user's past
+    items removed (what the model would show when asked for something new). Segments: `cold_users` (at most
+    `cold_user_max_purchases` past baskets) and `new_items` (recall of target items first seen within
+    `new_item_days` before the cutoff). Refuses empty targets or target users without history.
+    """
+    if targets.empty:
+        raise ShopError("evaluation targets are empty: no user has a basket after the cutoff")
+    known = history.dropna(subset=["user_id"])
+    user_ids = sorted(targets["user_id"].dropna().astype(str).unique())
+    no_history = sorted(set(user_ids) - set(known["user_id"].astype(str)))
+    if no_history:
+        raise ShopError(f"{len(no_history)} target user(s) have no history before the cutoff, "
+                        f"e.g. '{no_history[0]}'")
+    cutoff = pd.Timestamp(cutoff) if cutoff is not None else history["ts"].max()
+    catalogue = set(history["item_id"].astype(str))
+    unknown_items = set(targets["item_id"].astype(str)) - set(items["item_id"].astype(str))
+    if unknown_items:
+        log.warning("%d target item(s) are missing from the items table", len(unknown_items))
+
+    depth = ranking_depth(params)
+    past_items = known.groupby(known["user_id"].astype(str))["item_id"].agg(lambda s: set(s.astype(str)))
+    # New-to-user metrics drop the user's past items from the list, so ask deep enough to keep `depth` left.
+    longest_past = max(len(past_items[user]) for user in user_ids)
+    ranked = model.recommend(history, user_ids, min(len(catalogue), depth + longest_past))
+    past_baskets = known.groupby(known["user_id"].astype(str))["basket_id"].nunique()
+    first_seen = history.groupby(history["item_id"].astype(str))["ts"].min()
+    new_items = set(first_seen[first_seen >= cutoff - pd.Timedelta(days=params.new_item_days)].index)
+    wanted = targets.groupby(targets["user_id"].astype(str))["item_id"].agg(lambda s: set(s.astype(str)))
+
+    rows, cold, recall_new_items = [], [], []
+    for user in user_ids:
+        full = [item for item in ranked.get(user, []) if item in catalogue]
+        top = full[:depth]
+        relevant = wanted[user]
+        all_items = binary_metrics(top, relevant, params.k, params.recall_ks)
+        unseen = [item for item in full if item not in past_items[user]][:depth]
+        fresh = binary_metrics(unseen, relevant - past_items[user], params.k, params.recall_ks)
+        rows.append({**all_items, **{f"{name}_new": value for name, value in fresh.items()}})
+        cold.append(past_baskets[user] <= params.cold_user_max_purchases)
+        recall_new_items.append({f"recall@{r}": recall_at_k(top, relevant & new_items, r)
+                                 for r in params.recall_ks})
+    per_user = pd.DataFrame(rows)
+    cold_mask = np.array(cold)
+    result = _summarise(per_user, params, seed)
+    result["segments"] = {
+        "cold_users": _summarise(per_user[cold_mask].reset_index(drop=True), params, seed),
+        "new_items": _summarise(pd.DataFrame(recall_new_items), params, seed),
+    }
+    log.info("%s: %d users (%d cold), %s=%.4f", getattr(model, "name", "model"), len(user_ids),
+             int(cold_mask.sum()), f"ndcg@{params.k}", result[f"ndcg@{params.k}"]["value"] or float("nan"))
+    return result
+
+
+def evaluate_retriever(model: Retriever, queries: pd.DataFrame, items: pd.DataFrame, params: EvaluationParams,
+                       seed: int = 42) -> dict:
+    """Score a fitted retriever on judged queries: catalogue retrieval and judged-candidate re-ranking.
+
+    `queries`: canonical judged (query_id, query, item_id, relevance 0..1) rows; `items`: the catalogue the
+    model indexed (results outside it are dropped). Metrics: `ndcg@k` (graded, unjudged gain 0) and
+    `recall@catalogue_recall_k` (judged items with relevance >= relevant_threshold) over the catalogue;
+    `rerank_ndcg@k` and `pairwise_accuracy` over each query's judged items (score ties broken by item id,
+    counted 1/2 in pairwise accuracy). Refuses empty queries.
+    """
+    if queries.empty:
+        raise ShopError("evaluation queries are empty")
+    catalogue = set(items["item_id"].astype(str))
+    judged = queries.assign(item_id=queries["item_id"].astype(str), query_id=queries["query_id"].astype(str))
+    # One row per (query, item): a pair judged twice keeps its mean relevance.
+    judged = judged.groupby(["query_id", "item_id"], as_index=False, sort=True).agg(
+        query=("query", "first"), relevance=("relevance", "mean"))
+    groups = list(judged.groupby("query_id", sort=True))
+    texts = [group["query"].iloc[0] for _, group in groups]
+    depth = ranking_depth(params)
+    results = model.search(texts, depth)
+    pair_scores = np.asarray(model.score(judged["query"].tolist(), judged["item_id"].tolist()), dtype=float)
+    judged["score"] = pair_scores
+
+    k, rk = params.k, params.catalogue_recall_k
+    rows = []
+    for (_, group), hits in zip(groups, results, strict=True):
+        top = [item for item, _ in hits if item in catalogue][:depth]
+        gains = dict(zip(group["item_id"], group["relevance"], strict=True))
+        relevant = set(group.loc[group["relevance"] >= params.relevant_threshold, "item_id"])
+        group_scores = judged.loc[group.index, "score"]
+        rows.append({
+            f"ndcg@{k}": ndcg_at_k(top, gains, k),
+            f"recall@{rk}": recall_at_k(top, relevant, rk),
+            f"rerank_ndcg@{k}": ndcg_at_k(rerank(group["item_id"].tolist(), group_scores), gains, k),
+            "pairwise_accuracy": pairwise_accuracy(group["relevance"], group_scores),
+        })
+    result = _summarise(pd.DataFrame(rows), params, seed)
+    result["segments"] = {}
+    log.info("%s: %d queries, %s=%.4f", getattr(model, "name", "model"), len(groups), f"ndcg@{k}",
+             result[f"ndcg@{k}"]["value"] or float("nan"))
+    return result

@@ -1,0 +1,297 @@
+"""The trainable models: a text tower (frozen, top layers, LoRA or full), the search bi-encoder, the two-tower recommender.
+
+Both models score by a dot product of two vectors, so serving can put the item side in a FAISS index.
+"""
+
+import hashlib
+import logging
+import zlib
+from collections import OrderedDict
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from pipelines.core.encoder import TextEncoder, load_encoder, mean_pool, resolve_encoder
+from pipelines.core.errors import ShopError
+
+log = logging.getLogger(__name__)
+
+
+def item_texts(items: pd.DataFrame) -> list[str]:
+    """One text per canonical item row: title, then category and description when the shop has them."""
+    cols = [c for c in ("title", "category", "description") if c in items.columns]
+    parts = items[cols].fillna("").astype(str)
+    return [" | ".join(p for p in row if p.strip()) for row in parts.itertuples(index=False)]
+
+
+def cached_text_embeddings(texts: list[str], model: str, max_length: int, cache_dir: Path | None,
+                           batch_size: int = 256) -> np.ndarray:
+    """Frozen-encoder unit vectors for `texts`, read from / written to an .npy cache keyed by model, length, texts."""
+    key = hashlib.sha256("\n".join([resolve_encoder(model), str(max_length), *texts]).encode()).hexdigest()[:20]
+    path = Path(cache_dir) / f"{key}.npy" if cache_dir else None
+    if path is not None and path.exists():
+        return np.load(path)
+    vectors = TextEncoder(model, max_length, batch_size).encode(texts, progress=len(texts) > 5000)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{np.random.randint(1 << 30)}.tmp.npy")
+        np.save(tmp, vectors)
+        tmp.replace(path)
+    return vectors
+
+
+def _layer_list(encoder: nn.Module, n_layers: int) -> nn.ModuleList:
+    for module in encoder.modules():
+        if isinstance(module, nn.ModuleList) and len(module) == n_layers:
+            return module
+    raise ShopError(f"train.trainable_layers: cannot find the {n_layers} transformer layers of this encoder")
+
+
+class TextTower(nn.Module):
+    """A Hugging Face encoder with mean pooling; frozen, top-`trainable_layers` layers, LoRA, or fully trained."""
+
+    def __init__(self, model: str, max_length: int, trainable_layers: int = 0, lora: bool = False,
+                 lora_r: int = 8, lora_alpha: int = 16):
+        super().__init__()
+        self.tokenizer, encoder = load_encoder(model)
+        self.max_length = max_length
+        self.dim = int(encoder.config.hidden_size)
+        encoder.requires_grad_(False)
+        if lora:
+            from peft import LoraConfig, get_peft_model
+
+            encoder = get_peft_model(encoder, LoraConfig(r=lora_r, lora_alpha=lora_alpha, lora_dropout=0.05))
+        elif trainable_layers:
+            layers = _layer_list(encoder, int(encoder.config.num_hidden_layers))
+            top = layers if trainable_layers < 0 else layers[-trainable_layers:]
+            top.requires_grad_(True)
+            if trainable_layers < 0:
+                encoder.requires_grad_(True)
+        self.encoder = encoder
+        self.trainable = any(p.requires_grad for p in encoder.parameters())
+
+    def tokenize(self, texts: list[str]) -> dict[str, torch.Tensor]:
+        batch = self.tokenizer(list(texts), padding=True, truncation=True, max_length=self.max_length,
+                               return_tensors="pt")
+        return {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Mean-pooled, L2-normalised text vectors."""
+        hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        return F.normalize(mean_pool(hidden, attention_mask).float(), dim=-1)
+
+    @torch.inference_mode()
+    def encode(self, texts: list[str], batch_size: int = 256) -> np.ndarray:
+        """(n, dim) float32 unit vectors, computed in eval mode on the tower's device."""
+        device = next(self.parameters()).device
+        was_training = self.training
+        self.eval()
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        for start in range(0, len(texts), batch_size):
+            batch = {k: v.to(device) for k, v in self.tokenize(texts[start:start + batch_size]).items()}
+            out[start:start + batch_size] = self(**batch).float().cpu().numpy()
+        self.train(was_training)
+        return out
+
+    def export(self, folder: Path) -> None:
+        """Save a plain transformers model + tokenizer (LoRA adapters merged) that `load_encoder` can read."""
+        encoder = self.encoder
+        if hasattr(encoder, "merge_and_unload"):
+            import copy
+
+            encoder = copy.deepcopy(encoder).merge_and_unload()
+        encoder.save_pretrained(folder)
+        self.tokenizer.save_pretrained(folder)
+
+
+# --------------------------------------------------------------------------------------------- search
+class BiEncoder(nn.Module):
+    """Query tower = fine-tuned text encoder; item tower = frozen cached text vectors + linear adapter, or shared."""
+
+    def __init__(self, query_tower: TextTower, shared_items: bool, temperature: float):
+        super().__init__()
+        self.query_tower = query_tower
+        self.shared_items = shared_items
+        self.item_adapter = nn.Linear(query_tower.dim, query_tower.dim, bias=False)
+        nn.init.eye_(self.item_adapter.weight)  # step 0 = the pretrained (zero-shot) model
+        self.log_scale = nn.Parameter(torch.tensor(float(np.log(1 / temperature))))
+
+    def item_vectors(self, text_vectors: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.item_adapter(text_vectors.float()), dim=-1)
+
+    def query_vectors(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return self.query_tower(input_ids, attention_mask)
+
+    def forward(self, batch: dict) -> torch.Tensor:
+        """Weighted InfoNCE of each query against its positive, in-batch, hard and sampled negatives."""
+        q = self.query_vectors(batch["q_input_ids"], batch["q_attention_mask"])
+        if self.shared_items:
+            cand_text = self.query_tower(batch["c_input_ids"], batch["c_attention_mask"])
+        else:
+            cand_text = batch["cand_vectors"]
+        cand = self.item_vectors(cand_text)
+        logits = self.log_scale.exp().clamp(max=100) * (q @ cand.T)
+        target = batch["target"]  # (B, C) distribution over candidates (one-hot unless mixed up)
+        if batch.get("mixup") is not None:
+            q, target = batch["mixup"](q, target)
+        logits = self.log_scale.exp().clamp(max=100) * (q @ cand.T)
+        logits = logits.masked_fill(batch["cand_mask"] & (target == 0), float("-inf"))
+        loss = -(target * F.log_softmax(logits.float(), dim=-1).clamp(min=-1e4)).sum(1)
+        return (loss * batch["weight"]).sum() / batch["weight"].sum()
+
+
+# --------------------------------------------------------------------------------------------- recommendation
+ITEM_FEATURES = ["buyers_30d", "buyers_all", "days_since_first", "days_since_last", "log_price"]
+REPEAT_FEATURES = 3  # log1p(recency rank), log1p(times bought), log1p(distinct items in history)
+
+
+def item_context_features(interactions: pd.DataFrame, items: pd.DataFrame, at: pd.Timestamp) -> pd.DataFrame:
+    """Item context at time `at` from interactions strictly before it: recent/all-time buyers, age, price.
+
+    Returns one row per item of `items` (index item_id, columns ITEM_FEATURES, NaN where unknown).
+    """
+    seen = interactions[interactions["ts"] < at]
+    ids = items["item_id"].astype(str)
+    out = pd.DataFrame(index=pd.Index(ids, name="item_id"))
+    who = seen["user_id"].astype(object).where(seen["user_id"].notna(), seen["basket_id"].astype(object))
+    seen = seen.assign(item_id=seen["item_id"].astype(str), who=who)
+    recent = seen[seen["ts"] >= at - pd.Timedelta(days=30)]
+    out["buyers_30d"] = np.log1p(recent.groupby("item_id")["who"].nunique().reindex(out.index).fillna(0))
+    grouped = seen.groupby("item_id")
+    out["buyers_all"] = np.log1p(grouped["who"].nunique().reindex(out.index).fillna(0))
+    days = lambda ts: (at - ts).dt.total_seconds() / 86400  # noqa: E731
+    out["days_since_first"] = np.log1p(days(grouped["ts"].min()).reindex(out.index))
+    out["days_since_last"] = np.log1p(days(grouped["ts"].max()).reindex(out.index))
+    price = pd.to_numeric(items["price"], errors="coerce").to_numpy(float) if "price" in items else np.nan
+    out["log_price"] = np.log1p(np.clip(price, 0, None))
+    return out
+
+
+def bucketize(features: pd.DataFrame, edges: dict[str, list[float]]) -> np.ndarray:
+    """Quantile bucket ids per feature, offset so that each (feature, bucket) has its own id: (n, len(edges)) int64.
+
+    Each feature gets len(edges)+2 ids: its buckets plus one 'unknown' (NaN) bucket.
+    """
+    out, offset = [], 0
+    for name in ITEM_FEATURES:
+        values = features[name].to_numpy(float)
+        cuts = np.asarray(edges[name], dtype=float)
+        idx = np.where(np.isnan(values), len(cuts) + 1, np.searchsorted(cuts, np.nan_to_num(values), "right"))
+        out.append(idx + offset)
+        offset += len(cuts) + 2
+    return np.stack(out, axis=1).astype(np.int64)
+
+
+def n_buckets(edges: dict[str, list[float]]) -> int:
+    return sum(len(edges[name]) + 2 for name in ITEM_FEATURES)
+
+
+def bucket_edges(features: pd.DataFrame, buckets: int) -> dict[str, list[float]]:
+    """Quantile cut points per feature (plain floats, so they save as JSON)."""
+    qs = np.linspace(0, 1, buckets + 1)[1:-1]
+    return {name: sorted({float(v) for v in np.nanquantile(features[name].to_numpy(float), qs)})
+            if features[name].notna().any() else [] for name in ITEM_FEATURES}
+
+
+def item_codes(item_ids: list[str], dims: int) -> np.ndarray:
+    """Fixed random unit codes per item id (seeded by a hash of the id): near-orthogonal, defined for any id.
+
+    They carry the repeat/recency path through a dot product: user side = weighted sum of past items' codes.
+    """
+    out = np.zeros((len(item_ids), dims), dtype=np.float32)
+    for row, item in enumerate(item_ids):
+        rng = np.random.default_rng(zlib.crc32(str(item).encode()))
+        out[row] = rng.choice(np.array([-1.0, 1.0], dtype=np.float32), size=dims) / np.sqrt(dims)
+    return out
+
+
+def history_state(items: list[str]) -> OrderedDict:
+    """Distinct items of a chronological history, least recent first, each with its purchase count."""
+    state: OrderedDict = OrderedDict()
+    for item in items:
+        state[item] = state.pop(item, 0) + 1
+    return state
+
+
+def history_inputs(state: OrderedDict, history_len: int, repeat_history: int) -> tuple[list, list, list]:
+    """(recent distinct items for the transformer, repeat items, their REPEAT_FEATURES), most recent first."""
+    recent = []
+    for item in reversed(state):
+        recent.append(item)
+        if len(recent) >= max(history_len, repeat_history):
+            break
+    distinct = np.log1p(len(state))
+    feats = [[np.log1p(rank), np.log1p(state[item]), distinct] for rank, item in enumerate(recent[:repeat_history])]
+    return recent[:history_len], recent[:repeat_history], feats
+
+
+class TwoTower(nn.Module):
+    """Item tower: frozen text vector -> MLP, + item context buckets; user tower: transformer over recent items.
+
+    score(user, item) = <user_vec, item_vec> + <repeat_vec, code(item)>: the second term is a learned
+    repeat/recency score (weights from recency rank and purchase count) over the user's own past items.
+    """
+
+    def __init__(self, text_dim: int, n_item_feats: int, dim: int, history_len: int, layers: int, heads: int,
+                 dropout: float, repeat_dims: int, n_user_feats: int, temperature: float):
+        super().__init__()
+        self.text_mlp = nn.Sequential(nn.Linear(text_dim, 2 * dim), nn.GELU(), nn.Dropout(dropout),
+                                      nn.Linear(2 * dim, dim))
+        self.feat_emb = nn.Embedding(n_item_feats, dim)
+        nn.init.normal_(self.feat_emb.weight, std=0.02)
+        self.pos = nn.Embedding(history_len + 1, dim)
+        self.user_token = nn.Parameter(torch.zeros(dim))
+        self.user_feat_proj = nn.Linear(n_user_feats, dim)
+        layer = nn.TransformerEncoderLayer(dim, heads, 2 * dim, dropout, batch_first=True, norm_first=True)
+        self.transformer = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False) if layers else None
+        self.user_out = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, dim))
+        self.repeat_dims = repeat_dims
+        self.repeat_mlp = nn.Sequential(nn.Linear(REPEAT_FEATURES, 32), nn.GELU(), nn.Linear(32, 1))
+        self.log_scale = nn.Parameter(torch.tensor(float(np.log(1 / temperature))))
+
+    def item_vectors(self, text: torch.Tensor, buckets: torch.Tensor) -> torch.Tensor:
+        """(n, dim) content vectors from frozen text vectors (n, T) and context bucket ids (n, G)."""
+        return self.text_mlp(text) + self.feat_emb(buckets).sum(-2)
+
+    def user_vectors(self, hist_vecs: torch.Tensor, hist_mask: torch.Tensor, user_feats: torch.Tensor) -> torch.Tensor:
+        """(B, dim) from the recent items' vectors (B, L, dim; most recent first), a padding mask and features."""
+        b, length, _ = hist_vecs.shape
+        tokens = hist_vecs + self.pos.weight[1:length + 1]
+        head = (self.user_token + self.pos.weight[0] + self.user_feat_proj(user_feats)).unsqueeze(1)
+        x = torch.cat([head, tokens], 1)
+        pad = torch.cat([torch.zeros(b, 1, dtype=torch.bool, device=x.device), ~hist_mask], 1)
+        if self.transformer is not None:
+            x = self.transformer(x, src_key_padding_mask=pad)
+        return self.user_out(x[:, 0]) * self.log_scale.exp().clamp(max=100)
+
+    def repeat_weights(self, rep_feats: torch.Tensor, rep_mask: torch.Tensor) -> torch.Tensor:
+        """(B, R) learned non-negative scores of the user's own past items (0 at padding)."""
+        return F.softplus(self.repeat_mlp(rep_feats).squeeze(-1)) * rep_mask
+
+    def forward(self, batch: dict) -> torch.Tensor:
+        """Softmax loss of each basket's items over the candidates, given the user's history at that time.
+
+        Item context is point-in-time: `buckets` (W, C, G) holds each snapshot's bucket ids and `week` (B,)
+        picks the snapshot of each example, so the (B, C, dim) tensor of per-example items is never built.
+        """
+        text = self.text_mlp(batch["cand_text"])  # (C, dim)
+        buckets = batch["buckets"][batch["week"]]  # (B, C, G)
+        hist_buckets = torch.gather(buckets, 1, batch["hist_idx"].unsqueeze(-1).expand(-1, -1, buckets.shape[-1]))
+        hist = text[batch["hist_idx"]] + self.feat_emb(hist_buckets).sum(-2)
+        users = self.user_vectors(hist, batch["hist_mask"], batch["user_feats"])
+        target = torch.zeros(users.shape[0], text.shape[0], device=users.device)
+        target.scatter_add_(1, batch["target_idx"], batch["target_mask"])
+        target = target / target.sum(1, keepdim=True).clamp(min=1e-9)  # each basket: uniform over its items
+        feat_scores = users @ self.feat_emb.weight.T  # (B, n_buckets): user affinity to each context bucket
+        logits = users @ text.T + torch.gather(feat_scores, 1, buckets.flatten(1)).view(buckets.shape).sum(-1)
+        if self.repeat_dims:
+            rep = self.repeat_weights(batch["rep_feats"], batch["rep_mask"])
+            logits = logits.scatter_add(1, batch["rep_idx"], rep.to(logits.dtype))
+        if batch.get("mixup") is not None:  # mix whole examples: score vectors and target distributions
+            logits, target = batch["mixup"](logits, target)
+        loss = -(target * F.log_softmax(logits.float(), dim=-1)).sum(1)
+        return (loss * batch["weight"]).sum() / batch["weight"].sum()

@@ -1,0 +1,245 @@
+"""Promotion by registry alias: score `challenger` and `champion` on the same real test set, move `champion`.
+
+`champion` moves only if the primary metric (NDCG@10) gains at least `promote.margin` and no guardrail
+(cold-user NDCG, new-item recall for retail; catalogue recall for search) drops by more than
+`promote.guardrail_tolerance`; the first challenger of a model becomes its champion. The decision and both
+metric sets go to `reports/promotion.json` and to the challenger version's tags. `rollback` moves `champion`
+back to the version it replaced.
+"""
+
+import datetime as dt
+import json
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from mlflow import MlflowClient
+from mlflow.entities.model_registry import ModelVersion
+from mlflow.exceptions import MlflowException
+
+from pipelines.core.config import Params, PromoteParams, load_params
+from pipelines.core.errors import ShopError, run_cli
+from pipelines.core.io import write_json
+from pipelines.core.paths import repo_root
+from training import tracking
+from training.tracking import CHALLENGER, CHAMPION
+
+log = logging.getLogger(__name__)
+
+# (model_uri, task) -> harness result {metric: {"value", ...}, "segments": {...}}
+Evaluator = Callable[[str, str], dict]
+PREVIOUS_TAG = "promotion.previous_champion"
+
+
+def metric_value(result: dict, key: str) -> float | None:
+    """Read `ndcg@10` or a segment metric `cold_users.ndcg@10` from a harness result (None if absent)."""
+    node: object = result.get(key)
+    if node is None and "." in key:
+        segment, metric = key.split(".", 1)
+        node = (result.get("segments") or {}).get(segment, {}).get(metric)
+    if isinstance(node, dict):
+        node = node.get("value")
+    return None if node is None else float(node)
+
+
+def guardrails_for(cfg: PromoteParams, task: str) -> list[str]:
+    return cfg.retail_guardrails if task == "retail" else cfg.search_guardrails
+
+
+def decide(challenger: dict, champion: dict | None, cfg: PromoteParams, task: str) -> dict:
+    """Compare two harness results; return {promote, reason, primary, guardrails} (pure, no registry access).
+
+    Refuses (ShopError) a challenger result without the primary metric.
+    """
+    primary = cfg.primary_metric
+    new = metric_value(challenger, primary)
+    if new is None:
+        raise ShopError(f"challenger result has no '{primary}' (promote.primary_metric)")
+    if champion is None:
+        return {
+            "promote": True,
+            "reason": "first model: no champion yet",
+            "primary": {"metric": primary, "challenger": new, "champion": None, "delta": None},
+            "guardrails": {},
+        }
+    old = metric_value(champion, primary)
+    delta = new - old if old is not None else None
+    checks = {}
+    for key in guardrails_for(cfg, task):
+        a, b = metric_value(challenger, key), metric_value(champion, key)
+        drop = None if a is None or b is None else b - a
+        checks[key] = {
+            "challenger": a,
+            "champion": b,
+            "ok": drop is None or drop <= cfg.guardrail_tolerance + 1e-12,
+        }
+    failed = [k for k, c in checks.items() if not c["ok"]]
+    promote = False
+    if delta is not None and delta < cfg.margin - 1e-12:
+        reason = f"{primary} gain {delta:+.4f} is below the margin {cfg.margin}"
+    elif failed:
+        reason = "guardrail regressed: " + ", ".join(
+            f"{k} {checks[k]['champion']:.4f} -> {checks[k]['challenger']:.4f}" for k in failed
+        )
+    else:
+        promote = True
+        gain = "champion has no value" if delta is None else f"{delta:+.4f} >= margin {cfg.margin}"
+        reason = f"{primary} {gain}; guardrails hold"
+    return {
+        "promote": promote,
+        "reason": reason,
+        "primary": {"metric": primary, "challenger": new, "champion": old, "delta": delta},
+        "guardrails": checks,
+    }
+
+
+def _alias(client: MlflowClient, name: str, alias: str) -> ModelVersion | None:
+    try:
+        return client.get_model_version_by_alias(name, alias)
+    except MlflowException:
+        return None
+
+
+def promote_task(params: Params, task: str, evaluate: Evaluator) -> dict:
+    """Decide for one task's registered model, move `champion` if the challenger wins; return the record."""
+    client = MlflowClient()
+    name = tracking.registered_name(params.mlflow, task)
+    challenger = _alias(client, name, CHALLENGER)
+    if challenger is None:
+        raise ShopError(f"registered model '{name}' has no @{CHALLENGER} version: run the train stage first")
+    champion = _alias(client, name, CHAMPION)
+    record = {
+        "task": task,
+        "model": name,
+        "challenger_version": str(challenger.version),
+        "champion_version": str(champion.version) if champion else None,
+        "time": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+    }
+    if champion is not None and champion.version == challenger.version:
+        return {
+            **record,
+            "decision": "unchanged",
+            "promote": False,
+            "reason": f"version {challenger.version} is already @{CHAMPION}",
+        }
+    challenger_metrics = evaluate(f"models:/{name}/{challenger.version}", task)
+    champion_metrics = evaluate(f"models:/{name}/{champion.version}", task) if champion else None
+    verdict = decide(challenger_metrics, champion_metrics, params.promote, task)
+    record.update(
+        verdict,
+        decision="promoted" if verdict["promote"] else "rejected",
+        challenger_metrics=challenger_metrics,
+        champion_metrics=champion_metrics,
+    )
+    if verdict["promote"]:
+        client.set_registered_model_alias(name, CHAMPION, str(challenger.version))
+        if champion is not None:
+            client.set_model_version_tag(name, str(challenger.version), PREVIOUS_TAG, str(champion.version))
+    _tag_decision(client, name, str(challenger.version), record)
+    log.info("%s: %s v%s (%s)", name, record["decision"], challenger.version, verdict["reason"])
+    return record
+
+
+def _tag_decision(client: MlflowClient, name: str, version: str, record: dict) -> None:
+    """The decision, compared metric values and the champion it was compared with, as version tags."""
+    summary = {"primary": record["primary"], "guardrails": record["guardrails"]}
+    tags = {
+        "promotion.decision": record["decision"],
+        "promotion.reason": record["reason"],
+        "promotion.compared_with": record["champion_version"] or "none",
+        "promotion.time": record["time"],
+        "promotion.summary": json.dumps(summary, sort_keys=True),
+        "promotion.challenger_metrics": _compact(record["challenger_metrics"]),
+        "promotion.champion_metrics": _compact(record["champion_metrics"]),
+    }
+    for key, value in tags.items():
+        client.set_model_version_tag(name, version, key, value[:5000])
+
+
+def _compact(result: dict | None) -> str:
+    """Point values only (`cold_users.ndcg@10`: 0.12): fits a registry tag, unlike the CIs."""
+    if result is None:
+        return "null"
+    flat = {k: v.get("value") for k, v in result.items() if isinstance(v, dict) and k != "segments"}
+    for segment, metrics in (result.get("segments") or {}).items():
+        flat.update({f"{segment}.{k}": v.get("value") for k, v in metrics.items() if isinstance(v, dict)})
+    return json.dumps(flat, sort_keys=True)
+
+
+def rollback_task(params: Params, task: str) -> dict:
+    """Move `champion` back to the version it replaced; the rolled-back version loses `challenger` too.
+
+    Refuses when there is no champion or it replaced nothing (it was the first).
+    """
+    client = MlflowClient()
+    name = tracking.registered_name(params.mlflow, task)
+    current = _alias(client, name, CHAMPION)
+    if current is None:
+        raise ShopError(f"registered model '{name}' has no @{CHAMPION} to roll back")
+    previous = current.tags.get(PREVIOUS_TAG)
+    if not previous:
+        raise ShopError(f"'{name}' version {current.version} was the first champion: nothing to roll back to")
+    client.set_registered_model_alias(name, CHAMPION, previous)
+    challenger = _alias(client, name, CHALLENGER)
+    if challenger is not None and challenger.version == current.version:
+        client.delete_registered_model_alias(name, CHALLENGER)  # keep the next promote from re-promoting it
+    when = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+    client.set_model_version_tag(name, str(current.version), "promotion.rolled_back", when)
+    log.info("%s: @%s back from v%s to v%s", name, CHAMPION, current.version, previous)
+    return {
+        "task": task,
+        "model": name,
+        "decision": "rolled_back",
+        "from_version": str(current.version),
+        "to_version": str(previous),
+        "time": when,
+    }
+
+
+def harness_evaluator(params: Params, root: Path | None = None) -> Evaluator:
+    """Score a registered model on the real test split through the harness (training.results)."""
+    from training.results import score_model_uri
+
+    return lambda uri, task: score_model_uri(uri, task, params, root or repo_root())
+
+
+# --------------------------------------------------------------------------------------------- CLI
+app = typer.Typer(add_completion=False, help=__doc__.splitlines()[0])
+TaskOption = Annotated[
+    list[str] | None, typer.Option("--task", help="retail and/or search (default: promote.tasks)")
+]
+ParamsOption = Annotated[Path | None, typer.Option("--params", help="params.yaml to read")]
+
+
+@app.command("run")
+def run_promotion(
+    task: TaskOption = None,
+    params_path: ParamsOption = None,
+    out: Annotated[Path, typer.Option(help="decision JSON to write")] = repo_root()
+    / "reports/promotion.json",
+) -> None:
+    """Compare @challenger with @champion on the real test split and move @champion if it wins."""
+    params = load_params(params_path)
+    tracking.configure(params.mlflow)
+    evaluate = harness_evaluator(params)
+    records = {t: promote_task(params, t, evaluate) for t in (task or params.promote.tasks)}
+    write_json(records, out)
+    for t, record in records.items():
+        typer.echo(f"{t}: {record['decision']} ({record['reason']})")
+
+
+@app.command()
+def rollback(
+    task: Annotated[str, typer.Option(help="retail or search")], params_path: ParamsOption = None
+) -> None:
+    """Move @champion back to the version the current champion replaced."""
+    params = load_params(params_path)
+    tracking.configure(params.mlflow)
+    record = rollback_task(params, task)
+    typer.echo(f"{record['model']}: @{CHAMPION} v{record['from_version']} -> v{record['to_version']}")
+
+
+if __name__ == "__main__":
+    run_cli(app)

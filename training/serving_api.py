@@ -1,0 +1,300 @@
+"""The model API between training and serving: `load_model`, `SearchModel`, `RecommenderModel`, and the saved folder.
+
+Scores are dot products of `encode_queries`/`encode_users` and `encode_items`. Both classes also implement the
+harness protocols (`Retriever`, `Recommender`), so a trained or registered model is scored like a baseline.
+Folder layout: /work/notes/model_format.md and the README section "Models and training".
+"""
+
+import hashlib
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from pipelines.core.encoder import TextEncoder, resolve_encoder
+from pipelines.core.errors import ShopError
+from training.data import user_histories, user_history_features
+from training.models import (
+    ITEM_FEATURES,
+    BiEncoder,
+    TextTower,
+    TwoTower,
+    bucketize,
+    history_inputs,
+    history_state,
+    item_codes,
+    item_context_features,
+    item_texts,
+    n_buckets,
+)
+
+log = logging.getLogger(__name__)
+FORMAT_VERSION = 1
+
+
+def _fingerprint(model: torch.nn.Module) -> str:
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+class FrozenTextVectors:
+    """Pretrained-encoder unit vectors for texts, cached on disk by (weights fingerprint, max_length, texts)."""
+
+    def __init__(self, model: str, max_length: int, cache_dir: str | Path | None = None, batch_size: int = 256):
+        self.model, self.max_length, self.batch_size = resolve_encoder(model), max_length, batch_size
+        self.cache_dir = Path(cache_dir) if cache_dir else None
+        self._encoder: TextEncoder | None = None
+        self._fingerprint: str | None = None
+
+    @property
+    def encoder(self) -> TextEncoder:
+        if self._encoder is None:
+            self._encoder = TextEncoder(self.model, self.max_length, self.batch_size)
+            self._fingerprint = _fingerprint(self._encoder.model)
+        return self._encoder
+
+    def __call__(self, texts: list[str]) -> np.ndarray:
+        fingerprint = self._fingerprint or _fingerprint(self.encoder.model)
+        key = hashlib.sha256("\n".join([fingerprint, str(self.max_length), *texts]).encode()).hexdigest()[:24]
+        path = self.cache_dir / f"{key}.npy" if self.cache_dir else None
+        if path is not None and path.exists():
+            return np.load(path)
+        vectors = self.encoder.encode(list(texts), progress=len(texts) > 5000)
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.parent / f".{key}.{np.random.randint(1 << 30)}.npy"
+            np.save(tmp, vectors)
+            tmp.replace(path)
+        return vectors
+
+
+def _top_k(scores: np.ndarray, k: int) -> np.ndarray:
+    k = min(k, scores.shape[1])
+    part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+    order = np.argsort(-np.take_along_axis(scores, part, 1), axis=1, kind="stable")
+    return np.take_along_axis(part, order, 1)
+
+
+# --------------------------------------------------------------------------------------------- search
+class SearchModel:
+    """Bi-encoder for catalogue search; a `Retriever` once `fit` has indexed a catalogue."""
+
+    def __init__(self, net: BiEncoder, items: pd.DataFrame, config: dict, item_text: FrozenTextVectors | None):
+        self.net, self.config, self.item_text = net.eval(), config, item_text
+        self.name = config.get("name", "bi_encoder")
+        self.items = items.reset_index(drop=True)
+        self.item_ids: list[str] = self.items["item_id"].astype(str).tolist()
+        self._index: np.ndarray | None = None
+
+    @torch.inference_mode()
+    def encode_queries(self, texts: list[str]) -> np.ndarray:
+        return self.net.query_tower.encode([str(t) for t in texts])
+
+    @torch.inference_mode()
+    def encode_items(self, items: pd.DataFrame) -> np.ndarray:
+        texts = item_texts(items)
+        if self.item_text is None:  # shared tower: items go through the fine-tuned encoder
+            raw = torch.from_numpy(self.net.query_tower.encode(texts))
+        else:
+            raw = torch.from_numpy(self.item_text(texts))
+        device = self.net.item_adapter.weight.device
+        return self.net.item_vectors(raw.to(device)).cpu().numpy().astype(np.float32)
+
+    # Retriever protocol
+    def fit(self, queries: pd.DataFrame, items: pd.DataFrame) -> None:
+        """Index `items` (the model is trained already; `queries` are not used)."""
+        self.items = items.reset_index(drop=True)
+        self.item_ids = self.items["item_id"].astype(str).tolist()
+        self._index = None
+
+    def _vectors(self) -> np.ndarray:
+        if self._index is None:
+            self._index = self.encode_items(self.items)
+        return self._index
+
+    def search(self, queries: list[str], k: int) -> list[list[tuple[str, float]]]:
+        q, items = self.encode_queries(queries), self._vectors()
+        out = []
+        for start in range(0, len(q), 512):
+            scores = q[start:start + 512] @ items.T
+            top = _top_k(scores, k)
+            out += [[(self.item_ids[j], float(s[j])) for j in row] for row, s in zip(top, scores, strict=True)]
+        return out
+
+    def score(self, queries: list[str], item_ids: list[str]) -> list[float]:
+        unique = sorted(set(queries))
+        q = dict(zip(unique, self.encode_queries(unique), strict=True))
+        pos = {item: i for i, item in enumerate(self.item_ids)}
+        missing = sorted({i for i in item_ids if i not in pos})
+        if missing:
+            raise ShopError(f"item '{missing[0]}' is not in the indexed catalogue ({len(missing)} missing)")
+        items = self._vectors()
+        return [float(q[t] @ items[pos[i]]) for t, i in zip(queries, item_ids, strict=True)]
+
+
+# --------------------------------------------------------------------------------------------- recommendation
+class RecommenderModel:
+    """Two-tower recommender; a `Recommender` whose catalogue and item context come from the history it is given."""
+
+    def __init__(self, net: TwoTower, items: pd.DataFrame, config: dict, item_text: FrozenTextVectors,
+                 text_vectors: np.ndarray, buckets: np.ndarray):
+        self.net, self.config, self.item_text = net.eval(), config, item_text
+        self.name = config.get("name", "two_tower")
+        self.items = items.reset_index(drop=True)
+        self.item_ids: list[str] = self.items["item_id"].astype(str).tolist()
+        self.text_vectors, self.buckets = text_vectors, buckets  # training catalogue, at the training cutoff
+        self.edges = config["edges"]
+        self._content: dict[str, np.ndarray] = {}
+        self._remember(self.item_ids, self._content_vectors(text_vectors, buckets))
+
+    def _content_vectors(self, text: np.ndarray, buckets: np.ndarray) -> np.ndarray:
+        device = self.net.log_scale.device
+        with torch.inference_mode():
+            return self.net.item_vectors(torch.from_numpy(text).to(device),
+                                         torch.from_numpy(buckets).to(device)).cpu().numpy()
+
+    def _remember(self, ids: list[str], vectors: np.ndarray) -> None:
+        self._content.update(zip(ids, vectors, strict=True))
+
+    def encode_items(self, items: pd.DataFrame, item_features: pd.DataFrame | None = None) -> np.ndarray:
+        """[content | repeat code] per item row; context from `item_features` (item_id + ITEM_FEATURES), else the
+        snapshot taken at the end of training (unknown bucket for new items)."""
+        ids = items["item_id"].astype(str).tolist()
+        known = {item: i for i, item in enumerate(self.item_ids)}
+        text = np.zeros((len(ids), self.text_vectors.shape[1]), dtype=np.float32)
+        hit = [i for i, item in enumerate(ids) if item in known]
+        text[hit] = self.text_vectors[[known[ids[i]] for i in hit]]
+        miss = [i for i, item in enumerate(ids) if item not in known]
+        if miss:
+            text[miss] = self.item_text(item_texts(items.iloc[miss]))
+        if item_features is not None:
+            feats = item_features.assign(item_id=item_features["item_id"].astype(str)).set_index("item_id")
+            buckets = bucketize(feats.reindex(ids)[ITEM_FEATURES], self.edges)
+        else:
+            unknown = bucketize(pd.DataFrame({c: [np.nan] for c in ITEM_FEATURES}), self.edges)[0]
+            buckets = np.stack([self.buckets[known[item]] if item in known else unknown for item in ids]) \
+                if ids else np.zeros((0, len(ITEM_FEATURES)), dtype=np.int64)
+        content = self._content_vectors(text, buckets)
+        self._remember(ids, content)
+        codes = item_codes(ids, self.config["repeat_dims"])
+        return np.concatenate([content, codes], axis=1).astype(np.float32)
+
+    @torch.inference_mode()
+    def encode_users(self, histories: list[list[str]], user_features: pd.DataFrame | None = None) -> np.ndarray:
+        """[user tower | weighted repeat codes] per chronological history; items never seen by `encode_items`
+        or training only enter the repeat path."""
+        cfg, dim = self.config, self.net.user_token.shape[0]
+        length = max(1, cfg["history_len"])
+        hist = np.zeros((len(histories), length, dim), dtype=np.float32)
+        mask = np.zeros((len(histories), length), dtype=bool)
+        user_feats, repeat = [], np.zeros((len(histories), cfg["repeat_dims"]), dtype=np.float32)
+        for row, items in enumerate(histories):
+            state = history_state([str(i) for i in items])
+            recent, rep, feats = history_inputs(state, cfg["history_len"], cfg["repeat_history"])
+            vecs = [self._content[i] for i in recent if i in self._content]
+            if vecs:
+                hist[row, :len(vecs)], mask[row, :len(vecs)] = np.stack(vecs), True
+            user_feats.append(user_history_features(len(items), len(state)))
+            if cfg["repeat_dims"] and rep:
+                weights = self.net.repeat_weights(torch.tensor(feats, dtype=torch.float32),
+                                                  torch.ones(len(rep))).numpy()
+                repeat[row] = weights @ item_codes(rep, cfg["repeat_dims"])
+        device = self.net.log_scale.device
+        users = self.net.user_vectors(torch.from_numpy(hist).to(device), torch.from_numpy(mask).to(device),
+                                      torch.tensor(user_feats, dtype=torch.float32, device=device))
+        return np.concatenate([users.cpu().numpy(), repeat], axis=1).astype(np.float32)
+
+    # Recommender protocol
+    def fit(self, interactions: pd.DataFrame, items: pd.DataFrame) -> None:
+        """Remember the item table (text and price of catalogue items); the model is trained already."""
+        extra = items[~items["item_id"].astype(str).isin(self.item_ids)]
+        self.items = pd.concat([self.items, extra], ignore_index=True)
+
+    def recommend(self, history: pd.DataFrame, user_ids: list[str], k: int) -> dict[str, list[str]]:
+        """Top-k over the items seen in `history`, with item context as of the end of `history`."""
+        ids = sorted(history["item_id"].astype(str).unique())
+        table = self.items.assign(item_id=self.items["item_id"].astype(str)).drop_duplicates("item_id")
+        cat = table.set_index("item_id").reindex(ids).reset_index()
+        cat[["title", "description", "category"]] = cat[["title", "description", "category"]].fillna("")
+        feats = item_context_features(history, cat, history["ts"].max() + pd.Timedelta(seconds=1)).reset_index()
+        items = self.encode_items(cat, feats)
+        users = self.encode_users(user_histories(history, user_ids))
+        out = {}
+        for start in range(0, len(users), 512):
+            top = _top_k(users[start:start + 512] @ items.T, k)
+            out.update({u: [ids[j] for j in row] for u, row in zip(user_ids[start:start + 512], top, strict=True)})
+        return out
+
+
+# --------------------------------------------------------------------------------------------- save / load
+def save_model(model: "SearchModel | RecommenderModel", folder: str | Path) -> Path:
+    """Write `model` as a self-contained folder (layout in /work/notes/model_format.md); returns the folder."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    net = model.net
+    heads = {n: t for n, t in net.state_dict().items() if not n.startswith("query_tower.")}
+    torch.save(heads, folder / "weights.pt")
+    model.items.to_parquet(folder / "items.parquet", index=False)
+    config = dict(model.config)
+    if isinstance(model, SearchModel):
+        net.query_tower.export(folder / "query_encoder")
+        config["kind"] = "search"
+    else:
+        np.save(folder / "item_text_vectors.npy", model.text_vectors)
+        np.save(folder / "item_buckets.npy", model.buckets)
+        config["kind"] = "recommender"
+    if model.item_text is not None:
+        encoder = model.item_text.encoder
+        encoder.model.save_pretrained(folder / "item_encoder")
+        encoder.tokenizer.save_pretrained(folder / "item_encoder")
+    config["format_version"] = FORMAT_VERSION
+    (folder / "model.json").write_text(json.dumps(config, indent=2, sort_keys=True, default=str) + "\n")
+    return folder
+
+
+def load_model_from_folder(folder: str | Path, cache_dir: str | Path | None = None) -> "SearchModel | RecommenderModel":
+    """Rebuild the model `save_model` wrote; refuses a folder without model.json or of another format version."""
+    folder = Path(folder)
+    try:
+        config = json.loads((folder / "model.json").read_text())
+    except (OSError, ValueError) as exc:
+        raise ShopError(f"{folder}: not a shopaug model folder (model.json: {exc})") from None
+    if config.get("format_version") != FORMAT_VERSION:
+        raise ShopError(f"{folder}/model.json: format_version {config.get('format_version')} != {FORMAT_VERSION}")
+    heads = torch.load(folder / "weights.pt", map_location="cpu", weights_only=True)
+    items = pd.read_parquet(folder / "items.parquet")
+    item_text = FrozenTextVectors(str(folder / "item_encoder"), config["item_max_length"], cache_dir) \
+        if (folder / "item_encoder").exists() else None
+    if config["kind"] == "search":
+        tower = TextTower(str(folder / "query_encoder"), config["query_max_length"])
+        net = BiEncoder(tower, config["shared_items"], 1.0)
+        net.load_state_dict(heads, strict=False)
+        return SearchModel(net, items, config, item_text)
+    net = build_two_tower(config)
+    net.load_state_dict(heads)
+    return RecommenderModel(net, items, config, item_text, np.load(folder / "item_text_vectors.npy"),
+                            np.load(folder / "item_buckets.npy"))
+
+
+def build_two_tower(config: dict) -> TwoTower:
+    """A TwoTower with the sizes recorded in a model config."""
+    return TwoTower(config["text_dim"], n_buckets(config["edges"]), config["dim"], config["history_len"],
+                    config["user_layers"], config["user_heads"], config["dropout"], config["repeat_dims"],
+                    config["n_user_feats"], config["temperature"])
+
+
+def load_model(model_uri: str) -> "RecommenderModel | SearchModel":
+    """A local model folder, or a registered/logged MLflow model (`models:/shopaug-recommender@champion`)."""
+    if Path(model_uri).expanduser().is_dir():
+        return load_model_from_folder(Path(model_uri).expanduser())
+    if model_uri.startswith(("models:/", "runs:/")):
+        from training.tracking import download_model_dir
+
+        return load_model_from_folder(download_model_dir(model_uri))
+    raise ShopError(f"{model_uri}: neither a model folder nor a models:/ or runs:/ URI")

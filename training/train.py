@@ -1,0 +1,311 @@
+"""Train the recommender or the search bi-encoder on a fused set (or the real split) and save the model folder.
+
+Run: `python -m training.train --task retail --variant aug` (one process), or under torchrun for DDP:
+`torchrun --nproc_per_node 4 -m training.train --task search`. Early stopping and model selection use the
+real validation split only; the test split is never read here.
+"""
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Literal
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.distributed as dist
+import typer
+
+from pipelines.core.config import Params, RetailTrainParams, SearchTrainParams, load_params
+from pipelines.core.errors import ShopError, run_cli
+from pipelines.core.io import read_table, write_json
+from pipelines.core.paths import repo_root
+from training.data import (
+    RetailExamples,
+    SearchPairs,
+    retail_examples,
+    search_pairs,
+    training_table,
+    valid_cutoff,
+)
+from training.loop import LoopConfig, LoopResult, train_loop
+from training.metrics import binary_metrics, ndcg_at_k
+from training.models import BiEncoder, TextTower, item_texts
+from training.serving_api import (
+    FrozenTextVectors,
+    RecommenderModel,
+    SearchModel,
+    _top_k,
+    build_two_tower,
+    save_model,
+)
+
+log = logging.getLogger(__name__)
+app = typer.Typer(add_completion=False, help=__doc__)
+
+
+def _mixup_hook(alpha: float, seed: int, epoch: int, index: int):
+    """Embedding mixup from pipelines.augment.mixup, seeded per batch; None when alpha is 0."""
+    if alpha <= 0:
+        return None
+    from pipelines.augment.mixup import mixup
+
+    generator = torch.Generator().manual_seed(hash((seed, epoch, index)) % 2**63)
+    def mix(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        out = mixup(x, y, alpha, generator)
+        return out.embeddings, out.targets
+    return mix
+
+
+def _pad(rows: list[list], width: int, fill=0, dtype=torch.long) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(1, min(width, max((len(r) for r in rows), default=1)))
+    out = torch.full((len(rows), width), fill, dtype=dtype)
+    mask = torch.zeros((len(rows), width), dtype=torch.bool)
+    for i, row in enumerate(rows):
+        row = row[:width]
+        if row:
+            out[i, :len(row)] = torch.tensor(row, dtype=dtype)
+            mask[i, :len(row)] = True
+    return out, mask
+
+
+def _batches(n: int, size: int, seed: int, epoch: int) -> list[np.ndarray]:
+    order = np.random.default_rng([seed, epoch]).permutation(n)
+    count = max(1, n // size)  # drop the last partial batch (same shapes on every rank)
+    return [order[i * size:(i + 1) * size] for i in range(count)]
+
+
+# --------------------------------------------------------------------------------------------- retail
+class RetailJob:
+    """Two-tower training on basket examples; validation = NDCG@10 on the real valid split via the serving path."""
+
+    def __init__(self, ex: RetailExamples, cfg: RetailTrainParams, config: dict, items: pd.DataFrame,
+                 text_vectors: np.ndarray, item_text: FrozenTextVectors, valid: tuple | None, seed: int):
+        self.ex, self.cfg, self.config, self.items, self.seed = ex, cfg, config, items, seed
+        self.text_vectors, self.item_text, self.valid = text_vectors, item_text, valid
+        self.model = build_two_tower(config)
+        self.cand_text = torch.from_numpy(text_vectors)
+        self.buckets = torch.from_numpy(ex.buckets)
+
+    def plans(self, epoch: int) -> list[np.ndarray]:
+        return _batches(len(self.ex.week), self.cfg.batch_size, self.seed, epoch)
+
+    def collate(self, plan: np.ndarray, epoch: int, index: int) -> dict:
+        ex = self.ex
+        hist_idx, hist_mask = _pad([ex.hist[i] for i in plan], self.cfg.history_len)
+        rep_idx, rep_mask = _pad([ex.rep[i] for i in plan], self.cfg.repeat_history)
+        feats = torch.zeros((*rep_idx.shape, 3))
+        for row, i in enumerate(plan):
+            f = ex.rep_feats[i][: rep_idx.shape[1]]
+            if f:
+                feats[row, :len(f)] = torch.tensor(f)
+        target_idx, target_mask = _pad([ex.targets[i] for i in plan], self.cfg.max_targets)
+        return {"cand_text": self.cand_text, "buckets": self.buckets, "week": torch.from_numpy(ex.week[plan]),
+                "hist_idx": hist_idx, "hist_mask": hist_mask, "rep_idx": rep_idx, "rep_mask": rep_mask.float(),
+                "rep_feats": feats, "user_feats": torch.from_numpy(ex.user_feats[plan]),
+                "target_idx": target_idx, "target_mask": target_mask.float(),
+                "weight": torch.from_numpy(ex.weight[plan]),
+                "mixup": _mixup_hook(self.cfg.mixup_alpha, self.seed, epoch, index)}
+
+    def wrap(self, net: torch.nn.Module) -> RecommenderModel:
+        return RecommenderModel(net, self.items, self.config, self.item_text, self.text_vectors,
+                                self.ex.buckets[-1])
+
+    def validate(self, net: torch.nn.Module) -> float:
+        if self.valid is None:
+            return 0.0
+        history, targets = self.valid
+        users = sorted(targets["user_id"].astype(str).unique())
+        ranked = self.wrap(net).recommend(history, users, 10)
+        wanted = targets.groupby(targets["user_id"].astype(str))["item_id"].agg(lambda s: set(s.astype(str)))
+        return float(np.mean([binary_metrics(ranked[u], wanted[u], 10, [10])["ndcg@10"] for u in users]))
+
+
+def build_retail_job(params: Params, root: Path, variant: str) -> tuple[RetailJob, Path]:
+    cfg = params.train.retail
+    interactions, path = training_table(root, "retail", variant)
+    items = read_table(root / "data/canonical/retail/items.parquet", "items")
+    before = valid_cutoff(root)
+    ex = retail_examples(interactions, items, before, cfg.history_len, cfg.repeat_history, cfg.feature_buckets,
+                         cfg.max_targets, params.seed)
+    table = items.assign(item_id=items["item_id"].astype(str)).drop_duplicates("item_id").set_index("item_id")
+    cat = table.reindex(ex.item_ids).reset_index()
+    cat[["title", "description", "category"]] = cat[["title", "description", "category"]].fillna("")
+    item_text = FrozenTextVectors(cfg.model or params.encoder.model, params.encoder.max_length,
+                                  root / params.train.cache_dir)
+    text_vectors = item_text(item_texts(cat))
+    split_train = read_table(root / "data/splits/retail/train.parquet", "interactions")
+    valid_targets = read_table(root / "data/splits/retail/valid.parquet", "interactions")
+    history = split_train[split_train["ts"] < before]
+    valid_targets = valid_targets[valid_targets["user_id"].astype(str).isin(set(history["user_id"].dropna().astype(str)))]
+    config = {"name": f"two_tower_{variant}", "text_dim": int(text_vectors.shape[1]), "edges": ex.edges,
+              "dim": cfg.dim, "history_len": cfg.history_len, "user_layers": cfg.user_layers,
+              "user_heads": cfg.user_heads, "dropout": cfg.dropout, "repeat_dims": cfg.repeat_dims,
+              "repeat_history": cfg.repeat_history, "n_user_feats": int(ex.user_feats.shape[1]),
+              "temperature": cfg.temperature, "item_max_length": params.encoder.max_length,
+              "encoder": cfg.model or params.encoder.model, "trained_before": str(before), "variant": variant}
+    log.info("retail: %d examples over %d items from %s", len(ex.week), len(ex.item_ids), path)
+    return RetailJob(ex, cfg, config, cat, text_vectors, item_text, (history, valid_targets), params.seed), path
+
+
+# --------------------------------------------------------------------------------------------- search
+class SearchJob:
+    """Bi-encoder training on (query, item) pairs; validation = catalogue NDCG@10 on the real valid queries."""
+
+    def __init__(self, pairs: SearchPairs, cfg: SearchTrainParams, config: dict, items: pd.DataFrame,
+                 text_vectors: np.ndarray, item_text: FrozenTextVectors, valid: pd.DataFrame | None, seed: int):
+        self.pairs, self.cfg, self.config, self.items, self.seed = pairs, cfg, config, items, seed
+        self.text_vectors, self.item_text, self.valid = torch.from_numpy(text_vectors), item_text, valid
+        tower = TextTower(cfg.model or config["encoder"], cfg.max_seq_len, cfg.trainable_layers, cfg.lora,
+                          cfg.lora_r, cfg.lora_alpha)
+        self.model = BiEncoder(tower, cfg.item_tower == "shared", cfg.temperature)
+        self.texts = item_texts(items)
+
+    def plans(self, epoch: int) -> list[np.ndarray]:
+        return _batches(len(self.pairs.pos_item), self.cfg.batch_size, self.seed, epoch)
+
+    def collate(self, plan: np.ndarray, epoch: int, index: int) -> dict:
+        p, cfg = self.pairs, self.cfg
+        rng = np.random.default_rng([self.seed, epoch, index])
+        cand = list(p.pos_item[plan])
+        for key in p.query_key[plan]:
+            negs = p.negatives.get(int(key), [])
+            if negs and cfg.hard_negatives:
+                cand += rng.choice(negs, min(cfg.hard_negatives, len(negs)), replace=False).tolist()
+        cand += rng.integers(0, len(self.texts), cfg.sampled_negatives).tolist()
+        cand = np.asarray(cand)
+        mask = np.stack([np.isin(cand, list(p.positives[int(k)])) for k in p.query_key[plan]])
+        target = torch.zeros(len(plan), len(cand))
+        target[torch.arange(len(plan)), torch.arange(len(plan))] = 1.0
+        q = self.model.query_tower.tokenize([p.queries[i] for i in plan])
+        batch = {"q_input_ids": q["input_ids"], "q_attention_mask": q["attention_mask"],
+                 "cand_mask": torch.from_numpy(mask), "target": target, "weight": torch.from_numpy(p.weight[plan]),
+                 "mixup": _mixup_hook(cfg.mixup_alpha, self.seed, epoch, index)}
+        if cfg.item_tower == "shared":
+            c = self.model.query_tower.tokenize([self.texts[i] for i in cand])
+            batch.update(c_input_ids=c["input_ids"], c_attention_mask=c["attention_mask"])
+        else:
+            batch["cand_vectors"] = self.text_vectors[torch.from_numpy(cand)]
+        return batch
+
+    def wrap(self, net: torch.nn.Module) -> SearchModel:
+        model = SearchModel(net, self.items, self.config, None if self.cfg.item_tower == "shared" else self.item_text)
+        return model
+
+    def validate(self, net: torch.nn.Module) -> float:
+        if self.valid is None:
+            return 0.0
+        device = net.item_adapter.weight.device
+        if self.cfg.item_tower == "shared":
+            raw = torch.from_numpy(net.query_tower.encode(self.texts))
+        else:
+            raw = self.text_vectors
+        items = net.item_vectors(raw.to(device)).cpu().numpy()
+        groups = list(self.valid.groupby("query", sort=True))
+        q = net.query_tower.encode([text for text, _ in groups])
+        top = _top_k(q @ items.T, 10)
+        ids = self.items["item_id"].astype(str).to_numpy()
+        return float(np.mean([ndcg_at_k(list(ids[row]), dict(zip(g["item_id"].astype(str), g["relevance"],
+                                                                   strict=True)), 10)
+                              for row, (_, g) in zip(top, groups, strict=True)]))
+
+
+def build_search_job(params: Params, root: Path, variant: str) -> tuple[SearchJob, Path]:
+    cfg = params.train.search
+    queries, path = training_table(root, "search", variant)
+    items = read_table(root / "data/canonical/search/items.parquet", "items")
+    items = items.assign(item_id=items["item_id"].astype(str)).drop_duplicates("item_id").reset_index(drop=True)
+    index = {item: i for i, item in enumerate(items["item_id"])}
+    pairs = search_pairs(queries, index, cfg.positive_threshold, cfg.negative_threshold)
+    encoder = cfg.model or params.encoder.model
+    item_text = FrozenTextVectors(encoder, params.encoder.max_length, root / params.train.cache_dir)
+    text_vectors = item_text(item_texts(items)) if cfg.item_tower == "frozen" else np.zeros((len(items), 1), np.float32)
+    valid = read_table(root / "data/splits/search/valid.parquet", "queries")
+    valid = valid.assign(item_id=valid["item_id"].astype(str)).groupby(["query", "item_id"], as_index=False)[
+        "relevance"].mean()
+    config = {"name": f"bi_encoder_{variant}", "shared_items": cfg.item_tower == "shared", "encoder": encoder,
+              "query_max_length": cfg.max_seq_len, "item_max_length": params.encoder.max_length, "variant": variant}
+    log.info("search: %d positive pairs (%d queries) over %d items from %s", len(pairs.pos_item),
+             len(pairs.positives), len(items), path)
+    return SearchJob(pairs, cfg, config, items, text_vectors, item_text, valid, params.seed), path
+
+
+# --------------------------------------------------------------------------------------------- entry points
+@dataclass
+class TrainOutcome:
+    model: "SearchModel | RecommenderModel"
+    result: LoopResult
+    data_path: Path
+    seconds: float
+
+    def metrics(self) -> dict:
+        return {"valid_ndcg@10": self.result.best_metric, "best_step": self.result.best_step,
+                "steps": self.result.steps, "stopped_early": self.result.stopped_early,
+                "train_seconds": round(self.seconds, 1), "samples_per_s": round(self.result.samples_per_s, 1)}
+
+
+def loop_config(params: Params, task: str, checkpoint_dir: Path | None, **overrides) -> LoopConfig:
+    cfg = getattr(params.train, task)
+    return LoopConfig(**{"epochs": cfg.epochs, "max_steps": cfg.max_steps, "grad_accum": cfg.grad_accum,
+                         "lr": cfg.lr, "encoder_lr": cfg.encoder_lr, "weight_decay": cfg.weight_decay,
+                         "eval_every": cfg.eval_every, "patience": cfg.patience,
+                         "checkpoint_every": params.train.checkpoint_every, "checkpoint_dir": checkpoint_dir,
+                         "seed": params.seed, "device": params.train.device, "precision": params.train.precision,
+                         **overrides})
+
+
+def train_task(params: Params, task: Literal["retail", "search"], variant: str = "noaug", root: Path | None = None,
+               checkpoint_dir: Path | None = None, **loop_overrides) -> TrainOutcome:
+    """Build the job for `task` from `data/` under `root`, train it, and return the wrapped best model."""
+    root = root or repo_root()
+    if params.train.threads:
+        torch.set_num_threads(params.train.threads)
+    start = time.perf_counter()
+    torch.manual_seed(params.seed)  # same initial weights on every rank
+    job, path = (build_retail_job if task == "retail" else build_search_job)(params, root, variant)
+    result = train_loop(job, loop_config(params, task, checkpoint_dir, **loop_overrides))
+    job.model.cpu()
+    return TrainOutcome(job.wrap(job.model), result, path, time.perf_counter() - start)
+
+
+@app.command()
+def main(
+    task: Annotated[str, typer.Option(help="retail (two-tower recommender), search (bi-encoder) or all")] = "all",
+    variant: Annotated[str, typer.Option(help="fused training set data/fused/<task>/<variant>.parquet")] = "aug",
+    out: Annotated[Path, typer.Option(help="model folders go to <out>/<task>/<variant>")] = Path("models"),
+    resume: Annotated[bool, typer.Option(help="continue from <out>/checkpoints/<task>-<variant>/last.pt")] = True,
+    track: Annotated[bool, typer.Option(help="log the run, datasets and model to MLflow (training.tracking)")] = True,
+    params_file: Annotated[Path | None, typer.Option("--params", help="params.yaml to read")] = None,
+) -> None:
+    """Train one or both models on a fused variant; write the model folder and metrics/train/<task>-<variant>.json."""
+    params = load_params(params_file)
+    root = repo_root()
+    tasks = ["retail", "search"] if task == "all" else [task]
+    if any(t not in ("retail", "search") for t in tasks):
+        raise ShopError(f"--task {task}: expected retail, search or all")
+    for name in tasks:
+        ckpt = root / out / "checkpoints" / f"{name}-{variant}"
+        outcome = train_task(params, name, variant, root, ckpt if resume else None)
+        rank = dist.get_rank() if dist.is_initialized() else 0
+        if rank != 0:
+            continue
+        folder = save_model(outcome.model, root / out / name / variant)
+        metrics = {**outcome.metrics(), "data": str(outcome.data_path.relative_to(root))}
+        write_json({**metrics, "history": outcome.result.history}, root / "metrics" / "train" / f"{name}-{variant}.json")
+        log.info("%s/%s: %s -> %s", name, variant, metrics, folder)
+        if track:
+            from training import tracking
+
+            with tracking.start_run(params, task=name, variant=variant) as run:
+                run.log_datasets(name, variant)
+                for record in outcome.result.history:
+                    run.log_metrics({f"train/{k}": v for k, v in record.items() if k != "step"}, step=record["step"])
+                run.log_metrics({f"train/{k}": float(v) for k, v in metrics.items() if k != "data"})
+                run.log_model(folder, name)
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    run_cli(app)
