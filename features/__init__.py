@@ -1,4 +1,4 @@
-"""Feature store (Feast): point-in-time user/item context for training, online lookups and pushes for serving."""
+"""Feature store (Feast): point-in-time user/item context for training, online reads and pushes."""
 
 import functools
 

@@ -1,4 +1,4 @@
-"""Online feature client for serving: many entities per call, defaults for unknown ids, pushes of new purchases."""
+"""Online feature client for serving: many entities per call, defaults for unknown ids, purchase pushes."""
 
 import logging
 from pathlib import Path
@@ -17,8 +17,10 @@ from features.store import open_store
 from pipelines.core.errors import ShopError
 
 log = logging.getLogger(__name__)
-VIEWS = {"user": ("user_stats", "user_id", definitions.USER_FIELDS),
-         "item": ("item_stats", "item_id", definitions.ITEM_FIELDS)}
+VIEWS = {
+    "user": ("user_stats", "user_id", definitions.USER_FIELDS),
+    "item": ("item_stats", "item_id", definitions.ITEM_FIELDS),
+}
 PUSH_SOURCE = "user_activity_push"
 
 
@@ -32,26 +34,30 @@ def _default(field) -> object:
 
 
 class OnlineFeatureClient:
-    """Reads `user_stats` / `item_stats` from the configured online store (SQLite by default, Redis in production).
+    """Reads `user_stats` / `item_stats` from the configured online store (SQLite; Redis in production).
 
     Reads go straight to the store's `online_read` with the registry objects cached at construction, which
-    skips the per-call planning of `FeatureStore.get_online_features` (same values, a fraction of the latency).
+    skips the per-call planning of `FeatureStore.get_online_features` (same values, far less latency).
     """
 
     def __init__(self, store: FeatureStore | None = None, config: str | Path | None = None):
         self.store = store or open_store(config)
         self._provider = self.store._get_provider()
         self._views = {kind: self.store.get_feature_view(name) for kind, (name, _, _) in VIEWS.items()}
-        self._defaults = {kind: {f.name: _default(f) for f in fields} for kind, (_, _, fields) in VIEWS.items()}
+        self._defaults = {
+            kind: {f.name: _default(f) for f in fields} for kind, (_, _, fields) in VIEWS.items()
+        }
 
-    def get_user_features(self, user_ids: list[str], features: list[str] | None = None
-                          ) -> tuple[pd.DataFrame, list[str]]:
-        """Return (one row per id in order: user_id + features, ids that got defaults because the store lacks them)."""
+    def get_user_features(
+        self, user_ids: list[str], features: list[str] | None = None
+    ) -> tuple[pd.DataFrame, list[str]]:
+        """Return (one row per id, in order: user_id + features; the ids the store lacks, given defaults)."""
         return self._read("user", user_ids, features)[:2]
 
-    def get_item_features(self, item_ids: list[str], features: list[str] | None = None
-                          ) -> tuple[pd.DataFrame, list[str]]:
-        """Return (one row per id in order: item_id + features, ids that got defaults because the store lacks them)."""
+    def get_item_features(
+        self, item_ids: list[str], features: list[str] | None = None
+    ) -> tuple[pd.DataFrame, list[str]]:
+        """Return (one row per id, in order: item_id + features; the ids the store lacks, given defaults)."""
         return self._read("item", item_ids, features)[:2]
 
     def _names(self, kind: str, features: list[str] | None) -> list[str]:
@@ -60,7 +66,9 @@ class OnlineFeatureClient:
             return list(known)
         unknown = [f for f in features if f not in known]
         if unknown:
-            raise ShopError(f"feature view '{VIEWS[kind][0]}' has no feature(s) {unknown}; known: {', '.join(known)}")
+            raise ShopError(
+                f"feature view '{VIEWS[kind][0]}' has no feature(s) {unknown}; known: {', '.join(known)}"
+            )
         return list(features)
 
     def _read(self, kind: str, ids: list[str], features: list[str] | None):
@@ -71,11 +79,13 @@ class OnlineFeatureClient:
             return pd.DataFrame(columns=[key, *names]), [], []
         unique = list(dict.fromkeys(ids))
         entity_keys = [EntityKey(join_keys=[key], entity_values=[Value(string_val=i)]) for i in unique]
-        rows = self._provider.online_read(self.store.config, self._views[kind], entity_keys, names)
+        # A copy: the Redis store appends its timestamp field to the list it is given.
+        rows = self._provider.online_read(self.store.config, self._views[kind], entity_keys, list(names))
         defaults = self._defaults[kind]
         found, stamps, defaulted = {}, {}, []
         for entity_id, (ts, values) in zip(unique, rows, strict=True):
-            if not values:
+            # SQLite returns None for an unknown id, Redis a dict of empty values.
+            if not values or all(v.WhichOneof("val") is None for v in values.values()):
                 defaulted.append(entity_id)
                 found[entity_id] = [defaults[n] for n in names]
                 continue
@@ -108,8 +118,10 @@ class OnlineFeatureClient:
         current, defaulted, stamps = self._read("user", users, None)
         items, _, _ = self._read("item", list(dict.fromkeys(new["item_id"])), ["text_cluster", "category"])
         new = new.merge(items, on="item_id", how="left")
-        pushed = [self._fold(row, new[new["user_id"] == row.user_id], stamps.get(row.user_id))
-                  for row in current.itertuples(index=False)]
+        pushed = [
+            self._fold(row, new[new["user_id"] == row.user_id], stamps.get(row.user_id))
+            for row in current.itertuples(index=False)
+        ]
         frame = pd.DataFrame(pushed)
         for field in definitions.USER_FIELDS:
             if field.dtype == Float32:
@@ -127,8 +139,13 @@ class OnlineFeatureClient:
         last = lines["ts"].max()
         # Stores keep the newest row per entity; stamp after the stored snapshot so the update always lands.
         stamp = last if stored_ts is None else max(last, pd.Timestamp(stored_ts) + pd.Timedelta(seconds=1))
-        row.update(event_timestamp=stamp, created=pd.Timestamp.now(tz="UTC"), frequency=int(baskets),
-                   n_lines=int(n), monetary=row["monetary"] + float(lines["value"].sum()))
+        row.update(
+            event_timestamp=stamp,
+            created=pd.Timestamp.now(tz="UTC"),
+            frequency=int(baskets),
+            n_lines=int(n),
+            monetary=row["monetary"] + float(lines["value"].sum()),
+        )
         row["avg_basket_size"] = n / baskets
         row["avg_basket_value"] = row["monetary"] / baskets
         row["recency_days"] = (stamp - last) / pd.Timedelta(days=1)
@@ -138,13 +155,20 @@ class OnlineFeatureClient:
             row["days_since_first_purchase"] += (stamp - pd.Timestamp(stored_ts)) / pd.Timedelta(days=1)
         if "country" in lines.columns and lines["country"].notna().any():
             row["country"] = str(lines["country"].dropna().iloc[-1])
-        hours = pd.cut(lines["ts"].dt.hour, [0, 8, 11, 14, 17, 24], right=False,
-                       labels=list(definitions.HOUR_BUCKETS)).astype(str)
-        counts = {**{f"share_{b}": int((hours == b).sum()) for b in definitions.HOUR_BUCKETS},
-                  **{f"share_{d}": int((lines["ts"].dt.dayofweek == i).sum())
-                     for i, d in enumerate(definitions.WEEKDAYS)},
-                  **{f"share_cluster_{k}": int((lines["text_cluster"] == k).sum())
-                     for k in range(definitions.N_TEXT_CLUSTERS)}}
+        hours = pd.cut(
+            lines["ts"].dt.hour, [0, 8, 11, 14, 17, 24], right=False, labels=list(definitions.HOUR_BUCKETS)
+        ).astype(str)
+        counts = {
+            **{f"share_{b}": int((hours == b).sum()) for b in definitions.HOUR_BUCKETS},
+            **{
+                f"share_{d}": int((lines["ts"].dt.dayofweek == i).sum())
+                for i, d in enumerate(definitions.WEEKDAYS)
+            },
+            **{
+                f"share_cluster_{k}": int((lines["text_cluster"] == k).sum())
+                for k in range(definitions.N_TEXT_CLUSTERS)
+            },
+        }
         for name, count in counts.items():
             row[name] = (row[name] * n_old + count) / n
         categories = lines["category"].fillna("")
@@ -152,8 +176,9 @@ class OnlineFeatureClient:
             row["top_category"] = categories[categories != ""].mode().iloc[0]
             row["top_category_share"] = 0.0
         if row["top_category"]:
-            row["top_category_share"] = (row["top_category_share"] * n_old
-                                         + int((categories == row["top_category"]).sum())) / n
+            row["top_category_share"] = (
+                row["top_category_share"] * n_old + int((categories == row["top_category"]).sum())
+            ) / n
         return row
 
 

@@ -41,14 +41,21 @@ def item_attributes(items: pd.DataFrame, enrichment: pd.DataFrame | None, seed: 
     items = items.drop_duplicates("item_id").reset_index(drop=True)
     titles = items["title"].fillna("").astype(str)
     tokens = titles.str.split()
-    out = pd.DataFrame({
-        "title_chars": titles.str.len().astype("int64").to_numpy(),
-        "title_tokens": tokens.str.len().astype("int64").to_numpy(),
-        "title_mean_token_len": tokens.map(lambda t: float(np.mean([len(w) for w in t])) if t else 0.0)
-        .astype("float32").to_numpy(),
-        "text_cluster": text_clusters(items, seed=seed).to_numpy(),
-        "category": items.get("category", pd.Series("", index=items.index)).fillna("").astype(str).to_numpy(),
-    }, index=pd.Index(items["item_id"].astype(str), name="item_id"))
+    out = pd.DataFrame(
+        {
+            "title_chars": titles.str.len().astype("int64").to_numpy(),
+            "title_tokens": tokens.str.len().astype("int64").to_numpy(),
+            "title_mean_token_len": tokens.map(lambda t: float(np.mean([len(w) for w in t])) if t else 0.0)
+            .astype("float32")
+            .to_numpy(),
+            "text_cluster": text_clusters(items, seed=seed).to_numpy(),
+            "category": items.get("category", pd.Series("", index=items.index))
+            .fillna("")
+            .astype(str)
+            .to_numpy(),
+        },
+        index=pd.Index(items["item_id"].astype(str), name="item_id"),
+    )
     if enrichment is not None and {"item_id", "category"} <= set(enrichment.columns):
         extra = enrichment.dropna(subset=["category"]).drop_duplicates("item_id", keep="last")
         extra = extra.set_index(extra["item_id"].astype(str))["category"].astype(str)
@@ -58,12 +65,16 @@ def item_attributes(items: pd.DataFrame, enrichment: pd.DataFrame | None, seed: 
     return out
 
 
-def _bucketize(train: pd.DataFrame, cutoff: pd.Timestamp, snapshot_days: int) -> tuple[pd.DataFrame, pd.Timestamp]:
-    """Add `idx`: the snapshot boundary number whose snapshot first includes each row; return (rows, origin)."""
+def _bucketize(
+    train: pd.DataFrame, cutoff: pd.Timestamp, snapshot_days: int
+) -> tuple[pd.DataFrame, pd.Timestamp]:
+    """Add `idx`: the number of the first snapshot boundary that includes each row; return (rows, origin)."""
     if train.empty:
         raise ShopError("train.parquet: no interactions to compute features from")
     if (train["ts"] >= cutoff).any():
-        raise ShopError(f"train.parquet: {(train['ts'] >= cutoff).sum()} row(s) at or after the cutoff {cutoff}")
+        raise ShopError(
+            f"train.parquet: {(train['ts'] >= cutoff).sum()} row(s) at or after the cutoff {cutoff}"
+        )
     step = pd.Timedelta(days=snapshot_days)
     n_steps = int(np.ceil((cutoff - train["ts"].min()) / step))
     origin = cutoff - n_steps * step
@@ -82,35 +93,46 @@ def _grid(first_idx: pd.Series, last_idx: int, key: str) -> pd.DataFrame:
 
 
 def _cumulate(grid: pd.DataFrame, per_bucket: pd.DataFrame, key: str, sums: list[str]) -> pd.DataFrame:
-    """Join per-bucket aggregates onto the grid (0 where nothing happened) and turn them into running totals."""
+    """Join per-bucket aggregates onto the grid (0 where nothing happened), then make running totals."""
     out = grid.merge(per_bucket, on=[key, "idx"], how="left")
     out[sums] = out[sums].fillna(0)
     out[sums] = out.groupby(key, sort=False)[sums].cumsum()
     return out
 
 
-def _stamp(frame: pd.DataFrame, origin: pd.Timestamp, snapshot_days: int, created: pd.Timestamp) -> pd.DataFrame:
+def _stamp(
+    frame: pd.DataFrame, origin: pd.Timestamp, snapshot_days: int, created: pd.Timestamp
+) -> pd.DataFrame:
     frame["event_timestamp"] = origin + frame["idx"] * pd.Timedelta(days=snapshot_days)
     frame["created"] = created
     return frame
 
 
-def user_features(train: pd.DataFrame, attrs: pd.DataFrame, users: pd.DataFrame | None, cutoff: pd.Timestamp,
-                  snapshot_days: int = 1) -> pd.DataFrame:
+def user_features(
+    train: pd.DataFrame,
+    attrs: pd.DataFrame,
+    users: pd.DataFrame | None,
+    cutoff: pd.Timestamp,
+    snapshot_days: int = 1,
+) -> pd.DataFrame:
     """Return daily user snapshots (user_id, event_timestamp, created, user_stats features) from `train`."""
     rows, origin = _bucketize(train[train["user_id"].notna()], cutoff, snapshot_days)
-    last_idx = int(((cutoff - origin) / pd.Timedelta(days=snapshot_days)))
+    last_idx = int((cutoff - origin) / pd.Timedelta(days=snapshot_days))
     rows["user_id"] = rows["user_id"].astype(str)
     rows["item_id"] = rows["item_id"].astype(str)
     hour = pd.cut(rows["ts"].dt.hour, HOUR_EDGES, right=False, labels=list(HOUR_BUCKETS))
     cluster = rows["item_id"].map(attrs["text_cluster"]).fillna(-1).astype("int64")
     category = rows["item_id"].map(attrs["category"]).fillna("")
-    onehot = pd.concat([
-        pd.get_dummies(hour).reindex(columns=list(HOUR_BUCKETS), fill_value=0).add_prefix("h_"),
-        pd.get_dummies(rows["ts"].dt.dayofweek).reindex(columns=range(7), fill_value=0)
-        .set_axis([f"d_{d}" for d in WEEKDAYS], axis=1),
-        pd.get_dummies(cluster).reindex(columns=range(N_TEXT_CLUSTERS), fill_value=0).add_prefix("c_"),
-    ], axis=1).astype("float64")
+    onehot = pd.concat(
+        [
+            pd.get_dummies(hour).reindex(columns=list(HOUR_BUCKETS), fill_value=0).add_prefix("h_"),
+            pd.get_dummies(rows["ts"].dt.dayofweek)
+            .reindex(columns=range(7), fill_value=0)
+            .set_axis([f"d_{d}" for d in WEEKDAYS], axis=1),
+            pd.get_dummies(cluster).reindex(columns=range(N_TEXT_CLUSTERS), fill_value=0).add_prefix("c_"),
+        ],
+        axis=1,
+    ).astype("float64")
     base = pd.concat([rows[["user_id", "idx", "quantity", "value"]], onehot], axis=1)
     base["n_lines"] = 1.0
     count_cols = [c for c in base.columns if c not in ("user_id", "idx")]
@@ -127,16 +149,20 @@ def user_features(train: pd.DataFrame, attrs: pd.DataFrame, users: pd.DataFrame 
     out["last_ts"] = out.groupby("user_id", sort=False)["last_ts"].ffill()
     first_ts = rows.groupby("user_id")["ts"].min()
     n = out["n_lines"].to_numpy()
-    feats = pd.DataFrame({
-        "user_id": out["user_id"], "event_timestamp": out["event_timestamp"], "created": out["created"],
-        "recency_days": (out["event_timestamp"] - out["last_ts"]) / DAY,
-        "frequency": out["frequency"].astype("int64"),
-        "monetary": out["value"],
-        "n_lines": out["n_lines"].astype("int64"),
-        "avg_basket_size": n / out["frequency"].to_numpy(),
-        "avg_basket_value": out["value"].to_numpy() / out["frequency"].to_numpy(),
-        "days_since_first_purchase": (out["event_timestamp"] - out["user_id"].map(first_ts)) / DAY,
-    })
+    feats = pd.DataFrame(
+        {
+            "user_id": out["user_id"],
+            "event_timestamp": out["event_timestamp"],
+            "created": out["created"],
+            "recency_days": (out["event_timestamp"] - out["last_ts"]) / DAY,
+            "frequency": out["frequency"].astype("int64"),
+            "monetary": out["value"],
+            "n_lines": out["n_lines"].astype("int64"),
+            "avg_basket_size": n / out["frequency"].to_numpy(),
+            "avg_basket_value": out["value"].to_numpy() / out["frequency"].to_numpy(),
+            "days_since_first_purchase": (out["event_timestamp"] - out["user_id"].map(first_ts)) / DAY,
+        }
+    )
     country = users.drop_duplicates("user_id").set_index("user_id")["country"] if users is not None else None
     feats["country"] = out["user_id"].map(country).fillna("").astype(str) if country is not None else ""
     for b in HOUR_BUCKETS:
@@ -157,8 +183,13 @@ def _top_category(rows: pd.DataFrame, category: pd.Series, grid: pd.DataFrame, n
     top = named.value_counts().index[:32]  # cap the running count matrix at the 32 most common categories
     named = named[named.isin(top)]
     names = np.asarray(sorted(top))
-    hits = pd.DataFrame({"user_id": rows.loc[named.index, "user_id"], "idx": rows.loc[named.index, "idx"],
-                         "k": pd.Categorical(named, categories=names).codes})
+    hits = pd.DataFrame(
+        {
+            "user_id": rows.loc[named.index, "user_id"],
+            "idx": rows.loc[named.index, "idx"],
+            "k": pd.Categorical(named, categories=names).codes,
+        }
+    )
     counts = pd.crosstab([hits["user_id"], hits["idx"]], hits["k"])
     counts = counts.reindex(columns=range(len(names)), fill_value=0)
     counts.columns = [f"k{c}" for c in counts.columns]
@@ -171,26 +202,36 @@ def _top_category(rows: pd.DataFrame, category: pd.Series, grid: pd.DataFrame, n
     return labels, np.where(n > 0, best_count / n, 0.0)
 
 
-def item_features(train: pd.DataFrame, attrs: pd.DataFrame, cutoff: pd.Timestamp, snapshot_days: int = 1,
-                  windows: tuple[int, ...] = (7, 30, 90), cold_start_days: int = 30,
-                  max_basket_items: int = 200) -> pd.DataFrame:
+def item_features(
+    train: pd.DataFrame,
+    attrs: pd.DataFrame,
+    cutoff: pd.Timestamp,
+    snapshot_days: int = 1,
+    windows: tuple[int, ...] = (7, 30, 90),
+    cold_start_days: int = 30,
+    max_basket_items: int = 200,
+) -> pd.DataFrame:
     """Return daily item snapshots (item_id, event_timestamp, created, item_stats features) from `train`.
 
     Guest rows count for popularity, price and co-purchase; buyers and repurchase use identified users only.
     Baskets with more than `max_basket_items` distinct items are left out of the co-purchase degree.
     """
     rows, origin = _bucketize(train, cutoff, snapshot_days)
-    last_idx = int(((cutoff - origin) / pd.Timedelta(days=snapshot_days)))
+    last_idx = int((cutoff - origin) / pd.Timedelta(days=snapshot_days))
     rows["item_id"] = rows["item_id"].astype(str)
     qty = rows["quantity"].clip(lower=1)
     rows["unit_price"] = (rows["value"] / qty).astype("float64")
     rows["price2"] = rows["unit_price"] ** 2
     keys = ["item_id", "idx"]
     per_bucket = rows.groupby(keys, sort=False).agg(
-        n_baskets=("basket_id", "nunique"), n_lines=("unit_price", "size"), price_sum=("unit_price", "sum"),
+        n_baskets=("basket_id", "nunique"),
+        n_lines=("unit_price", "size"),
+        price_sum=("unit_price", "sum"),
         price2_sum=("price2", "sum"),
-        price_min=("unit_price", "min"), price_max=("unit_price", "max"))
-    # A buyer counts in the bucket of their first basket with the item, a repeat buyer in that of their second.
+        price_min=("unit_price", "min"),
+        price_max=("unit_price", "max"),
+    )
+    # A buyer counts in the bucket of their first basket with the item, a repeater in that of the second.
     known = rows[rows["user_id"].notna()].drop_duplicates(["item_id", "user_id", "basket_id"])
     known = known.sort_values("ts")
     nth = known.groupby(["item_id", "user_id"], sort=False).cumcount()
@@ -209,8 +250,9 @@ def item_features(train: pd.DataFrame, attrs: pd.DataFrame, cutoff: pd.Timestamp
         out[column] = extremes.groupby("item_id", sort=False)[column].ffill().to_numpy()
     out = _stamp(out, origin, snapshot_days, pd.Timestamp.now(tz="UTC"))
     by_item = out.groupby("item_id", sort=False)["n_baskets"]
-    feats = pd.DataFrame({"item_id": out["item_id"], "event_timestamp": out["event_timestamp"],
-                          "created": out["created"]})
+    feats = pd.DataFrame(
+        {"item_id": out["item_id"], "event_timestamp": out["event_timestamp"], "created": out["created"]}
+    )
     for w in windows:
         lag = max(1, w // snapshot_days)
         feats[f"pop_{w}d"] = (out["n_baskets"] - by_item.shift(lag).fillna(0)).astype("int64")
@@ -218,8 +260,9 @@ def item_features(train: pd.DataFrame, attrs: pd.DataFrame, cutoff: pd.Timestamp
     mean = out["price_sum"].to_numpy() / lines
     feats["n_baskets"] = out["n_baskets"].astype("int64")
     feats["n_buyers"] = out["new_buyers"].astype("int64")
-    feats["repurchase_rate"] = np.where(out["new_buyers"] > 0, out["new_repeaters"] / out["new_buyers"].clip(lower=1),
-                                        0.0)
+    feats["repurchase_rate"] = np.where(
+        out["new_buyers"] > 0, out["new_repeaters"] / out["new_buyers"].clip(lower=1), 0.0
+    )
     feats["price_mean"] = mean
     feats["price_std"] = np.sqrt(np.clip(out["price2_sum"].to_numpy() / lines - mean**2, 0, None))
     feats["price_min"] = out["price_min"]

@@ -1,4 +1,4 @@
-"""Feast definitions: the user and item entities, their snapshot sources, feature views, services and push source."""
+"""Feast definitions: user and item entities, their snapshot sources, feature views, services, push source."""
 
 from datetime import timedelta
 
@@ -20,7 +20,9 @@ def _field(name: str, dtype, description: str, default: str = "0") -> Field:
 
 
 # The customer: one row per customer and snapshot; `user_id` is the canonical user id (a string).
-user = Entity(name="user", join_keys=["user_id"], value_type=ValueType.STRING, description="a registered customer")
+user = Entity(
+    name="user", join_keys=["user_id"], value_type=ValueType.STRING, description="a registered customer"
+)
 
 # The catalogue item: `item_id` is the canonical item id (a stock code for Online Retail).
 item = Entity(name="item", join_keys=["item_id"], value_type=ValueType.STRING, description="a catalogue item")
@@ -55,12 +57,16 @@ USER_FIELDS = [
     _field("n_lines", Int64, "purchase lines so far (one per basket and item)"),
     _field("avg_basket_size", Float32, "distinct items per basket"),
     _field("avg_basket_value", Float32, "spend per basket"),
-    _field("days_since_first_purchase", Float32, "days from the first purchase to the snapshot", default="-1"),
+    _field(
+        "days_since_first_purchase", Float32, "days from the first purchase to the snapshot", default="-1"
+    ),
     _field("country", String, "country of the customer", default=""),
     *[_field(f"share_{b}", Float32, f"share of purchase lines in the {b} hour bucket") for b in HOUR_BUCKETS],
     *[_field(f"share_{d}", Float32, f"share of purchase lines on {d}") for d in WEEKDAYS],
-    *[_field(f"share_cluster_{k}", Float32, f"share of purchase lines in title cluster {k}")
-      for k in range(N_TEXT_CLUSTERS)],
+    *[
+        _field(f"share_cluster_{k}", Float32, f"share of purchase lines in title cluster {k}")
+        for k in range(N_TEXT_CLUSTERS)
+    ],
     _field("top_category", String, "most purchased item category ('' when items have none)", default=""),
     _field("top_category_share", Float32, "share of purchase lines in top_category"),
 ]
@@ -116,5 +122,14 @@ recommender_serving = FeatureService(
     name="recommender_serving", features=[user_stats, item_stats], tags={"use": "serving"}
 )
 
-ALL_OBJECTS = [user, item, user_snapshots, item_snapshots, user_activity_push, user_stats, item_stats,
-               recommender_training, recommender_serving]
+ALL_OBJECTS = [
+    user,
+    item,
+    user_snapshots,
+    item_snapshots,
+    user_activity_push,
+    user_stats,
+    item_stats,
+    recommender_training,
+    recommender_serving,
+]

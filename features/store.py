@@ -1,4 +1,4 @@
-"""Opening the Feast store by configuration, registering the definitions, materialising, point-in-time joins."""
+"""Opening the Feast store by configuration, registering definitions, materialising, point-in-time joins."""
 
 import datetime as dt
 import functools
@@ -18,7 +18,7 @@ log = logging.getLogger(__name__)
 # Which feature_store.yaml to use: this variable, else params.yaml `features.store_config`, else the default.
 CONFIG_ENV = "SHOP_FEAST_CONFIG"
 DEFAULT_CONFIG = "features/feature_store.yaml"
-# Defaults for the variables the production profile (feature_store.production.yaml) reads; set them to override.
+# Defaults for the variables the production profile (feature_store.production.yaml) reads.
 PRODUCTION_ENV_DEFAULTS = {
     "SHOP_FEAST_PROJECT": "shopaug",
     "SHOP_FEAST_REGISTRY_URL": "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres",
@@ -27,7 +27,7 @@ PRODUCTION_ENV_DEFAULTS = {
 
 
 def config_path(configured: str | Path | None = None) -> Path:
-    """Return the feature_store.yaml in use: $SHOP_FEAST_CONFIG, else `configured`, else the embedded default."""
+    """Return the Feast yaml in use: $SHOP_FEAST_CONFIG, else `configured`, else the embedded default."""
     chosen = os.environ.get(CONFIG_ENV) or configured or DEFAULT_CONFIG
     path = Path(chosen).expanduser()
     path = path if path.is_absolute() else repo_root() / path
@@ -63,8 +63,9 @@ def materialize(store: FeatureStore, start: dt.datetime, end: dt.datetime) -> No
     store.materialize(start_date=start, end_date=end, feature_views=["user_stats", "item_stats"])
 
 
-def _historical(entity_df: pd.DataFrame, key: str, view: str, features: list[str] | None,
-                store: FeatureStore | None) -> pd.DataFrame:
+def _historical(
+    entity_df: pd.DataFrame, key: str, view: str, features: list[str] | None, store: FeatureStore | None
+) -> pd.DataFrame:
     missing = [c for c in (key, "event_timestamp") if c not in entity_df.columns]
     if missing:
         raise ShopError(f"entity_df: missing column(s) {missing} for {view} point-in-time features")
@@ -82,7 +83,8 @@ def _historical(entity_df: pd.DataFrame, key: str, view: str, features: list[str
     joined["event_timestamp"] = pd.to_datetime(joined["event_timestamp"], utc=True)
     joined = joined[[key, "event_timestamp", *names]]
     return frame.drop(columns=[n for n in names if n in frame.columns]).merge(
-        joined, on=[key, "event_timestamp"], how="left")
+        joined, on=[key, "event_timestamp"], how="left"
+    )
 
 
 def _check_features(view: str, features: list[str] | None) -> list[str]:
@@ -96,9 +98,10 @@ def _check_features(view: str, features: list[str] | None) -> list[str]:
     return list(features)
 
 
-def point_in_time_user_features(entity_df: pd.DataFrame, features: list[str] | None = None,
-                                store: FeatureStore | None = None) -> pd.DataFrame:
-    """Return entity_df (user_id, event_timestamp, ...) in its row order plus `user_stats` features as of each row.
+def point_in_time_user_features(
+    entity_df: pd.DataFrame, features: list[str] | None = None, store: FeatureStore | None = None
+) -> pd.DataFrame:
+    """Return entity_df (user_id, event_timestamp, ...), row order kept, plus `user_stats` as of each row.
 
     A row sees the latest daily snapshot stamped at or before its event_timestamp (so computed only from
     interactions strictly before it); NaN where the user had no snapshot within the view's ttl.
@@ -106,14 +109,16 @@ def point_in_time_user_features(entity_df: pd.DataFrame, features: list[str] | N
     return _historical(entity_df, "user_id", "user_stats", features, store)
 
 
-def point_in_time_item_features(entity_df: pd.DataFrame, features: list[str] | None = None,
-                                store: FeatureStore | None = None) -> pd.DataFrame:
-    """Return entity_df (item_id, event_timestamp, ...) plus `item_stats` features as of each row (see users)."""
+def point_in_time_item_features(
+    entity_df: pd.DataFrame, features: list[str] | None = None, store: FeatureStore | None = None
+) -> pd.DataFrame:
+    """Return entity_df (item_id, event_timestamp, ...) plus `item_stats` as of each row (see users)."""
     return _historical(entity_df, "item_id", "item_stats", features, store)
 
 
-def point_in_time_service_features(entity_df: pd.DataFrame, service: str = "recommender_training",
-                                   store: FeatureStore | None = None) -> pd.DataFrame:
+def point_in_time_service_features(
+    entity_df: pd.DataFrame, service: str = "recommender_training", store: FeatureStore | None = None
+) -> pd.DataFrame:
     """Return entity_df (user_id, item_id, event_timestamp, ...) plus every feature of the feature `service`.
 
     Each view is joined on its own key (Feast's file store collapses rows that share one view's key and
@@ -123,7 +128,9 @@ def point_in_time_service_features(entity_df: pd.DataFrame, service: str = "reco
     try:
         projections = store.get_feature_service(service).feature_view_projections
     except Exception:  # Feast raises FeatureServiceNotFoundException (and registry errors)
-        raise ShopError(f"feature service '{service}' is not registered; run `python -m features.build`") from None
+        raise ShopError(
+            f"feature service '{service}' is not registered; run `python -m features.build`"
+        ) from None
     out = entity_df
     for projection in projections:
         key = {"user_stats": "user_id", "item_stats": "item_id"}[projection.name]

@@ -1,9 +1,10 @@
-"""Fusion: training sets = real rows + synthetic rows of the generators the gate passed, weighted, capped, deduplicated.
+"""Fusion: training sets = real rows + synthetic rows of the generators the gate passed, weighted, capped,
+deduplicated.
 
 Per task (retail interactions, search queries) it writes `data/fused/<task>/<variant>.parquet` and one
 `manifest.json`: `noaug` (real only), `aug` (real + every active generator), `synthetic_only` (search) and
-`minus_<generator>` (aug without one generator, for ablation). Every row keeps its provenance
-(`is_synthetic`, `source`, `parent_id`) and gets a `weight` (1 for real rows, the generator's weight otherwise).
+`minus_<generator>` (aug without one generator, for ablation). Every row keeps its provenance (`is_synthetic`,
+`source`, `parent_id`) and gets a `weight` (1 for real rows, the generator's weight otherwise).
 `augment.enabled: false` gives the no-augmentation twin: `aug` = `noaug` and no ablation variants.
 """
 
@@ -27,11 +28,15 @@ from pipelines.core.schema import validate_table
 log = logging.getLogger(__name__)
 app = typer.Typer(add_completion=False, help=__doc__)
 
-GENERATORS = {"retail": ["cf_interactions", "sequence_aug", "synthetic_users"],
-              "search": ["synthetic_queries", "query_rewrites", "hard_negatives"]}
+GENERATORS = {
+    "retail": ["cf_interactions", "sequence_aug", "synthetic_users"],
+    "search": ["synthetic_queries", "query_rewrites", "hard_negatives"],
+}
 ITEM_GENERATORS = {"retail": ["item_enrichment"], "search": []}
 TABLE = {"retail": "interactions", "search": "queries"}
-REPLACES_PARENT = {"hard_negatives"}  # its rows on a real (query, item) pair are smoothed labels for that pair
+REPLACES_PARENT = {
+    "hard_negatives"
+}  # its rows on a real (query, item) pair are smoothed labels for that pair
 
 
 @dataclass
@@ -54,12 +59,13 @@ class Cleaned:
     parts: dict[str, pd.DataFrame]
     stats: dict[str, FuseStats]
     replaced: dict[str, set] = field(default_factory=dict)  # real row labels a generator's rows replace
-    key: list[str] = field(default_factory=list)             # columns identifying a row across generators
-    group: str = "basket_id"                                 # unit the cap keeps or drops whole
+    key: list[str] = field(default_factory=list)  # columns identifying a row across generators
+    group: str = "basket_id"  # unit the cap keeps or drops whole
 
 
 def read_gate(path: Path, use_gate: bool) -> dict[str, str]:
-    """Return {generator: decision} from the gate file; refuse a missing file (when used) or a `fail` decision."""
+    """Return {generator: decision} from the gate file; refuse a missing file (when used) or a `fail`
+    decision."""
     if not use_gate:
         return {}
     if not path.exists():
@@ -76,8 +82,10 @@ def read_gate(path: Path, use_gate: bool) -> dict[str, str]:
         decisions[generator] = decision
     failed = sorted(g for g, d in decisions.items() if d == "fail")
     if failed:
-        raise ShopError(f"{path}: generator(s) {failed} failed the synthetic-data gate; fix them or set their "
-                        "fuse.weights to 0")
+        raise ShopError(
+            f"{path}: generator(s) {failed} failed the synthetic-data gate; fix them or set their "
+            "fuse.weights to 0"
+        )
     return decisions
 
 
@@ -90,7 +98,9 @@ def active_generators(task: str, params: Params, gate: dict[str, str]) -> list[s
         if getattr(params.fuse.weights, generator) <= 0:
             continue
         if gate.get(generator) == "drop":
-            log.warning("fuse: gate dropped generator %s; it is left out of the %s training sets", generator, task)
+            log.warning(
+                "fuse: gate dropped generator %s; it is left out of the %s training sets", generator, task
+            )
             continue
         if gate and generator not in gate:
             log.warning("fuse: generator %s has no gate decision; it is used ungated", generator)
@@ -102,30 +112,62 @@ def _real(df: pd.DataFrame) -> pd.DataFrame:
     return df.assign(weight=1.0)
 
 
-def _cap(parts: dict[str, pd.DataFrame], n_real: int, share: float, group_col: str, seed: int,
-         stats: dict[str, FuseStats]) -> dict[str, pd.DataFrame]:
-    """Keep the same fraction of every generator's rows (whole groups, seeded) so synthetic <= share of all rows."""
-    total = sum(len(p) for p in parts.values())
-    allowed = int(np.floor(share / (1 - share) * n_real))
+def _cap(
+    parts: dict[str, pd.DataFrame],
+    n_real: int,
+    share: float,
+    group_col: str,
+    seed: int,
+    stats: dict[str, FuseStats],
+) -> dict[str, pd.DataFrame]:
+    """Keep whole groups of synthetic rows in a seeded random order until synthetic rows reach `share` of all
+    rows.
+
+    Each group draws its priority from a stream fixed per generator, so every generator keeps about the same
+    fraction of its rows. Rows that replace a real row (`_replaces_real`) are kept and not counted.
+    """
+    extra = {g: p[~p["_replaces_real"]] if "_replaces_real" in p.columns else p for g, p in parts.items()}
+    n_base = n_real + sum(len(parts[g]) - len(extra[g]) for g in parts)
+    total = sum(len(p) for p in extra.values())
+    allowed = int(np.floor(share / (1 - share) * n_base))
     if total <= allowed:
         return parts
-    fraction = allowed / total
+    groups = []
+    for generator, part in extra.items():
+        sizes = part[group_col].astype(str).value_counts(sort=False).sort_index()
+        salt = sum(generator.encode())  # the same stream whichever other generators are fused
+        priority = np.random.default_rng([seed, salt]).random(len(sizes))
+        groups.append(
+            pd.DataFrame(
+                {"generator": generator, "group": sizes.index, "size": sizes.to_numpy(), "priority": priority}
+            )
+        )
+    ranked = pd.concat(groups, ignore_index=True).sort_values(
+        ["priority", "generator", "group"], kind="stable"
+    )
+    keep, used = set(), 0
+    for generator, group, size in zip(ranked["generator"], ranked["group"], ranked["size"], strict=True):
+        if used + size <= allowed:
+            keep.add((generator, group))
+            used += size
     out = {}
     for generator, part in parts.items():
-        groups = part[group_col].astype(str)
-        sizes = groups.value_counts(sort=False).sort_index()
-        salt = sum(generator.encode())  # a fixed per-generator stream, independent of which others are fused
-        order = sizes.index.to_numpy()[np.random.default_rng([seed, salt]).permutation(len(sizes))]
-        cumulative = sizes.reindex(order).cumsum()
-        keep = set(cumulative.index[cumulative <= fraction * len(part)])
-        out[generator] = part[groups.isin(keep)]
+        kept = part[group_col].astype(str).map(lambda g, gen=generator: (gen, g) in keep)
+        if "_replaces_real" in part.columns:
+            kept |= part["_replaces_real"]
+        out[generator] = part[kept.to_numpy(dtype=bool)]
         stats[generator].capped = len(part) - len(out[generator])
     return out
 
 
-def assemble(cleaned: Cleaned, generators: list[str], fp: FuseParams, seed: int,
-             ) -> tuple[pd.DataFrame, dict[str, FuseStats]]:
-    """Return real + the cleaned rows of `generators` (cross-generator duplicates dropped, cap applied), stats."""
+def assemble(
+    cleaned: Cleaned,
+    generators: list[str],
+    fp: FuseParams,
+    seed: int,
+) -> tuple[pd.DataFrame, dict[str, FuseStats]]:
+    """Return real + the cleaned rows of `generators` (cross-generator duplicates dropped, cap applied),
+    stats."""
     stats = {g: FuseStats(**{**vars(cleaned.stats[g]), "capped": 0}) for g in generators}
     dropped = set().union(*(cleaned.replaced.get(g, set()) for g in generators)) if generators else set()
     real = cleaned.real.drop(index=sorted(dropped))
@@ -143,8 +185,9 @@ def assemble(cleaned: Cleaned, generators: list[str], fp: FuseParams, seed: int,
     return pd.concat([real, *parts.values()], ignore_index=True), stats
 
 
-def clean_interactions(real: pd.DataFrame, synthetic: dict[str, pd.DataFrame], fp: FuseParams,
-                       before: pd.Timestamp) -> Cleaned:
+def clean_interactions(
+    real: pd.DataFrame, synthetic: dict[str, pd.DataFrame], fp: FuseParams, before: pd.Timestamp
+) -> Cleaned:
     """Check each generator's interactions against the real rows; weight them.
 
     Refuses synthetic rows at or after `before` (the validation cutoff): they could carry validation targets.
@@ -152,18 +195,28 @@ def clean_interactions(real: pd.DataFrame, synthetic: dict[str, pd.DataFrame], f
     user's whole real history; users not in the real data whose item set equals a real user's.
     """
     real = _real(real).assign(sequence_id=None)
-    real_keys = pd.MultiIndex.from_arrays([real["user_id"].astype(str), real["user_id"].astype(str),
-                                           real["item_id"].astype(str), real["ts"].astype(str)])
+    real_keys = pd.MultiIndex.from_arrays(
+        [
+            real["user_id"].astype(str),
+            real["user_id"].astype(str),
+            real["item_id"].astype(str),
+            real["ts"].astype(str),
+        ]
+    )
     real_users = real[real["user_id"].notna()]
-    histories = {u: sorted(zip(g["ts"], g["item_id"].astype(str), strict=True))
-                 for u, g in real_users.groupby("user_id", observed=True)}
+    histories = {
+        u: sorted(zip(g["ts"], g["item_id"].astype(str), strict=True))
+        for u, g in real_users.groupby("user_id", observed=True)
+    }
     item_sets = {frozenset(h[1] for h in hist) for hist in histories.values()}
     parts, stats = {}, {}
     for generator, df in synthetic.items():
         late = df["ts"] >= before
         if late.any():
-            raise ShopError(f"data/synthetic/{generator}.parquet: {int(late.sum())} row(s) at or after the "
-                            f"validation cutoff {before}; synthetic rows may only come from earlier history")
+            raise ShopError(
+                f"data/synthetic/{generator}.parquet: {int(late.sum())} row(s) at or after the "
+                f"validation cutoff {before}; synthetic rows may only come from earlier history"
+            )
         user = df["user_id"].astype(str)
         seq = df["sequence_id"].astype(str) if "sequence_id" in df.columns else user
         df = df.assign(sequence_id=seq.where(seq != user, None), weight=float(getattr(fp.weights, generator)))
@@ -183,8 +236,9 @@ def clean_interactions(real: pd.DataFrame, synthetic: dict[str, pd.DataFrame], f
     return Cleaned(real, parts, stats, key=["user_id", "sequence_id", "item_id", "ts"], group="basket_id")
 
 
-def fuse_interactions(real: pd.DataFrame, synthetic: dict[str, pd.DataFrame], fp: FuseParams, seed: int,
-                      before: pd.Timestamp) -> tuple[pd.DataFrame, dict[str, FuseStats]]:
+def fuse_interactions(
+    real: pd.DataFrame, synthetic: dict[str, pd.DataFrame], fp: FuseParams, seed: int, before: pd.Timestamp
+) -> tuple[pd.DataFrame, dict[str, FuseStats]]:
     """Return real + synthetic interactions (weighted, deduplicated, capped) and per-generator stats."""
     return assemble(clean_interactions(real, synthetic, fp, before), list(synthetic), fp, seed)
 
@@ -194,16 +248,21 @@ def normalise_query(text: pd.Series) -> pd.Series:
     return text.astype(str).str.lower().str.split().str.join(" ")
 
 
-def clean_queries(real: pd.DataFrame, synthetic: dict[str, pd.DataFrame], fp: FuseParams,
-                  held_out_queries: set[str]) -> Cleaned:
-    """Check each generator's (query, item) pairs against the real pairs and the held-out queries; weight them.
+def clean_queries(
+    real: pd.DataFrame, synthetic: dict[str, pd.DataFrame], fp: FuseParams, held_out_queries: set[str]
+) -> Cleaned:
+    """Check each generator's (query, item) pairs against the real pairs and the held-out queries; weight
+    them.
 
     Synthetic rows whose query text is a validation/test query are removed (leakage guard). A synthetic pair
-    equal to a real pair is a duplicate, except for label-smoothing generators, whose row replaces the real one.
+    equal to a real pair is a duplicate, except for label-smoothing generators, whose row replaces the real
+    one.
     """
     real = _real(real)
-    real_pairs = pd.Series(real.index, index=pd.MultiIndex.from_arrays([normalise_query(real["query"]),
-                                                                         real["item_id"].astype(str)]))
+    real_pairs = pd.Series(
+        real.index,
+        index=pd.MultiIndex.from_arrays([normalise_query(real["query"]), real["item_id"].astype(str)]),
+    )
     real_pairs = real_pairs[~real_pairs.index.duplicated()]
     parts, stats, replaced = {}, {}, {}
     for generator, df in synthetic.items():
@@ -216,29 +275,42 @@ def clean_queries(real: pd.DataFrame, synthetic: dict[str, pd.DataFrame], fp: Fu
         if generator in REPLACES_PARENT:
             replaced[generator] = set(real_pairs.reindex(keys[on_real]).astype(int))
             stats[generator].replaced_real = len(replaced[generator])
+            df = df.assign(_replaces_real=on_real)
             on_real = np.zeros(len(df), dtype=bool)
         stats[generator].duplicates = int(on_real.sum())
         parts[generator] = df[~(on_real | leaked)]
     return Cleaned(real, parts, stats, replaced, key=["query_norm", "item_id"], group="query_id")
 
 
-def fuse_queries(real: pd.DataFrame, synthetic: dict[str, pd.DataFrame], fp: FuseParams, seed: int,
-                 held_out_queries: set[str]) -> tuple[pd.DataFrame, dict[str, FuseStats]]:
-    """Return real + synthetic (query, item) pairs (weighted, deduplicated, capped) and per-generator stats."""
+def fuse_queries(
+    real: pd.DataFrame,
+    synthetic: dict[str, pd.DataFrame],
+    fp: FuseParams,
+    seed: int,
+    held_out_queries: set[str],
+) -> tuple[pd.DataFrame, dict[str, FuseStats]]:
+    """Return real + synthetic (query, item) pairs (weighted, deduplicated, capped) and per-generator
+    stats."""
     frame, stats = assemble(clean_queries(real, synthetic, fp, held_out_queries), list(synthetic), fp, seed)
-    return frame.drop(columns="query_norm", errors="ignore"), stats
+    return frame.drop(columns=["query_norm", "_replaces_real"], errors="ignore"), stats
 
 
-def build_variants(task: str, cleaned: Cleaned, active: list[str], fp: FuseParams, seed: int,
-                   ) -> tuple[dict[str, pd.DataFrame], dict]:
-    """Return {variant: frame} and {variant: per-generator stats}: noaug, aug, synthetic_only, minus_<generator>."""
+def build_variants(
+    task: str,
+    cleaned: Cleaned,
+    active: list[str],
+    fp: FuseParams,
+    seed: int,
+) -> tuple[dict[str, pd.DataFrame], dict]:
+    """Return {variant: frame} and {variant: per-generator stats}: noaug, aug, synthetic_only,
+    minus_<generator>."""
     rows_from = [g for g in active if g in cleaned.parts]
     variants: dict[str, pd.DataFrame] = {"noaug": cleaned.real}
     reports: dict[str, dict] = {"noaug": {}}
 
     def add(name: str, generators: list[str]) -> None:
         frame, stats = assemble(cleaned, generators, fp, seed)
-        variants[name] = frame.drop(columns="query_norm", errors="ignore")
+        variants[name] = frame.drop(columns=["query_norm", "_replaces_real"], errors="ignore")
         reports[name] = {g: vars(st) for g, st in stats.items()}
 
     add("aug", rows_from)
@@ -253,8 +325,15 @@ def build_variants(task: str, cleaned: Cleaned, active: list[str], fp: FuseParam
     return variants, reports
 
 
-def write_task(task: str, variants: dict[str, pd.DataFrame], reports: dict, out_dir: Path, extra: dict,
-               items: dict[str, str] | None = None, shown_dir: Path | None = None) -> dict:
+def write_task(
+    task: str,
+    variants: dict[str, pd.DataFrame],
+    reports: dict,
+    out_dir: Path,
+    extra: dict,
+    items: dict[str, str] | None = None,
+    shown_dir: Path | None = None,
+) -> dict:
     """Write every variant (validated canonical table + `weight`) and the task's manifest.json in one go."""
     manifest = {"task": task, "table": TABLE[task], "variants": {}, **extra}
     with atomic_dir(out_dir) as tmp:
@@ -263,8 +342,10 @@ def write_task(task: str, variants: dict[str, pd.DataFrame], reports: dict, out_
             checked.to_parquet(tmp / f"{name}.parquet", index=False)
             synthetic = checked[checked["is_synthetic"]]
             manifest["variants"][name] = {
-                "path": str((shown_dir or out_dir) / f"{name}.parquet"), "rows": len(checked),
-                "real_rows": int((~checked["is_synthetic"]).sum()), "synthetic_rows": len(synthetic),
+                "path": str((shown_dir or out_dir) / f"{name}.parquet"),
+                "rows": len(checked),
+                "real_rows": int((~checked["is_synthetic"]).sum()),
+                "synthetic_rows": len(synthetic),
                 "synthetic_share": round(len(synthetic) / max(len(checked), 1), 4),
                 "rows_by_source": checked["source"].value_counts().sort_index().to_dict(),
                 "weight_by_source": checked.groupby("source")["weight"].sum().round(2).sort_index().to_dict(),
@@ -280,8 +361,9 @@ def _load_synthetic(directory: Path, generators: list[str], table: str) -> dict[
     for generator in generators:
         path = directory / f"{generator}.parquet"
         if not path.exists():
-            raise ShopError(f"{path}: file not found; run stage augment_{generator} (or set fuse.weights."
-                            f"{generator}: 0)")
+            raise ShopError(
+                f"{path}: file not found; run stage augment_{generator} (or set fuse.weights.{generator}: 0)"
+            )
         out[generator] = read_table(path, table)
     return out
 
@@ -293,9 +375,14 @@ def fuse_task(task: str, params: Params, root: Path, gate: dict[str, str], out_d
     rows_from = [g for g in active if g in GENERATORS[task]]
     synthetic_dir = root / "data/synthetic"
     synthetic = _load_synthetic(synthetic_dir, rows_from, TABLE[task])
-    extra: dict = {"augment_enabled": params.augment.enabled, "active_generators": active, "gate": gate,
-                   "max_synthetic_share": params.fuse.max_synthetic_share, "seed": params.seed,
-                   "weights": params.fuse.weights.model_dump()}
+    extra: dict = {
+        "augment_enabled": params.augment.enabled,
+        "active_generators": active,
+        "gate": gate,
+        "max_synthetic_share": params.fuse.max_synthetic_share,
+        "seed": params.seed,
+        "weights": params.fuse.weights.model_dump(),
+    }
     items = None
     if task == "retail":
         real = read_table(root / "data/splits/retail/train.parquet", "interactions")
@@ -308,15 +395,21 @@ def fuse_task(task: str, params: Params, root: Path, gate: dict[str, str], out_d
         real = read_table(root / "data/splits/search/train.parquet", "queries")
         held_out: set[str] = set()  # fuse may read held-out queries: only to keep them out of training data
         for split in ("valid", "test"):
-            held_out |= set(normalise_query(read_table(root / f"data/splits/search/{split}.parquet",
-                                                       "queries")["query"]))
+            held_out |= set(
+                normalise_query(read_table(root / f"data/splits/search/{split}.parquet", "queries")["query"])
+            )
         cleaned = clean_queries(real, synthetic, params.fuse, held_out)
     variants, reports = build_variants(task, cleaned, active, params.fuse, params.seed)
     if items is not None:
-        items = {name: "data/synthetic/item_enrichment.parquet" if enriched and name != "minus_item_enrichment"
-                 else "data/canonical/retail/items.parquet" for name in variants}
-    extra["inputs"] = {str(p.relative_to(root)): file_sha256(p) for p in
-                       (synthetic_dir / f"{g}.parquet" for g in rows_from)}
+        items = {
+            name: "data/synthetic/item_enrichment.parquet"
+            if enriched and name != "minus_item_enrichment"
+            else "data/canonical/retail/items.parquet"
+            for name in variants
+        }
+    extra["inputs"] = {
+        str(p.relative_to(root)): file_sha256(p) for p in (synthetic_dir / f"{g}.parquet" for g in rows_from)
+    }
     extra["wall_seconds"] = round(time.perf_counter() - started, 2)
     shown = out_dir.relative_to(root) if out_dir.is_relative_to(root) else out_dir
     manifest = write_task(task, variants, reports, out_dir, extra, items, shown)
@@ -339,7 +432,12 @@ def main(
     """Write the fused training sets (noaug, aug, synthetic_only, minus_<generator>) for retail and search."""
     root = repo_root()
     params = load_params(root / params_file if not params_file.is_absolute() else params_file)
-    run_fuse(params, root, root / gate if not gate.is_absolute() else gate, root / out if not out.is_absolute() else out)
+    run_fuse(
+        params,
+        root,
+        root / gate if not gate.is_absolute() else gate,
+        root / out if not out.is_absolute() else out,
+    )
 
 
 if __name__ == "__main__":

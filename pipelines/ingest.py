@@ -13,8 +13,16 @@ import pandas as pd
 import typer
 
 from pipelines.adapters import TASK_TABLES, load_source
-from pipelines.core import ShopError, atomic_dir, load_params, repo_root, run_cli, validate_table, write_json
-from pipelines.core.io import atomic_path
+from pipelines.core import (
+    TABLES,
+    ShopError,
+    atomic_dir,
+    load_params,
+    repo_root,
+    run_cli,
+    validate_table,
+    write_json,
+)
 
 log = logging.getLogger(__name__)
 app = typer.Typer(add_completion=False, help=__doc__)
@@ -119,11 +127,9 @@ def build_task(task: str, adapter: str, path: Path, max_rows: int | None, seed: 
 def write_tables(tables: dict[str, pd.DataFrame], folder: Path) -> None:
     """Replace `folder` whole with one Parquet file per table."""
     with atomic_dir(folder) as tmp:
-        tmp.chmod(0o755)
         for name, df in tables.items():
-            with atomic_path(tmp / f"{name}.parquet") as part:
-                df.to_parquet(part, index=False)
-                part.chmod(0o644)
+            columns = [c for c in TABLES[name] if c in df] + [c for c in df if c not in TABLES[name]]
+            df[columns].to_parquet(tmp / f"{name}.parquet", index=False)
 
 
 @app.command()

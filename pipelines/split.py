@@ -15,7 +15,6 @@ import pandas as pd
 import typer
 
 from pipelines.core import ShopError, atomic_dir, load_params, read_table, repo_root, run_cli, write_json
-from pipelines.core.io import atomic_path
 
 log = logging.getLogger(__name__)
 app = typer.Typer(add_completion=False, help=__doc__)
@@ -97,13 +96,9 @@ def split_search(queries: pd.DataFrame, valid_frac: float, test_frac: float, see
 def write_split(parts: dict[str, pd.DataFrame], summary: dict, folder: Path) -> None:
     """Replace `folder` whole with train/valid/test Parquet files and split.json."""
     with atomic_dir(folder) as tmp:
-        tmp.chmod(0o755)
         for name, df in parts.items():
-            with atomic_path(tmp / f"{name}.parquet") as part:
-                df.to_parquet(part, index=False)
-                part.chmod(0o644)
+            df.to_parquet(tmp / f"{name}.parquet", index=False)
         write_json(summary, tmp / "split.json")
-        (tmp / "split.json").chmod(0o644)
 
 
 @app.command()

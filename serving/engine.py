@@ -22,7 +22,7 @@ from bentoml.exceptions import NotFound
 from pipelines.core.config import ServeParams
 from serving import schemas
 from serving.batching import AdaptiveBatcher
-from serving.champion import GLOBAL, Bundle, assemble_bundle, champion_version, model_loader, registry_client
+from serving.champion import GLOBAL, ITEM_COLUMNS, Bundle, assemble_bundle, champion_version, model_loader, registry_client
 from serving.request_log import RequestLog
 
 logger = logging.getLogger(__name__)
@@ -89,6 +89,8 @@ class ServingEngine:
         self._affinity: OrderedDict[tuple[str, str], np.ndarray | None] = OrderedDict()
         self.rec = self._attach(recommender)
         self.search_live = self._attach(search)
+        warm_up(recommender)
+        warm_up(search)
 
     # -- endpoints -------------------------------------------------------------------------------------------
     async def recommend(self, req: schemas.RecommendRequest) -> schemas.RecommendResponse:
@@ -175,6 +177,7 @@ class ServingEngine:
                 fresh = assemble_bundle(bundle.task, bundle.registered_name, version, model,
                                         bundle.items.reset_index(drop=True), bundle.histories, bundle.popularity,
                                         self.params.flat_index_max_items, self.params.hnsw_m)
+                warm_up(fresh)
                 setattr(self, attr, self._attach(fresh))
                 changed.append(bundle.registered_name)
             return changed
@@ -256,6 +259,16 @@ class ServingEngine:
                 "latency_ms": (time.perf_counter() - started) * 1000,
             })
         return response
+
+
+def warm_up(bundle: Bundle) -> None:
+    """Run the encoder once before the first request (lazy weights, torch start-up); the recommender also sees
+    its whole catalogue, as at packaging, so items newer than its training are known to `encode_users`."""
+    if bundle.task == "retail":
+        bundle.model.encode_items(bundle.items.reset_index(drop=True)[ITEM_COLUMNS])
+        bundle.model.encode_users([bundle.index.item_ids[:1].tolist()], None)
+    else:
+        bundle.model.encode_queries(["warm up"])
 
 
 def _encode_users(model: Any, batch: list[tuple[list[str], pd.DataFrame | None]]) -> np.ndarray:

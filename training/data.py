@@ -10,10 +10,10 @@ import pandas as pd
 
 from pipelines.core.errors import ShopError
 from pipelines.core.io import read_table
-from training.models import bucket_edges, bucketize, history_inputs, item_context_features
+from training.models import ContextFeatures, bucket_edges, bucketize, history_inputs
 
 log = logging.getLogger(__name__)
-SNAPSHOT_DAYS = 7
+SNAPSHOT_DAYS = 14  # item-context snapshot spacing: staleness vs. candidate matrices per batch
 
 
 def training_table(root: Path, task: str, variant: str) -> tuple[pd.DataFrame, Path]:
@@ -84,33 +84,44 @@ def retail_examples(interactions: pd.DataFrame, items: pd.DataFrame, before: pd.
     cat_items = catalogue.reindex(item_ids).reset_index().fillna({"title": "", "description": "", "category": ""})
     t0 = rows["ts"].min().floor("D")
     n_weeks = int((before - t0) / pd.Timedelta(days=SNAPSHOT_DAYS)) + 1
-    snaps = [item_context_features(rows, cat_items, t0 + pd.Timedelta(days=SNAPSHOT_DAYS * w)) for w in range(n_weeks)]
-    edges = bucket_edges(item_context_features(rows, cat_items, before), n_buckets)
+    context = ContextFeatures(rows)
+    snaps = [context.at(cat_items, t0 + pd.Timedelta(days=SNAPSHOT_DAYS * w)) for w in range(n_weeks)]
+    edges = bucket_edges(context.at(cat_items, before), n_buckets)
     buckets = np.stack([bucketize(s, edges) for s in snaps])
 
     rng = np.random.default_rng(seed)
     known = rows.dropna(subset=["user_id"]).sort_values(["user_id", "ts", "basket_id"], kind="stable")
+    users, baskets = known["user_id"].astype(str).to_numpy(), known["basket_id"].astype(str).to_numpy()
+    item_arr, weights = known["item_id"].to_numpy(), known["weight"].to_numpy()
+    ts_arr = known["ts"].dt.tz_convert("UTC").dt.tz_localize(None).to_numpy("datetime64[ns]")
+    week_arr = ((ts_arr - np.datetime64(t0.tz_convert("UTC").tz_localize(None), "ns"))
+                // np.timedelta64(SNAPSHOT_DAYS, "D")).astype(int)
+    # a new basket starts where the user, the basket id or the time changes
+    change = np.ones(len(known), dtype=bool)
+    change[1:] = (users[1:] != users[:-1]) | (baskets[1:] != baskets[:-1]) | (ts_arr[1:] != ts_arr[:-1])
+    starts = np.flatnonzero(change).tolist() + [len(known)]
     out = {k: [] for k in ("week", "hist", "rep", "rep_feats", "user_feats", "targets", "weight")}
-    for _, user_rows in known.groupby("user_id", sort=False):
-        state: dict = {}
-        n_events = 0
-        for (ts, _), basket in user_rows.groupby(["ts", "basket_id"], sort=True):
-            basket_items = list(dict.fromkeys(basket["item_id"]))
-            if state:
-                recent, rep, feats = history_inputs(state, history_len, repeat_history)
-                targets = [index[i] for i in basket_items]
-                if len(targets) > max_targets:
-                    targets = rng.choice(targets, max_targets, replace=False).tolist()
-                out["week"].append(int((ts - t0) / pd.Timedelta(days=SNAPSHOT_DAYS)))
-                out["hist"].append([index[i] for i in recent])
-                out["rep"].append([index[i] for i in rep])
-                out["rep_feats"].append(feats)
-                out["user_feats"].append(user_history_features(n_events, len(state)))
-                out["targets"].append(targets)
-                out["weight"].append(float(basket["weight"].mean()))
-            for item in basket["item_id"]:
-                state[item] = state.pop(item, 0) + 1
-                n_events += 1
+    state: dict = {}
+    n_events = 0
+    for lo, hi in zip(starts[:-1], starts[1:], strict=True):
+        if lo == 0 or users[lo] != users[lo - 1]:
+            state, n_events = {}, 0
+        basket_items = list(dict.fromkeys(item_arr[lo:hi]))
+        if state:
+            recent, rep, feats = history_inputs(state, history_len, repeat_history)
+            targets = [index[i] for i in basket_items]
+            if len(targets) > max_targets:
+                targets = rng.choice(targets, max_targets, replace=False).tolist()
+            out["week"].append(int(week_arr[lo]))
+            out["hist"].append([index[i] for i in recent])
+            out["rep"].append([index[i] for i in rep])
+            out["rep_feats"].append(feats)
+            out["user_feats"].append(user_history_features(n_events, len(state)))
+            out["targets"].append(targets)
+            out["weight"].append(float(weights[lo:hi].mean()))
+        for item in item_arr[lo:hi]:
+            state[item] = state.pop(item, 0) + 1
+            n_events += 1
     if not out["week"]:
         raise ShopError(f"no identified basket with an earlier purchase before {before}: nothing to train on")
     return RetailExamples(item_ids, buckets, edges, np.asarray(out["week"]), out["hist"], out["rep"],

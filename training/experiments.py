@@ -22,6 +22,11 @@ log = logging.getLogger(__name__)
 app = typer.Typer(add_completion=False, help=__doc__.splitlines()[0])
 
 
+@app.callback()
+def _commands() -> None:
+    """Experiment runs of the pipeline (subcommands below)."""
+
+
 @app.command()
 def train(
     params_path: Annotated[Path | None, typer.Option("--params", help="params.yaml to read")] = None,

@@ -3,6 +3,7 @@
 Both models score by a dot product of two vectors, so serving can put the item side in a FAISS index.
 """
 
+import functools
 import hashlib
 import logging
 import zlib
@@ -152,23 +153,53 @@ REPEAT_FEATURES = 3  # log1p(recency rank), log1p(times bought), log1p(distinct 
 def item_context_features(interactions: pd.DataFrame, items: pd.DataFrame, at: pd.Timestamp) -> pd.DataFrame:
     """Item context at time `at` from interactions strictly before it: recent/all-time buyers, age, price.
 
-    Returns one row per item of `items` (index item_id, columns ITEM_FEATURES, NaN where unknown).
+    Buyers are identified users, or the basket for guest rows. Returns one row per item of `items` (index
+    item_id, columns ITEM_FEATURES, NaN where unknown).
     """
-    seen = interactions[interactions["ts"] < at]
-    ids = items["item_id"].astype(str)
-    out = pd.DataFrame(index=pd.Index(ids, name="item_id"))
-    who = seen["user_id"].astype(object).where(seen["user_id"].notna(), seen["basket_id"].astype(object))
-    seen = seen.assign(item_id=seen["item_id"].astype(str), who=who)
-    recent = seen[seen["ts"] >= at - pd.Timedelta(days=30)]
-    out["buyers_30d"] = np.log1p(recent.groupby("item_id")["who"].nunique().reindex(out.index).fillna(0))
-    grouped = seen.groupby("item_id")
-    out["buyers_all"] = np.log1p(grouped["who"].nunique().reindex(out.index).fillna(0))
-    days = lambda ts: (at - ts).dt.total_seconds() / 86400  # noqa: E731
-    out["days_since_first"] = np.log1p(days(grouped["ts"].min()).reindex(out.index))
-    out["days_since_last"] = np.log1p(days(grouped["ts"].max()).reindex(out.index))
-    price = pd.to_numeric(items["price"], errors="coerce").to_numpy(float) if "price" in items else np.nan
-    out["log_price"] = np.log1p(np.clip(price, 0, None))
-    return out
+    return ContextFeatures(interactions).at(items, at)
+
+
+class ContextFeatures:
+    """Item context for many points in time from one interactions table (deduplicated once, then sliced)."""
+
+    def __init__(self, interactions: pd.DataFrame):
+        who = interactions["user_id"].astype(object).where(interactions["user_id"].notna(),
+                                                             "b:" + interactions["basket_id"].astype(str))
+        frame = pd.DataFrame({"item": interactions["item_id"].astype(str).to_numpy(),
+                              "who": pd.factorize(who)[0],
+                              "ts": interactions["ts"].to_numpy(dtype="datetime64[ns]").astype(np.int64)})
+        frame = frame.sort_values("ts", kind="stable").drop_duplicates(["item", "who", "ts"])
+        self.item_codes, self.items = pd.factorize(frame["item"])
+        self.who, self.ts = frame["who"].to_numpy(), frame["ts"].to_numpy()
+
+    def at(self, items: pd.DataFrame, at: pd.Timestamp) -> pd.DataFrame:
+        at_ns = pd.Timestamp(at).tz_convert("UTC").tz_localize(None).value
+        end = np.searchsorted(self.ts, at_ns, side="left")
+        start = np.searchsorted(self.ts, at_ns - 30 * 86400 * 10**9, side="left")
+        n = len(self.items)
+        day = 86400 * 1e9
+
+        def buyers(lo: int) -> np.ndarray:
+            pairs = np.unique(self.item_codes[lo:end].astype(np.int64) * (1 << 32) + self.who[lo:end])
+            return np.bincount((pairs >> 32).astype(np.int64), minlength=n).astype(float)
+
+        first = np.full(n, np.nan)
+        last = np.full(n, np.nan)
+        codes, ts = self.item_codes[:end], self.ts[:end].astype(float)
+        if end:
+            np.fmin.at(first, codes, ts)
+            np.fmax.at(last, codes, ts)
+        table = pd.DataFrame({"buyers_30d": np.log1p(buyers(start)), "buyers_all": np.log1p(buyers(0)),
+                              "days_since_first": np.log1p((at_ns - first) / day),
+                              "days_since_last": np.log1p((at_ns - last) / day)}, index=self.items)
+        seen = table["buyers_all"] > 0
+        table.loc[~seen, ["days_since_first", "days_since_last"]] = np.nan
+        ids = pd.Index(items["item_id"].astype(str), name="item_id")
+        out = table.reindex(ids)
+        out[["buyers_30d", "buyers_all"]] = out[["buyers_30d", "buyers_all"]].fillna(0.0)
+        price = pd.to_numeric(items["price"], errors="coerce").to_numpy(float) if "price" in items else np.nan
+        out["log_price"] = np.log1p(np.clip(price, 0, None))
+        return out[ITEM_FEATURES]
 
 
 def bucketize(features: pd.DataFrame, edges: dict[str, list[float]]) -> np.ndarray:
@@ -197,16 +228,20 @@ def bucket_edges(features: pd.DataFrame, buckets: int) -> dict[str, list[float]]
             if features[name].notna().any() else [] for name in ITEM_FEATURES}
 
 
+@functools.lru_cache(maxsize=200_000)
+def _item_code(item: str, dims: int) -> np.ndarray:
+    rng = np.random.default_rng(zlib.crc32(item.encode()))
+    return rng.choice(np.array([-1.0, 1.0], dtype=np.float32), size=dims) / np.float32(np.sqrt(dims))
+
+
 def item_codes(item_ids: list[str], dims: int) -> np.ndarray:
     """Fixed random unit codes per item id (seeded by a hash of the id): near-orthogonal, defined for any id.
 
     They carry the repeat/recency path through a dot product: user side = weighted sum of past items' codes.
     """
-    out = np.zeros((len(item_ids), dims), dtype=np.float32)
-    for row, item in enumerate(item_ids):
-        rng = np.random.default_rng(zlib.crc32(str(item).encode()))
-        out[row] = rng.choice(np.array([-1.0, 1.0], dtype=np.float32), size=dims) / np.sqrt(dims)
-    return out
+    if not item_ids:
+        return np.zeros((0, dims), dtype=np.float32)
+    return np.stack([_item_code(str(item), dims) for item in item_ids])
 
 
 def history_state(items: list[str]) -> OrderedDict:
@@ -217,16 +252,19 @@ def history_state(items: list[str]) -> OrderedDict:
     return state
 
 
-def history_inputs(state: OrderedDict, history_len: int, repeat_history: int) -> tuple[list, list, list]:
+def history_inputs(state: dict, history_len: int, repeat_history: int) -> tuple[list, list, np.ndarray]:
     """(recent distinct items for the transformer, repeat items, their REPEAT_FEATURES), most recent first."""
     recent = []
     for item in reversed(state):
         recent.append(item)
         if len(recent) >= max(history_len, repeat_history):
             break
-    distinct = np.log1p(len(state))
-    feats = [[np.log1p(rank), np.log1p(state[item]), distinct] for rank, item in enumerate(recent[:repeat_history])]
-    return recent[:history_len], recent[:repeat_history], feats
+    rep = recent[:repeat_history]
+    feats = np.empty((len(rep), REPEAT_FEATURES), dtype=np.float32)
+    feats[:, 0] = np.log1p(np.arange(len(rep)))
+    feats[:, 1] = np.log1p([state[item] for item in rep])
+    feats[:, 2] = np.log1p(len(state))
+    return recent[:history_len], rep, feats
 
 
 class TwoTower(nn.Module):
@@ -239,8 +277,7 @@ class TwoTower(nn.Module):
     def __init__(self, text_dim: int, n_item_feats: int, dim: int, history_len: int, layers: int, heads: int,
                  dropout: float, repeat_dims: int, n_user_feats: int, temperature: float):
         super().__init__()
-        self.text_mlp = nn.Sequential(nn.Linear(text_dim, 2 * dim), nn.GELU(), nn.Dropout(dropout),
-                                      nn.Linear(2 * dim, dim))
+        self.text_mlp = nn.Sequential(nn.Linear(text_dim, dim), nn.GELU(), nn.Dropout(dropout), nn.Linear(dim, dim))
         self.feat_emb = nn.Embedding(n_item_feats, dim)
         nn.init.normal_(self.feat_emb.weight, std=0.02)
         self.pos = nn.Embedding(history_len + 1, dim)
@@ -275,19 +312,22 @@ class TwoTower(nn.Module):
     def forward(self, batch: dict) -> torch.Tensor:
         """Softmax loss of each basket's items over the candidates, given the user's history at that time.
 
-        Item context is point-in-time: `buckets` (W, C, G) holds each snapshot's bucket ids and `week` (B,)
-        picks the snapshot of each example, so the (B, C, dim) tensor of per-example items is never built.
+        Item context is point-in-time: `onehot` (W, C, n_buckets) holds each snapshot's context buckets and
+        `week` (B,) picks the snapshot of each example; no (B, C, dim) tensor is ever built.
         """
         text = self.text_mlp(batch["cand_text"])  # (C, dim)
-        buckets = batch["buckets"][batch["week"]]  # (B, C, G)
-        hist_buckets = torch.gather(buckets, 1, batch["hist_idx"].unsqueeze(-1).expand(-1, -1, buckets.shape[-1]))
-        hist = text[batch["hist_idx"]] + self.feat_emb(hist_buckets).sum(-2)
+        week, onehot = batch["week"], batch["onehot"]  # onehot: (W, C, n_buckets) context buckets per snapshot
+        hist = text[batch["hist_idx"]] + onehot[week.unsqueeze(1), batch["hist_idx"]] @ self.feat_emb.weight
         users = self.user_vectors(hist, batch["hist_mask"], batch["user_feats"])
         target = torch.zeros(users.shape[0], text.shape[0], device=users.device)
         target.scatter_add_(1, batch["target_idx"], batch["target_mask"])
         target = target / target.sum(1, keepdim=True).clamp(min=1e-9)  # each basket: uniform over its items
-        feat_scores = users @ self.feat_emb.weight.T  # (B, n_buckets): user affinity to each context bucket
-        logits = users @ text.T + torch.gather(feat_scores, 1, buckets.flatten(1)).view(buckets.shape).sum(-1)
+        affinity = users @ self.feat_emb.weight.T  # (B, n_buckets): the user's liking of each context bucket
+        context = users.new_zeros(users.shape[0], text.shape[0])
+        for w in week.unique():  # one (C, n_buckets) matrix per snapshot present in the batch
+            rows = (week == w).nonzero().squeeze(1)
+            context = context.index_copy(0, rows, affinity[rows] @ onehot[w].T)
+        logits = users @ text.T + context
         if self.repeat_dims:
             rep = self.repeat_weights(batch["rep_feats"], batch["rep_mask"])
             logits = logits.scatter_add(1, batch["rep_idx"], rep.to(logits.dtype))

@@ -202,7 +202,7 @@ class RecommenderModel:
                 hist[row, :len(vecs)], mask[row, :len(vecs)] = np.stack(vecs), True
             user_feats.append(user_history_features(len(items), len(state)))
             if cfg["repeat_dims"] and rep:
-                weights = self.net.repeat_weights(torch.tensor(feats, dtype=torch.float32),
+                weights = self.net.repeat_weights(torch.from_numpy(feats),
                                                   torch.ones(len(rep))).numpy()
                 repeat[row] = weights @ item_codes(rep, cfg["repeat_dims"])
         device = self.net.log_scale.device

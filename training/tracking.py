@@ -10,6 +10,7 @@ import re
 import subprocess
 import tempfile
 import time
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
@@ -32,9 +33,7 @@ log = logging.getLogger(__name__)
 
 CHALLENGER = "challenger"
 CHAMPION = "champion"
-MODEL_ARTIFACT = (
-    "model"  # name of the logged model inside a run; the saved folder is at <model>/artifacts/model_dir
-)
+MODEL_ARTIFACT = "model"  # name of the logged model inside a run; the saved folder is at <model>/artifacts/model_dir
 MODEL_DIR_KEY = "model_dir"
 RUN_RECORD = "mlflow.json"  # written into the model folder: which run/version logged it
 TASKS = ("retail", "search")
@@ -65,12 +64,26 @@ def resolve_uri(uri: str | None, root: Path | None = None) -> str | None:
     return uri
 
 
+# What configure() left in os.environ (MLflow exports the URIs it is given) and whether the user had set it.
+_APPLIED: dict[str, tuple[str | None, bool]] = {}
+
+
+def _user_env(name: str) -> str | None:
+    """$name if the user set it; a value MLflow exported during our own earlier configure() is no override."""
+    value = os.environ.get(name)
+    exported, from_user = _APPLIED.get(name, (None, False))
+    return value if value and (value != exported or from_user) else None
+
+
 def configure(cfg: MlflowParams) -> tuple[str, str]:
     """Point MLflow at the configured tracking and registry stores; MLFLOW_* environment variables win."""
-    tracking = os.environ.get("MLFLOW_TRACKING_URI") or resolve_uri(cfg.tracking_uri)
-    registry = os.environ.get("MLFLOW_REGISTRY_URI") or resolve_uri(cfg.registry_uri) or tracking
+    user = {name: _user_env(name) for name in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
+    tracking = user["MLFLOW_TRACKING_URI"] or resolve_uri(cfg.tracking_uri)
+    registry = user["MLFLOW_REGISTRY_URI"] or resolve_uri(cfg.registry_uri) or tracking
     mlflow.set_tracking_uri(tracking)
     mlflow.set_registry_uri(registry)
+    for name, value in user.items():
+        _APPLIED[name] = (os.environ.get(name), value is not None)
     return tracking, registry
 
 
@@ -155,9 +168,7 @@ def dvc_lock_hashes(root: Path | None = None) -> dict[str, dict]:
     return entries
 
 
-def dataset_digest(
-    path: Path | str, root: Path | None = None, lock: dict[str, dict] | None = None
-) -> tuple[str, str]:
+def dataset_digest(path: Path | str, root: Path | None = None, lock: dict[str, dict] | None = None) -> tuple[str, str]:
     """Return (digest, where it came from) for a data file: the DVC hash in dvc.lock, else the file's md5.
 
     A file inside a DVC-tracked folder is looked up in that folder's `.dir` listing in the DVC cache. An entry
@@ -285,14 +296,10 @@ class TrainingRun:
             self.client.log_batch(self.run_id, metrics=batch, synchronous=True)
 
     def set_tags(self, tags: dict[str, Any]) -> None:
-        self.client.log_batch(
-            self.run_id, tags=[RunTag(k, str(v)[:_MAX_TAG_LENGTH]) for k, v in tags.items()]
-        )
+        self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)[:_MAX_TAG_LENGTH]) for k, v in tags.items()])
 
     # -- lineage
-    def log_dataset(
-        self, path: str | Path, context: str, name: str | None = None, tags: dict | None = None
-    ) -> str:
+    def log_dataset(self, path: str | Path, context: str, name: str | None = None, tags: dict | None = None) -> str:
         """Log one data file as a run input (source = repo-relative path, digest = DVC hash); return digest.
 
         Parquet files are read so MLflow records their schema and row count; other files (raw CSV) are logged
@@ -304,13 +311,15 @@ class TrainingRun:
             self._lock = dvc_lock_hashes(self.root)
         digest, origin = dataset_digest(full, self.root, self._lock)
         name = name or full.stem
-        if full.suffix == ".parquet":
-            dataset = mlflow.data.from_pandas(pd.read_parquet(full), source=rel, name=name, digest=digest)
-        else:
-            from mlflow.data.dataset_source_registry import resolve_dataset_source
-            from mlflow.data.meta_dataset import MetaDataset
+        with warnings.catch_warnings():  # "source can be interpreted in multiple ways": it is a local path
+            warnings.simplefilter("ignore", UserWarning)
+            if full.suffix == ".parquet":
+                dataset = mlflow.data.from_pandas(pd.read_parquet(full), source=rel, name=name, digest=digest)
+            else:
+                from mlflow.data.dataset_source_registry import resolve_dataset_source
+                from mlflow.data.meta_dataset import MetaDataset
 
-            dataset = MetaDataset(resolve_dataset_source(rel), name=name, digest=digest)
+                dataset = MetaDataset(resolve_dataset_source(rel), name=name, digest=digest)
         input_tags = {"digest_source": origin, "path": rel, **{k: str(v) for k, v in (tags or {}).items()}}
         with _active(self.run_id):
             mlflow.log_input(dataset, context=context, tags=input_tags)
@@ -321,9 +330,7 @@ class TrainingRun:
         task, variant = task or self.task, variant or self.variant
         digests = {}
         for row in lineage_files(task, variant, self.root):
-            digests[row["path"]] = self.log_dataset(
-                row["path"], row["context"], row["name"], {"kind": row["kind"]}
-            )
+            digests[row["path"]] = self.log_dataset(row["path"], row["context"], row["name"], {"kind": row["kind"]})
         generators = fused_generators(self.root / f"data/fused/{task}/{variant}.parquet")
         for file, folder in lineage_artifacts(task, generators, self.root):
             self.client.log_artifact(self.run_id, file, folder)
@@ -351,10 +358,11 @@ class TrainingRun:
             raise ShopError(f"{model_dir}: model folder not found")
         register = self.variant in self.params.mlflow.register_variants if register is None else register
         wrapper = python_model or ShopaugPyfunc()
-        if input_example is None:
-            input_example = default_input_example(task, model_dir)
         # probe a copy: the logged wrapper must be pickled without a loaded model inside
-        output = _predict_locally(copy.deepcopy(wrapper), model_dir, input_example)
+        probe = _load_locally(copy.deepcopy(wrapper), model_dir)
+        if input_example is None:
+            input_example = default_input_example(task, getattr(probe, "model", None))
+        output = probe.predict(None, input_example)
         signature = mlflow.models.infer_signature(input_example, output)
         name = registered_name(self.params.mlflow, task)
         with _active(self.run_id):
@@ -389,9 +397,7 @@ class TrainingRun:
             "run_id": self.run_id,
             "git_commit": commit or "unknown",
             "git_dirty": dirty,
-            "synthetic_generators": ",".join(
-                fused_generators(self.root / f"data/fused/{task}/{self.variant}.parquet")
-            )
+            "synthetic_generators": ",".join(fused_generators(self.root / f"data/fused/{task}/{self.variant}.parquet"))
             or "none",
         }.items():
             self.client.set_model_version_tag(name, version, key, str(value))
@@ -472,30 +478,26 @@ class ShopaugPyfunc(mlflow.pyfunc.PythonModel):
 
     def predict(self, context: Any, model_input: pd.DataFrame, params: dict | None = None) -> np.ndarray:
         if "query" in model_input.columns:
-            return np.asarray(
-                self.model.encode_queries([str(q) for q in model_input["query"]]), dtype=np.float32
-            )
+            return np.asarray(self.model.encode_queries([str(q) for q in model_input["query"]]), dtype=np.float32)
         histories = [[str(i) for i in h] for h in model_input["history"]]
         return np.asarray(self.model.encode_users(histories), dtype=np.float32)
 
 
-def default_input_example(task: str, model_dir: Path) -> pd.DataFrame:
+def default_input_example(task: str, model: Any = None) -> pd.DataFrame:
     """Two example rows: queries for search, item-id histories (from the model's catalogue) for retail."""
     if task == "search":
         return pd.DataFrame({"query": ["cordless drill", "white interior paint"]})
-    from training.serving_api import load_model
-
-    item_ids = [str(i) for i in load_model(str(model_dir)).item_ids[:3]]
+    item_ids = [str(i) for i in (getattr(model, "item_ids", None) or ["item-1", "item-2"])[:3]]
     return pd.DataFrame({"history": [item_ids[:2], item_ids[2:3] or item_ids[:1]]})
 
 
-def _predict_locally(wrapper: mlflow.pyfunc.PythonModel, model_dir: Path, example: pd.DataFrame) -> Any:
-    """Run the wrapper on the example before logging, so the signature's output schema is real."""
+def _load_locally(wrapper: mlflow.pyfunc.PythonModel, model_dir: Path) -> mlflow.pyfunc.PythonModel:
+    """Load the wrapper from the local folder, to run the example before logging (real output schema)."""
     if hasattr(wrapper, "load_dir"):
         wrapper.load_dir(model_dir)
     else:
         wrapper.load_context(type("Context", (), {"artifacts": {MODEL_DIR_KEY: str(model_dir)}})())
-    return wrapper.predict(None, example)
+    return wrapper
 
 
 def _pip_requirements() -> list[str]:
@@ -553,11 +555,7 @@ def resolve_version(model_uri: str) -> ModelVersion:
     name, alias, version = match.groups()
     client = MlflowClient()
     try:
-        return (
-            client.get_model_version_by_alias(name, alias)
-            if alias
-            else client.get_model_version(name, version)
-        )
+        return client.get_model_version_by_alias(name, alias) if alias else client.get_model_version(name, version)
     except MlflowException as exc:
         raise ShopError(f"{model_uri}: not in the registry ({str(exc).splitlines()[0]})") from None
 
@@ -602,14 +600,15 @@ def trace(model_uri: str) -> dict:
 app = typer.Typer(help="MLflow lineage: trace a registered model back to its data and generator settings.")
 
 
+@app.callback()
+def _commands() -> None:
+    """MLflow tracking helpers (subcommands below)."""
+
+
 @app.command()
 def lineage(
-    model_uri: Annotated[
-        str, typer.Argument(help="models:/shopaug-recommender@champion or models:/<name>/<v>")
-    ],
-    params_path: Annotated[
-        Path | None, typer.Option("--params", help="params.yaml to read mlflow.* from")
-    ] = None,
+    model_uri: Annotated[str, typer.Argument(help="models:/shopaug-recommender@champion or models:/<name>/<v>")],
+    params_path: Annotated[Path | None, typer.Option("--params", help="params.yaml to read mlflow.* from")] = None,
 ) -> None:
     """Print the run, git commit, input datasets (path + DVC hash) and generator manifests behind a model."""
     from pipelines.core.config import load_params

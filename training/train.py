@@ -58,16 +58,15 @@ def _mixup_hook(alpha: float, seed: int, epoch: int, index: int):
     return mix
 
 
-def _pad(rows: list[list], width: int, fill=0, dtype=torch.long) -> tuple[torch.Tensor, torch.Tensor]:
+def _pad(rows: list[list[int]], width: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-padded (len(rows), width) long tensor and its mask (width shrinks to the longest row)."""
     width = max(1, min(width, max((len(r) for r in rows), default=1)))
-    out = torch.full((len(rows), width), fill, dtype=dtype)
-    mask = torch.zeros((len(rows), width), dtype=torch.bool)
+    out = np.zeros((len(rows), width), dtype=np.int64)
+    mask = np.zeros((len(rows), width), dtype=bool)
     for i, row in enumerate(rows):
-        row = row[:width]
-        if row:
-            out[i, :len(row)] = torch.tensor(row, dtype=dtype)
-            mask[i, :len(row)] = True
-    return out, mask
+        n = min(len(row), width)
+        out[i, :n], mask[i, :n] = row[:n], True
+    return torch.from_numpy(out), torch.from_numpy(mask)
 
 
 def _batches(n: int, size: int, seed: int, epoch: int) -> list[np.ndarray]:
@@ -86,7 +85,9 @@ class RetailJob:
         self.text_vectors, self.item_text, self.valid = text_vectors, item_text, valid
         self.model = build_two_tower(config)
         self.cand_text = torch.from_numpy(text_vectors)
-        self.buckets = torch.from_numpy(ex.buckets)
+        onehot = np.zeros((*ex.buckets.shape[:2], self.model.feat_emb.num_embeddings), dtype=np.float32)
+        np.put_along_axis(onehot, ex.buckets, 1.0, axis=2)
+        self.onehot = torch.from_numpy(onehot)
 
     def plans(self, epoch: int) -> list[np.ndarray]:
         return _batches(len(self.ex.week), self.cfg.batch_size, self.seed, epoch)
@@ -95,15 +96,14 @@ class RetailJob:
         ex = self.ex
         hist_idx, hist_mask = _pad([ex.hist[i] for i in plan], self.cfg.history_len)
         rep_idx, rep_mask = _pad([ex.rep[i] for i in plan], self.cfg.repeat_history)
-        feats = torch.zeros((*rep_idx.shape, 3))
+        feats = np.zeros((*rep_idx.shape, 3), dtype=np.float32)
         for row, i in enumerate(plan):
             f = ex.rep_feats[i][: rep_idx.shape[1]]
-            if f:
-                feats[row, :len(f)] = torch.tensor(f)
+            feats[row, :len(f)] = f
         target_idx, target_mask = _pad([ex.targets[i] for i in plan], self.cfg.max_targets)
-        return {"cand_text": self.cand_text, "buckets": self.buckets, "week": torch.from_numpy(ex.week[plan]),
+        return {"cand_text": self.cand_text, "onehot": self.onehot, "week": torch.from_numpy(ex.week[plan]),
                 "hist_idx": hist_idx, "hist_mask": hist_mask, "rep_idx": rep_idx, "rep_mask": rep_mask.float(),
-                "rep_feats": feats, "user_feats": torch.from_numpy(ex.user_feats[plan]),
+                "rep_feats": torch.from_numpy(feats), "user_feats": torch.from_numpy(ex.user_feats[plan]),
                 "target_idx": target_idx, "target_mask": target_mask.float(),
                 "weight": torch.from_numpy(ex.weight[plan]),
                 "mixup": _mixup_hook(self.cfg.mixup_alpha, self.seed, epoch, index)}

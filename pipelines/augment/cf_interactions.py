@@ -1,4 +1,5 @@
-"""Generator 5: plausible extra purchases for sparse users, sampled from an ALS matrix factorisation of train history."""
+"""Generator 5: plausible extra purchases for sparse users, sampled from an ALS matrix factorisation of
+train history."""
 
 import logging
 import time
@@ -49,14 +50,27 @@ def fit_als(history: pd.DataFrame, p: CfInteractionsParams, seed: int) -> CfMode
     confidence = data.matrix.copy()
     confidence.data = np.log1p(confidence.data)
     with threadpool_limits(1, "blas"):  # implicit parallelises itself; nested BLAS threads only slow it down
-        model = AlternatingLeastSquares(factors=p.factors, regularization=p.regularization, alpha=p.alpha,
-                                        iterations=p.iterations, random_state=seed, num_threads=0)
+        model = AlternatingLeastSquares(
+            factors=p.factors,
+            regularization=p.regularization,
+            alpha=p.alpha,
+            iterations=p.iterations,
+            random_state=seed,
+            num_threads=0,
+        )
         model.fit(confidence, show_progress=False)
     return CfModel(data, np.asarray(model.user_factors), np.asarray(model.item_factors))
 
 
-def sample_items(scores: np.ndarray, seen: np.ndarray, k: int, candidates: int, min_score: float,
-                 temperature: float, rng: np.random.Generator) -> list[tuple[int, float]]:
+def sample_items(
+    scores: np.ndarray,
+    seen: np.ndarray,
+    k: int,
+    candidates: int,
+    min_score: float,
+    temperature: float,
+    rng: np.random.Generator,
+) -> list[tuple[int, float]]:
     """Draw up to `k` distinct unseen item columns from the top `candidates` scoring >= `min_score`.
 
     Draws follow softmax(score / temperature), so confident items are likelier but not certain; returns
@@ -76,10 +90,12 @@ def sample_items(scores: np.ndarray, seen: np.ndarray, k: int, candidates: int, 
 
 
 def generate_cf_interactions(history: pd.DataFrame, p: CfInteractionsParams, seed: int) -> pd.DataFrame:
-    """Return synthetic purchases for users with <= `sparse_max_items` distinct items (canonical interactions).
+    """Return synthetic purchases for users with <= `sparse_max_items` distinct items (canonical
+    interactions).
 
-    Each user's extras form one synthetic basket at the time of their last real basket (so `ts` stays before the
-    validation cutoff); `parent_id` is that real basket, `score` the ALS score. Items the user bought are never drawn.
+    Each user's extras form one synthetic basket at the time of their last real basket (so `ts` stays before
+    the validation cutoff); `parent_id` is that real basket, `score` the ALS score. Items the user bought are
+    never drawn.
     """
     model = fit_als(history, p, seed)
     data, rng = model.data, np.random.default_rng(seed)
@@ -90,12 +106,14 @@ def generate_cf_interactions(history: pd.DataFrame, p: CfInteractionsParams, see
     stats = item_unit_stats(history)
     rows = []
     for start in range(0, len(sparse_users), 1024):
-        block = sparse_users[start:start + 1024]
+        block = sparse_users[start : start + 1024]
         block_scores = model.scores(model.user_factors[block])
         for u, scores in zip(block, block_scores, strict=True):
-            seen = data.matrix.indices[data.matrix.indptr[u]:data.matrix.indptr[u + 1]]
+            seen = data.matrix.indices[data.matrix.indptr[u] : data.matrix.indptr[u + 1]]
             user = data.user_ids[u]
-            for col, score in sample_items(scores, seen, p.per_user, p.candidates, p.min_score, p.temperature, rng):
+            for col, score in sample_items(
+                scores, seen, p.per_user, p.candidates, p.min_score, p.temperature, rng
+            ):
                 rows.append((user, data.item_ids[col], score))
     out = pd.DataFrame(rows, columns=["user_id", "item_id", "score"])
     if out.empty:
@@ -103,7 +121,9 @@ def generate_cf_interactions(history: pd.DataFrame, p: CfInteractionsParams, see
     anchor = last.loc[out["user_id"]]
     unit = stats.loc[out["item_id"]]
     return out.assign(
-        ts=anchor["ts"].to_numpy(), event="purchase", quantity=unit["quantity"].to_numpy(),
+        ts=anchor["ts"].to_numpy(),
+        event="purchase",
+        quantity=unit["quantity"].to_numpy(),
         value=(unit["quantity"] * unit["unit"]).round(2).to_numpy(),
         basket_id=GENERATOR + ":" + anchor["basket_id"].astype(str).to_numpy(),
         parent_id=anchor["basket_id"].astype(str).to_numpy(),
@@ -114,7 +134,9 @@ def generate_cf_interactions(history: pd.DataFrame, p: CfInteractionsParams, see
 def main(
     params_file: Annotated[Path, typer.Option(help="params.yaml to read")] = Path("params.yaml"),
     train: Annotated[Path, typer.Option(help="training interactions (the only split read)")] = TRAIN_PATH,
-    out: Annotated[Path, typer.Option(help="synthetic interactions to write")] = Path("data/synthetic/cf_interactions.parquet"),
+    out: Annotated[Path, typer.Option(help="synthetic interactions to write")] = Path(
+        "data/synthetic/cf_interactions.parquet"
+    ),
 ) -> None:
     """Fit ALS on the leakage-safe train history and write extra purchases for sparse users."""
     started = time.perf_counter()
@@ -123,9 +145,19 @@ def main(
     history = load_history(params, train)
     rows = generate_cf_interactions(history, p, params.seed)
     users = rows["user_id"].nunique() if len(rows) else 0
-    write_synthetic(rows, out, "interactions", generator=GENERATOR, params=p.model_dump(), seed=params.seed,
-                    inputs=[train], started=started, backend="implicit-als", model_id=f"als-{p.factors}f",
-                    extra={"valid_cutoff": str(valid_cutoff(params)), "users_augmented": int(users)})
+    write_synthetic(
+        rows,
+        out,
+        "interactions",
+        generator=GENERATOR,
+        params=p.model_dump(),
+        seed=params.seed,
+        inputs=[train],
+        started=started,
+        backend="implicit-als",
+        model_id=f"als-{p.factors}f",
+        extra={"valid_cutoff": str(valid_cutoff(params)), "users_augmented": int(users)},
+    )
     log.info("%s: %d rows for %d sparse users -> %s", GENERATOR, len(rows), users, out)
 
 

@@ -2,9 +2,9 @@
 
 Online Retail titles are ~27 characters with no category. LLMRec (Wei et al., WSDM 2024) asks an LLM for item
 attributes; with `use_llm: true` this goes through the configured text backend (huggingface / openai). The
-default needs no LLM: MiniLM title embeddings are clustered (k-means) and each cluster is named by its top TF-IDF
-terms; the description combines title, category and price band. Title embeddings are written beside the output
-for the other generators (`item_embeddings.parquet`).
+default needs no LLM: MiniLM title embeddings are clustered (k-means) and each cluster is named by its top TF-
+IDF terms; the description combines title, category and price band. Title embeddings are written beside the
+output for the other generators (`item_embeddings.parquet`).
 """
 
 import logging
@@ -33,28 +33,39 @@ def encode_titles(items: pd.DataFrame, encoder_params) -> np.ndarray:
     """Return MiniLM unit vectors of the item titles (item id when a title is empty), in `items` order."""
     from pipelines.core.encoder import TextEncoder
 
-    titles = [t.strip() or i for t, i in zip(items["title"].astype(str), items["item_id"].astype(str), strict=True)]
-    return TextEncoder(encoder_params.model, encoder_params.max_length, encoder_params.batch_size).encode(titles)
+    titles = [
+        t.strip() or i for t, i in zip(items["title"].astype(str), items["item_id"].astype(str), strict=True)
+    ]
+    return TextEncoder(encoder_params.model, encoder_params.max_length, encoder_params.batch_size).encode(
+        titles
+    )
 
 
 def price_band(price: pd.Series, edges: list[float]) -> pd.Series:
     """Map prices to budget | mid-range | premium | luxury by the GBP `edges` (sorted ascending)."""
-    labels = BANDS[: len(edges) + 1] if len(edges) < len(BANDS) else [f"band {i}" for i in range(len(edges) + 1)]
-    return pd.Series(np.asarray(labels, dtype=object)[np.digitize(price.fillna(0).to_numpy(), sorted(edges))],
-                     index=price.index)
+    labels = (
+        BANDS[: len(edges) + 1] if len(edges) < len(BANDS) else [f"band {i}" for i in range(len(edges) + 1)]
+    )
+    return pd.Series(
+        np.asarray(labels, dtype=object)[np.digitize(price.fillna(0).to_numpy(), sorted(edges))],
+        index=price.index,
+    )
 
 
 def name_clusters(titles: pd.Series, labels: np.ndarray, top_terms: int) -> dict[int, str]:
-    """Name each cluster by its `top_terms` most distinctive words (class-based TF-IDF over cluster documents).
+    """Name each cluster by its `top_terms` most distinctive words (class-based TF-IDF over cluster
+    documents).
 
-    Each cluster's titles form one document, so words common to every cluster (colours, "set") rank low;
-    names are made unique by adding terms.
+    Each cluster's titles form one document, so words common to every cluster (colours, "set") rank low; names
+    are made unique by adding terms.
     """
     from sklearn.feature_extraction.text import TfidfVectorizer
 
     clusters = np.unique(labels)
     docs = [" ".join(titles[labels == c].str.lower()) for c in clusters]
-    vectorizer = TfidfVectorizer(stop_words="english", token_pattern=r"(?u)\b[a-zA-Z]{3,}\b", sublinear_tf=True)
+    vectorizer = TfidfVectorizer(
+        stop_words="english", token_pattern=r"(?u)\b[a-zA-Z]{3,}\b", sublinear_tf=True
+    )
     tfidf = vectorizer.fit_transform(docs).toarray()
     vocab = np.asarray(vectorizer.get_feature_names_out())
     names: dict[int, str] = {}
@@ -70,20 +81,28 @@ def name_clusters(titles: pd.Series, labels: np.ndarray, top_terms: int) -> dict
     return names
 
 
-def enrich_by_clusters(items: pd.DataFrame, vectors: np.ndarray, p: ItemEnrichmentParams,
-                       seed: int) -> pd.DataFrame:
-    """Return items with `category` (k-means cluster named by TF-IDF terms), `description`, `cluster`, `price_band`."""
+def enrich_by_clusters(
+    items: pd.DataFrame, vectors: np.ndarray, p: ItemEnrichmentParams, seed: int
+) -> pd.DataFrame:
+    """Return items with `category` (k-means cluster named by TF-IDF terms), `description`, `cluster`,
+    `price_band`."""
     from sklearn.cluster import KMeans
 
     k = min(p.n_clusters, len(np.unique(vectors, axis=0)))
-    labels = KMeans(n_clusters=k, random_state=seed, n_init=3).fit_predict(vectors) if k > 1 else np.zeros(len(items), int)
+    labels = (
+        KMeans(n_clusters=k, random_state=seed, n_init=3).fit_predict(vectors)
+        if k > 1
+        else np.zeros(len(items), int)
+    )
     names = name_clusters(items["title"].astype(str), labels, p.top_terms)
     out = items.copy()
     out["cluster"] = labels.astype("int64")
     out["category"] = [names[c] for c in labels]
     out["price_band"] = price_band(out["price"], p.price_bands)
-    out["description"] = [describe(t, c, b, pr) for t, c, b, pr in
-                          zip(out["title"], out["category"], out["price_band"], out["price"], strict=True)]
+    out["description"] = [
+        describe(t, c, b, pr)
+        for t, c, b, pr in zip(out["title"], out["category"], out["price_band"], out["price"], strict=True)
+    ]
     return out
 
 
@@ -99,21 +118,28 @@ def enrich_by_llm(items: pd.DataFrame, params: Params) -> pd.DataFrame:
     from pipelines.augment import backends
 
     if params.augment.backend.name == "offline":
-        raise ShopError("augment.item_enrichment.use_llm: needs augment.backend.name huggingface or openai "
-                        "(the offline backend cannot write descriptions)")
+        raise ShopError(
+            "augment.item_enrichment.use_llm: needs augment.backend.name huggingface or openai "
+            "(the offline backend cannot write descriptions)"
+        )
     generator = backends.make_generator(params.augment.backend, seed=params.seed)
     band = price_band(items["price"], params.augment.item_enrichment.price_bands)
     stems = [f"Product title: {t}\nPrice band: {b}\n" for t, b in zip(items["title"], band, strict=True)]
     categories = generator.complete([s + "Give a product category of 1-3 words. Category:" for s in stems])
-    descriptions = generator.complete([s + "Write one sentence describing this product. Description:"
-                                       for s in stems])
+    descriptions = generator.complete(
+        [s + "Write one sentence describing this product. Description:" for s in stems]
+    )
     generator.close()
     out = items.copy()
     out["price_band"] = band
     out["cluster"] = -1
     out["category"] = [(c[0] if c else "") or "uncategorised" for c in categories]
-    out["description"] = [(d[0] if d else "") or describe(t, c, b, pr) for d, t, c, b, pr in
-                          zip(descriptions, out["title"], out["category"], band, out["price"], strict=True)]
+    out["description"] = [
+        (d[0] if d else "") or describe(t, c, b, pr)
+        for d, t, c, b, pr in zip(
+            descriptions, out["title"], out["category"], band, out["price"], strict=True
+        )
+    ]
     return out
 
 
@@ -123,8 +149,12 @@ def write_embeddings(items: pd.DataFrame, vectors: np.ndarray, path: Path | str)
     import pyarrow.parquet as pq
 
     flat = pa.array(vectors.astype(np.float32).ravel())
-    table = pa.table({"item_id": pa.array(items["item_id"].astype(str).tolist()),
-                      "embedding": pa.FixedSizeListArray.from_arrays(flat, vectors.shape[1])})
+    table = pa.table(
+        {
+            "item_id": pa.array(items["item_id"].astype(str).tolist()),
+            "embedding": pa.FixedSizeListArray.from_arrays(flat, vectors.shape[1]),
+        }
+    )
     with atomic_path(path) as tmp:
         pq.write_table(table, tmp)
 
@@ -145,7 +175,9 @@ def read_embeddings(path: Path | str) -> tuple[np.ndarray, np.ndarray]:
 def main(
     params_file: Annotated[Path, typer.Option(help="params.yaml to read")] = Path("params.yaml"),
     items: Annotated[Path, typer.Option(help="canonical items to enrich")] = ITEMS_PATH,
-    out: Annotated[Path, typer.Option(help="enriched items to write")] = Path("data/synthetic/item_enrichment.parquet"),
+    out: Annotated[Path, typer.Option(help="enriched items to write")] = Path(
+        "data/synthetic/item_enrichment.parquet"
+    ),
     embeddings: Annotated[Path, typer.Option(help="title embeddings to write")] = EMBEDDINGS_PATH,
 ) -> None:
     """Write every item with a generated category and description, plus its title embedding."""
@@ -155,14 +187,30 @@ def main(
     catalogue = read_table(items, "items").sort_values("item_id", kind="stable").reset_index(drop=True)
     vectors = encode_titles(catalogue, params.encoder)
     write_embeddings(catalogue, vectors, embeddings)
-    enriched = enrich_by_llm(catalogue, params) if p.use_llm else enrich_by_clusters(catalogue, vectors, p, params.seed)
+    enriched = (
+        enrich_by_llm(catalogue, params)
+        if p.use_llm
+        else enrich_by_clusters(catalogue, vectors, p, params.seed)
+    )
     enriched["parent_id"] = enriched["item_id"]
     backend = params.augment.backend.name if p.use_llm else "minilm-kmeans-tfidf"
     model = params.augment.backend.model if p.use_llm else params.encoder.model
-    write_synthetic(enriched, out, "items", generator=GENERATOR, params=p.model_dump(), seed=params.seed,
-                    inputs=[items], started=started, backend=backend, model_id=model,
-                    extra={"categories": int(enriched["category"].nunique())})
-    log.info("%s: %d items in %d categories -> %s", GENERATOR, len(enriched), enriched["category"].nunique(), out)
+    write_synthetic(
+        enriched,
+        out,
+        "items",
+        generator=GENERATOR,
+        params=p.model_dump(),
+        seed=params.seed,
+        inputs=[items],
+        started=started,
+        backend=backend,
+        model_id=model,
+        extra={"categories": int(enriched["category"].nunique())},
+    )
+    log.info(
+        "%s: %d items in %d categories -> %s", GENERATOR, len(enriched), enriched["category"].nunique(), out
+    )
 
 
 if __name__ == "__main__":

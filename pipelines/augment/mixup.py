@@ -22,9 +22,11 @@ class MixupBatch(NamedTuple):
     partner: torch.Tensor
 
 
-def mixup(embeddings: torch.Tensor, targets: torch.Tensor, alpha: float,
-          generator: torch.Generator | None = None) -> MixupBatch:
-    """Return a MixupBatch of `embeddings` (n, d) and `targets` (n, ...) mixed with a permuted copy of the batch.
+def mixup(
+    embeddings: torch.Tensor, targets: torch.Tensor, alpha: float, generator: torch.Generator | None = None
+) -> MixupBatch:
+    """Return a MixupBatch of `embeddings` (n, d) and `targets` (n, ...) mixed with a permuted copy of the
+    batch.
 
     `alpha` > 0 shapes Beta(alpha, alpha) (small alpha keeps lam near 0 or 1); `alpha` == 0 returns the batch
     unchanged (lam = 1). lam is folded to >= 0.5 so each mixed example stays closest to its own target.
@@ -36,10 +38,16 @@ def mixup(embeddings: torch.Tensor, targets: torch.Tensor, alpha: float,
         raise ShopError(f"mixup: {embeddings.shape[0]} embeddings but {targets.shape[0]} targets")
     n = embeddings.shape[0]
     if alpha == 0 or n < 2:
-        return MixupBatch(embeddings, targets, torch.ones(n, dtype=embeddings.dtype, device=embeddings.device),
-                          torch.arange(n, device=embeddings.device))
+        return MixupBatch(
+            embeddings,
+            targets,
+            torch.ones(n, dtype=embeddings.dtype, device=embeddings.device),
+            torch.arange(n, device=embeddings.device),
+        )
     uniform = torch.rand(n, generator=generator, dtype=torch.float64)
-    lam = torch.from_numpy(special.betaincinv(alpha, alpha, uniform.numpy()))  # inverse CDF: seeded Beta draws
+    lam = torch.from_numpy(
+        special.betaincinv(alpha, alpha, uniform.numpy())
+    )  # inverse CDF: seeded Beta draws
     lam = torch.maximum(lam, 1 - lam).to(embeddings.dtype).to(embeddings.device)
     partner = torch.randperm(n, generator=generator).to(embeddings.device)
     shape = (n,) + (1,) * (embeddings.dim() - 1)

@@ -27,7 +27,7 @@ from pipelines.augment.backends import Request, TextGenerator, make_backend
 from pipelines.augment.backends.offline import norm, words
 from pipelines.augment.manifest import write_synthetic
 from pipelines.augment.search_data import CATALOGUE, TRAIN_QUERIES, load_search_training, take
-from pipelines.core import ShopError, load_params, repo_root, run_cli
+from pipelines.core import ShopError, atomic_path, load_params, repo_root, run_cli
 from pipelines.core.config import QueryRewritesParams
 
 log = logging.getLogger(__name__)
@@ -38,6 +38,7 @@ KEYBOARD = {c: "".join(_ROWS[r2][c2] for r2 in range(3) for c2 in range(len(_ROW
                        if (r2, c2) != (r, i) and abs(r2 - r) <= 1 and abs(c2 - i) <= 1)
             for r, row in enumerate(_ROWS) for i, c in enumerate(row)}
 _SPLITTERS = frozenset({"with", "for", "and", "in", "w/"})
+_CLOZE_MIN_SIMILARITY = 0.35  # a contextual substitute must still be about the same thing
 
 
 def keyboard_typo(query: str, rate: float, rng: np.random.Generator) -> str:
@@ -88,19 +89,39 @@ def split_recombine(tokens: list[str], rng: np.random.Generator) -> str | None:
     return out if out != " ".join(tokens) else None
 
 
+def word_vectors(vocab: list[str], encoder_model: str, cache_dir: Path | None) -> np.ndarray:
+    """MiniLM vectors of single words; cached per (encoder, word) under `cache_dir` so re-runs skip the encoder."""
+    cache = Path(cache_dir) / f"word_vectors-{hashlib.sha256(encoder_model.encode()).hexdigest()[:12]}.npz" \
+        if cache_dir else None
+    known: dict[str, np.ndarray] = {}
+    if cache and cache.exists():
+        with np.load(cache) as stored:
+            known = dict(zip(stored["words"].tolist(), stored["vectors"], strict=True))
+    missing = [w for w in vocab if w not in known]
+    if missing:
+        from pipelines.core.encoder import TextEncoder
+
+        fresh = TextEncoder(encoder_model, max_length=12, batch_size=512).encode(missing)
+        known.update(zip(missing, fresh, strict=True))
+        if cache:
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            names = sorted(known)
+            with atomic_path(cache) as tmp:
+                with open(tmp, "wb") as fh:
+                    np.savez(fh, words=np.array(names), vectors=np.stack([known[w] for w in names]))
+    return np.stack([known[w] for w in vocab]).astype(np.float32) if vocab else np.zeros((0, 384), np.float32)
+
+
 class WordSpace:
     """Catalogue vocabulary with MiniLM word vectors (neighbours) and a masked-word cloze model (context)."""
 
     def __init__(self, items: pd.DataFrame, train_queries: list[str], neighbours: int, min_similarity: float,
-                 encoder_model: str = "minilm", min_count: int = 5):
+                 encoder_model: str = "minilm", min_count: int = 10, cache_dir: Path | None = None):
         titles = items["title"].astype(str).tolist()
         doc_freq = Counter(w for t in titles for w in set(words(t)) if w.isalpha() and len(w) >= 3)
         query_words = {w for q in train_queries for w in words(q)}
         vocab = sorted(w for w, c in doc_freq.items() if c >= min_count or (c >= 2 and w in query_words))
-        from pipelines.core.encoder import TextEncoder
-
-        encoder = TextEncoder(encoder_model, max_length=12, batch_size=512)
-        vectors = encoder.encode(vocab) if vocab else np.zeros((0, 384), np.float32)
+        vectors = word_vectors(vocab, encoder_model, cache_dir)
         self.index = {w: i for i, w in enumerate(vocab)}
         self.vocab, self.vectors = vocab, vectors
         self.neighbours: dict[str, list[tuple[str, float]]] = {}
@@ -132,14 +153,16 @@ class WordSpace:
         right = tokens[i + 1] if i + 1 < len(tokens) else "</s>"
         fwd, bwd = self.after.get(left, Counter()), self.before.get(right, Counter())
         candidates = {w for w, _ in fwd.most_common(200)} | {w for w, _ in bwd.most_common(200)}
-        candidates = [w for w in candidates if norm(w) != norm(tokens[i])]
+        vec = self.vectors[self.index[tokens[i]]]
+        candidates = [w for w in sorted(candidates) if norm(w) != norm(tokens[i])]
+        similarity = self.vectors[[self.index[w] for w in candidates]] @ vec if candidates else np.zeros(0)
+        candidates = [w for w, s in zip(candidates, similarity, strict=True) if s >= _CLOZE_MIN_SIMILARITY]
         if not candidates:
             return None
+        similarity = similarity[similarity >= _CLOZE_MIN_SIMILARITY]
         n_fwd, n_bwd = sum(fwd.values()) + 1, sum(bwd.values()) + 1
         score = np.array([np.log((fwd[w] + 0.1) / n_fwd) + np.log((bwd[w] + 0.1) / n_bwd) for w in candidates])
-        if tokens[i] in self.index:
-            vec = self.vectors[self.index[tokens[i]]]
-            score = score + 4.0 * np.array([float(self.vectors[self.index[w]] @ vec) for w in candidates])
+        score = score + 8.0 * similarity
         best = np.argsort(-score)[:top]
         weights = np.exp(score[best] - score[best].max())
         return candidates[int(best[rng.choice(len(best), p=weights / weights.sum())])]
@@ -152,7 +175,8 @@ def rewrite(query: str, operation: str, rng: np.random.Generator, space: WordSpa
     if operation == "typo":
         return keyboard_typo(" ".join(tokens), typo_rate, rng)
     if operation == "drop" and len(tokens) >= 2:
-        return " ".join(t for j, t in enumerate(tokens) if j != int(rng.integers(len(tokens))))
+        gone = int(rng.integers(len(tokens)))
+        return " ".join(t for j, t in enumerate(tokens) if j != gone)
     if operation == "swap" and len(tokens) >= 2:
         j = int(rng.integers(len(tokens) - 1))
         tokens[j], tokens[j + 1] = tokens[j + 1], tokens[j]
@@ -166,8 +190,11 @@ def rewrite(query: str, operation: str, rng: np.random.Generator, space: WordSpa
             options = space.neighbours[tokens[j]]
             tokens[j] = options[int(rng.integers(len(options)))][0]
             return " ".join(tokens)
-    if operation == "mlm" and space is not None and tokens:
-        j = int(rng.integers(len(tokens)))
+    if operation == "mlm" and space is not None:
+        slots = [j for j, t in enumerate(tokens) if t in space.index]
+        if not slots:
+            return None
+        j = slots[int(rng.integers(len(slots)))]
         word = space.cloze(tokens, j, rng)
         if word:
             tokens[j] = word
@@ -180,8 +207,8 @@ def _rng(seed: int, text: str) -> np.random.Generator:
 
 
 def generate_query_rewrites(train: pd.DataFrame, items: pd.DataFrame, rp: QueryRewritesParams,
-                            backend: TextGenerator | None, seed: int,
-                            encoder_model: str = "minilm") -> tuple[pd.DataFrame, dict]:
+                            backend: TextGenerator | None, seed: int, encoder_model: str = "minilm",
+                            cache_dir: Path | None = None) -> tuple[pd.DataFrame, dict]:
     """Return (canonical rows, stats): `rewrites_per_query` distinct rewrites per training query, expanded to
     the parent's judged items. Refuses `paraphrase` without a backend."""
     if "paraphrase" in rp.operations and backend is None:
@@ -191,7 +218,7 @@ def generate_query_rewrites(train: pd.DataFrame, items: pd.DataFrame, rp: QueryR
     texts = parents["query"].astype(str).tolist()
     needs_space = {"neighbour", "mlm"} & set(rp.operations)
     space = WordSpace(items, train["query"].astype(str).unique().tolist(), rp.neighbours, rp.min_similarity,
-                      encoder_model) if needs_space else None
+                      encoder_model, cache_dir=cache_dir) if needs_space else None
     real = {" ".join(words(q)) for q in train["query"].astype(str)}
     paraphrases: dict[str, list[str]] = {}
     if "paraphrase" in rp.operations:
@@ -257,7 +284,10 @@ def main(
     backend = make_backend(bp, config.seed, repo_root(), train=train_df, items=items_df) \
         if "paraphrase" in rp.operations else None
     try:
-        rows, stats = generate_query_rewrites(train_df, items_df, rp, backend, config.seed, config.encoder.model)
+        cache_dir = None if not bp.cache else (repo_root() / bp.cache_dir if not Path(bp.cache_dir).is_absolute()
+                                                else Path(bp.cache_dir))
+        rows, stats = generate_query_rewrites(train_df, items_df, rp, backend, config.seed, config.encoder.model,
+                                              cache_dir)
     finally:
         if backend:
             backend.close()

@@ -1,8 +1,10 @@
-"""The leakage-safe retail history every recommendation generator learns from: train rows before the validation cutoff.
+"""The leakage-safe retail history every recommendation generator learns from: train rows before the
+validation cutoff.
 
-Validation targets are each user's first basket on/after `valid_cutoff` (inside train.parquet) and test targets lie
-after `cutoff` (never in train.parquet), so generators that only see rows with `ts < valid_cutoff` can derive nothing
-from either. Every synthetic row they write also carries `ts < valid_cutoff`, which fuse re-checks.
+Validation targets are each user's first basket on/after `valid_cutoff` (inside train.parquet) and test
+targets lie after `cutoff` (never in train.parquet), so generators that only see rows with `ts < valid_cutoff`
+can derive nothing from either. Every synthetic row they write also carries `ts < valid_cutoff`, which fuse
+re-checks.
 """
 
 from dataclasses import dataclass
@@ -43,7 +45,8 @@ def load_history(params: Params, train_path: Path | str | None = None, guests: b
 
 @dataclass(frozen=True)
 class UserItemMatrix:
-    """Sparse user x item purchase counts (number of baskets holding the item) with the id of every row/column."""
+    """Sparse user x item purchase counts (number of baskets holding the item) with the id of every
+    row/column."""
 
     matrix: sp.csr_matrix
     user_ids: np.ndarray
@@ -58,13 +61,17 @@ def user_item_matrix(history: pd.DataFrame) -> UserItemMatrix:
     items = np.sort(pairs["item_id"].unique().astype(str))
     u = np.searchsorted(users, pairs["user_id"].astype(str).to_numpy())
     i = np.searchsorted(items, pairs["item_id"].astype(str).to_numpy())
-    matrix = sp.csr_matrix((pairs["basket_id"].to_numpy(dtype=np.float32), (u, i)), shape=(len(users), len(items)))
+    matrix = sp.csr_matrix(
+        (pairs["basket_id"].to_numpy(dtype=np.float32), (u, i)), shape=(len(users), len(items))
+    )
     return UserItemMatrix(matrix, users, items)
 
 
 def item_unit_stats(history: pd.DataFrame) -> pd.DataFrame:
     """Per item: median quantity (int >= 1) and median unit price (value / quantity) in the history."""
     rows = history.assign(unit=history["value"] / history["quantity"].clip(lower=1))
-    stats = rows.groupby("item_id", observed=True).agg(quantity=("quantity", "median"), unit=("unit", "median"))
+    stats = rows.groupby("item_id", observed=True).agg(
+        quantity=("quantity", "median"), unit=("unit", "median")
+    )
     stats["quantity"] = stats["quantity"].round().clip(lower=1).astype("int64")
     return stats

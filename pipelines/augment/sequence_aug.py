@@ -1,9 +1,11 @@
-"""Generator 6: CL4SRec-style augmented views (crop, mask, reorder, substitute) of real users' basket sequences.
+"""Generator 6: CL4SRec-style augmented views (crop, mask, reorder, substitute) of real users' basket
+sequences.
 
-CL4SRec (Xie et al., 2022) trains sequential recommenders on randomly cropped, masked and reordered views of each
-user's item sequence; CoSeRec adds substitution with correlated items. Here a sequence is a user's baskets in time
-order, one operation is drawn per view, and every view is written as synthetic baskets of the same real user with
-`sequence_id` = `<user>#<generator>:<view>` so a sequential model can read each view as its own sequence.
+CL4SRec (Xie et al., 2022) trains sequential recommenders on randomly cropped, masked and reordered views of
+each user's item sequence; CoSeRec adds substitution with correlated items. Here a sequence is a user's
+baskets in time order, one operation is drawn per view, and every view is written as synthetic baskets of the
+same real user with `sequence_id` = `<user>#<generator>:<view>` so a sequential model can read each view as
+its own sequence.
 """
 
 import logging
@@ -15,8 +17,8 @@ import numpy as np
 import pandas as pd
 import typer
 
-from pipelines.augment.manifest import write_synthetic
 from pipelines.augment.item_enrichment import EMBEDDINGS_PATH, read_embeddings
+from pipelines.augment.manifest import write_synthetic
 from pipelines.augment.retail_history import TRAIN_PATH, item_unit_stats, load_history, valid_cutoff
 from pipelines.core import load_params, repo_root, run_cli
 from pipelines.core.config import SequenceAugParams
@@ -42,8 +44,9 @@ def similar_items_by_copurchase(history: pd.DataFrame, item_ids: np.ndarray, k: 
     b_codes, _ = pd.factorize(baskets["basket_id"])
     i_codes = col.get_indexer(baskets["item_id"])
     keep = i_codes >= 0
-    m = sp.csr_matrix((np.ones(keep.sum(), np.float32), (b_codes[keep], i_codes[keep])),
-                      shape=(b_codes.max() + 1, len(col)))
+    m = sp.csr_matrix(
+        (np.ones(keep.sum(), np.float32), (b_codes[keep], i_codes[keep])), shape=(b_codes.max() + 1, len(col))
+    )
     co = (m.T @ m).toarray()
     norm = np.sqrt(np.diag(co)).clip(min=1e-9)
     return _top_neighbours(co / norm[:, None] / norm[None, :], item_ids, k)
@@ -55,13 +58,21 @@ def _top_neighbours(sim: np.ndarray, item_ids: np.ndarray, k: int) -> dict[str, 
     top = np.argpartition(-sim, k, axis=1)[:, :k]
     order = np.take_along_axis(-sim, top, axis=1).argsort(axis=1, kind="stable")
     top = np.take_along_axis(top, order, axis=1)
-    return {item_ids[i]: [item_ids[j] for j in row if np.isfinite(sim[i, j]) and sim[i, j] > 0]
-            for i, row in enumerate(top)}
+    return {
+        item_ids[i]: [item_ids[j] for j in row if np.isfinite(sim[i, j]) and sim[i, j] > 0]
+        for i, row in enumerate(top)
+    }
 
 
-def augment_view(baskets: list[Basket], op: str, p: SequenceAugParams, neighbours: dict[str, list[str]],
-                 rng: np.random.Generator) -> list[tuple[str, pd.Timestamp, list[str]]] | None:
-    """Apply one CL4SRec operation to a basket sequence; return (parent basket, ts, items) triples or None if unchanged.
+def augment_view(
+    baskets: list[Basket],
+    op: str,
+    p: SequenceAugParams,
+    neighbours: dict[str, list[str]],
+    rng: np.random.Generator,
+) -> list[tuple[str, pd.Timestamp, list[str]]] | None:
+    """Apply one CL4SRec operation to a basket sequence; return (parent basket, ts, items) triples or None if
+    unchanged.
 
     crop keeps a contiguous run of baskets (always fewer than all); mask drops a share of each basket's items
     (never a whole basket); reorder shuffles which basket sits at which time inside a span; substitute swaps a
@@ -71,12 +82,16 @@ def augment_view(baskets: list[Basket], op: str, p: SequenceAugParams, neighbour
     if op == "crop":
         keep = min(max(1, round(p.crop_ratio * n)), n - 1)
         start = int(rng.integers(0, n - keep + 1))
-        view = [(b, ts, items) for b, ts, items in baskets[start:start + keep]]
+        view = [(b, ts, items) for b, ts, items in baskets[start : start + keep]]
     elif op == "mask":
         view = []
         for b, ts, items in baskets:
             drop = int(np.floor(p.mask_ratio * len(items)))
-            kept = sorted(rng.choice(len(items), size=len(items) - drop, replace=False)) if drop else range(len(items))
+            kept = (
+                sorted(rng.choice(len(items), size=len(items) - drop, replace=False))
+                if drop
+                else range(len(items))
+            )
             view.append((b, ts, [items[i] for i in kept]))
     elif op == "reorder":
         span = min(n, max(2, round(p.reorder_ratio * n)))
@@ -99,23 +114,29 @@ def augment_view(baskets: list[Basket], op: str, p: SequenceAugParams, neighbour
     return None if [(ts, sorted(items)) for _, ts, items in view] == original else view
 
 
-def generate_sequence_views(history: pd.DataFrame, p: SequenceAugParams, neighbours: dict[str, list[str]],
-                            seed: int) -> pd.DataFrame:
-    """Return synthetic canonical interactions: `views_per_user` augmented views of each eligible user's last baskets.
+def generate_sequence_views(
+    history: pd.DataFrame, p: SequenceAugParams, neighbours: dict[str, list[str]], seed: int
+) -> pd.DataFrame:
+    """Return synthetic canonical interactions: `views_per_user` augmented views of each eligible user's last
+    baskets.
 
-    Views identical to the real sequence are skipped; `parent_id` = the real basket each synthetic basket came from.
+    Views identical to the real sequence are skipped; `parent_id` = the real basket each synthetic basket came
+    from.
     """
     rng = np.random.default_rng(seed)
     stats = item_unit_stats(history)
     qty = history.groupby(["basket_id", "item_id"], observed=True)["quantity"].sum()
-    basket_rows = (history.groupby(["user_id", "basket_id"], observed=True, sort=False)
-                   .agg(ts=("ts", "min"), items=("item_id", list)).reset_index()
-                   .sort_values(["user_id", "ts", "basket_id"], kind="stable"))
+    basket_rows = (
+        history.groupby(["user_id", "basket_id"], observed=True, sort=False)
+        .agg(ts=("ts", "min"), items=("item_id", list))
+        .reset_index()
+        .sort_values(["user_id", "ts", "basket_id"], kind="stable")
+    )
     records = []
     for user, group in basket_rows.groupby("user_id", observed=True, sort=True):
         if len(group) < p.min_baskets or p.views_per_user == 0:
             continue
-        baskets = list(zip(group["basket_id"], group["ts"], group["items"], strict=True))[-p.max_baskets:]
+        baskets = list(zip(group["basket_id"], group["ts"], group["items"], strict=True))[-p.max_baskets :]
         for v in range(p.views_per_user):
             op = p.operations[int(rng.integers(0, len(p.operations)))]
             view = augment_view(baskets, op, p, neighbours, rng)
@@ -125,7 +146,9 @@ def generate_sequence_views(history: pd.DataFrame, p: SequenceAugParams, neighbo
             for parent, ts, items in view:
                 for item in items:
                     records.append((user, item, ts, parent, op, sequence))
-    out = pd.DataFrame(records, columns=["user_id", "item_id", "ts", "parent_id", "augmentation", "sequence_id"])
+    out = pd.DataFrame(
+        records, columns=["user_id", "item_id", "ts", "parent_id", "augmentation", "sequence_id"]
+    )
     if out.empty:
         return out
     real_qty = qty.reindex(pd.MultiIndex.from_arrays([out["parent_id"], out["item_id"]])).to_numpy()
@@ -133,16 +156,24 @@ def generate_sequence_views(history: pd.DataFrame, p: SequenceAugParams, neighbo
     quantity = np.where(np.isnan(real_qty.astype(float)), item_qty, real_qty).astype("int64")
     unit = stats["unit"].reindex(out["item_id"]).to_numpy()
     view_no = out["sequence_id"].str.rsplit(":", n=1).str[1]
-    return out.assign(event="purchase", quantity=quantity, value=np.round(quantity * unit, 2),
-                      basket_id=GENERATOR + ":" + view_no + ":" + out["parent_id"].astype(str))
+    return out.assign(
+        event="purchase",
+        quantity=quantity,
+        value=np.round(quantity * unit, 2),
+        basket_id=GENERATOR + ":" + view_no + ":" + out["parent_id"].astype(str),
+    )
 
 
 @app.command()
 def main(
     params_file: Annotated[Path, typer.Option(help="params.yaml to read")] = Path("params.yaml"),
     train: Annotated[Path, typer.Option(help="training interactions (the only split read)")] = TRAIN_PATH,
-    embeddings: Annotated[Path, typer.Option(help="item title embeddings (similarity: text)")] = EMBEDDINGS_PATH,
-    out: Annotated[Path, typer.Option(help="synthetic interactions to write")] = Path("data/synthetic/sequence_aug.parquet"),
+    embeddings: Annotated[
+        Path, typer.Option(help="item title embeddings (similarity: text)")
+    ] = EMBEDDINGS_PATH,
+    out: Annotated[Path, typer.Option(help="synthetic interactions to write")] = Path(
+        "data/synthetic/sequence_aug.parquet"
+    ),
 ) -> None:
     """Write CL4SRec-style augmented views of each real user's recent basket sequence."""
     started = time.perf_counter()
@@ -155,14 +186,27 @@ def main(
         known = np.isin(ids, item_ids)
         neighbours = similar_items_by_text(ids[known], vectors[known], p.neighbours)
     else:
-        neighbours = similar_items_by_copurchase(load_history(params, train, guests=True), item_ids, p.neighbours)
+        neighbours = similar_items_by_copurchase(
+            load_history(params, train, guests=True), item_ids, p.neighbours
+        )
     rows = generate_sequence_views(history, p, neighbours, params.seed)
-    write_synthetic(rows, out, "interactions", generator=GENERATOR, params=p.model_dump(), seed=params.seed,
-                    inputs=[train, embeddings] if p.similarity == "text" else [train], started=started,
-                    backend=f"cl4srec-{p.similarity}", model_id=params.encoder.model if p.similarity == "text" else None,
-                    extra={"valid_cutoff": str(valid_cutoff(params)),
-                           "views": int(rows["sequence_id"].nunique()),
-                           "operations": rows.groupby("augmentation")["sequence_id"].nunique().to_dict()})
+    write_synthetic(
+        rows,
+        out,
+        "interactions",
+        generator=GENERATOR,
+        params=p.model_dump(),
+        seed=params.seed,
+        inputs=[train, embeddings] if p.similarity == "text" else [train],
+        started=started,
+        backend=f"cl4srec-{p.similarity}",
+        model_id=params.encoder.model if p.similarity == "text" else None,
+        extra={
+            "valid_cutoff": str(valid_cutoff(params)),
+            "views": int(rows["sequence_id"].nunique()),
+            "operations": rows.groupby("augmentation")["sequence_id"].nunique().to_dict(),
+        },
+    )
     log.info("%s: %d rows in %d views -> %s", GENERATOR, len(rows), rows["sequence_id"].nunique(), out)
 
 

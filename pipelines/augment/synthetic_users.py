@@ -1,11 +1,11 @@
 """Generator 8: synthetic user profiles from a generative model of real profiles; ALS samples their purchases.
 
-A profile is a vector of behaviour (baskets, basket size, unit price, quantity, first day, active span), country
-and taste (the leading principal components of the user's ALS factors). The default model is a Gaussian copula
-(empirical marginals joined by the correlation of normal scores, as in Patki et al. 2016, written here on scipy);
-`model: vae` trains a small torch VAE on the same normal scores instead. Each synthetic user's taste is mapped back
-to ALS factor space and their baskets are drawn from the softmax of ALS item scores; a history identical to a real
-user's is redrawn, never kept.
+A profile is a vector of behaviour (baskets, basket size, unit price, quantity, first day, active span),
+country and taste (the leading principal components of the user's ALS factors). The default model is a
+Gaussian copula (empirical marginals joined by the correlation of normal scores, as in Patki et al. 2016,
+written here on scipy); `model: vae` trains a small torch VAE on the same normal scores instead. Each
+synthetic user's taste is mapped back to ALS factor space and their baskets are drawn from the softmax of ALS
+item scores; a history identical to a real user's is redrawn, never kept.
 """
 
 import logging
@@ -20,7 +20,13 @@ from scipy import stats
 
 from pipelines.augment.cf_interactions import CfModel, fit_als
 from pipelines.augment.manifest import write_synthetic
-from pipelines.augment.retail_history import TRAIN_PATH, USERS_PATH, item_unit_stats, load_history, valid_cutoff
+from pipelines.augment.retail_history import (
+    TRAIN_PATH,
+    USERS_PATH,
+    item_unit_stats,
+    load_history,
+    valid_cutoff,
+)
 from pipelines.core import load_params, read_table, repo_root, run_cli
 from pipelines.core.config import CfInteractionsParams, SyntheticUsersParams
 
@@ -31,21 +37,30 @@ BEHAVIOUR = ["n_baskets", "basket_size", "log_unit_price", "log_quantity", "firs
 DISCRETE = {"n_baskets", "country_code"}
 
 
-def user_profiles(history: pd.DataFrame, model: CfModel, countries: pd.Series, taste_dims: int,
-                  ) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
+def user_profiles(
+    history: pd.DataFrame,
+    model: CfModel,
+    countries: pd.Series,
+    taste_dims: int,
+) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
     """Return (profiles indexed by user, PCA mean, PCA components) for every user in the ALS model."""
     start = history["ts"].min()
-    rows = history.assign(unit=np.log(history["value"].clip(lower=1e-3) / history["quantity"].clip(lower=1)),
-                          logq=np.log(history["quantity"].clip(lower=1)))
-    per_basket = rows.groupby(["user_id", "basket_id"], observed=True).agg(size=("item_id", "nunique"),
-                                                                           ts=("ts", "min"))
+    rows = history.assign(
+        unit=np.log(history["value"].clip(lower=1e-3) / history["quantity"].clip(lower=1)),
+        logq=np.log(history["quantity"].clip(lower=1)),
+    )
+    per_basket = rows.groupby(["user_id", "basket_id"], observed=True).agg(
+        size=("item_id", "nunique"), ts=("ts", "min")
+    )
     grouped = per_basket.groupby("user_id", observed=True)
-    profiles = pd.DataFrame({
-        "n_baskets": grouped.size(),
-        "basket_size": grouped["size"].mean(),
-        "first_day": (grouped["ts"].min() - start).dt.total_seconds() / 86400,
-        "span_days": (grouped["ts"].max() - grouped["ts"].min()).dt.total_seconds() / 86400,
-    })
+    profiles = pd.DataFrame(
+        {
+            "n_baskets": grouped.size(),
+            "basket_size": grouped["size"].mean(),
+            "first_day": (grouped["ts"].min() - start).dt.total_seconds() / 86400,
+            "span_days": (grouped["ts"].max() - grouped["ts"].min()).dt.total_seconds() / 86400,
+        }
+    )
     by_user = rows.groupby("user_id", observed=True)
     profiles["log_unit_price"] = by_user["unit"].median()
     profiles["log_quantity"] = by_user["logq"].median()
@@ -65,7 +80,8 @@ def user_profiles(history: pd.DataFrame, model: CfModel, countries: pd.Series, t
 
 
 class GaussianCopula:
-    """Empirical marginals + Gaussian dependence: fit on a numeric frame, sample frames of the same columns."""
+    """Empirical marginals + Gaussian dependence: fit on a numeric frame, sample frames of the same
+    columns."""
 
     def fit(self, frame: pd.DataFrame, rng: np.random.Generator) -> "GaussianCopula":
         self.columns = list(frame.columns)
@@ -95,10 +111,12 @@ class ProfileVAE:
         gen = torch.Generator().manual_seed(int(rng.integers(2**31)))
         d = x.shape[1]
         torch.manual_seed(int(rng.integers(2**31)))
-        self.enc = torch.nn.Sequential(torch.nn.Linear(d, self.hidden), torch.nn.ReLU(),
-                                       torch.nn.Linear(self.hidden, 2 * self.latent))
-        self.dec = torch.nn.Sequential(torch.nn.Linear(self.latent, self.hidden), torch.nn.ReLU(),
-                                       torch.nn.Linear(self.hidden, d))
+        self.enc = torch.nn.Sequential(
+            torch.nn.Linear(d, self.hidden), torch.nn.ReLU(), torch.nn.Linear(self.hidden, 2 * self.latent)
+        )
+        self.dec = torch.nn.Sequential(
+            torch.nn.Linear(self.latent, self.hidden), torch.nn.ReLU(), torch.nn.Linear(self.hidden, d)
+        )
         opt = torch.optim.Adam([*self.enc.parameters(), *self.dec.parameters()], lr=1e-2)
         for _ in range(self.epochs):
             mu, logvar = self.enc(x).chunk(2, dim=1)
@@ -134,8 +152,11 @@ def normal_scores(frame: pd.DataFrame, rng: np.random.Generator) -> np.ndarray:
     return out
 
 
-def inverse_marginals(z: np.ndarray, columns: list[str], sorted_values: dict[str, np.ndarray]) -> pd.DataFrame:
-    """Map normal scores back through each column's empirical quantiles (discrete columns stay on real values)."""
+def inverse_marginals(
+    z: np.ndarray, columns: list[str], sorted_values: dict[str, np.ndarray]
+) -> pd.DataFrame:
+    """Map normal scores back through each column's empirical quantiles (discrete columns stay on real
+    values)."""
     u = stats.norm.cdf(z)
     data = {}
     for j, column in enumerate(columns):
@@ -148,15 +169,24 @@ def inverse_marginals(z: np.ndarray, columns: list[str], sorted_values: dict[str
     return pd.DataFrame(data)
 
 
-def sample_histories(profiles: pd.DataFrame, mean: np.ndarray, components: np.ndarray, model: CfModel,
-                     p: SyntheticUsersParams, start: pd.Timestamp, before: pd.Timestamp,
-                     real_sets: set[frozenset], time_of_day: np.ndarray, rng: np.random.Generator,
-                     ) -> tuple[list[list[list[int]]], list[list[float]]]:
-    """Draw baskets (item columns) per synthetic profile from softmax(ALS score / temperature) over top candidates.
+def sample_histories(
+    profiles: pd.DataFrame,
+    mean: np.ndarray,
+    components: np.ndarray,
+    model: CfModel,
+    p: SyntheticUsersParams,
+    start: pd.Timestamp,
+    before: pd.Timestamp,
+    real_sets: set[frozenset],
+    time_of_day: np.ndarray,
+    rng: np.random.Generator,
+) -> tuple[list[list[list[int]]], list[list[float]]]:
+    """Draw baskets (item columns) per synthetic profile from softmax(ALS score / temperature) over top
+    candidates.
 
-    A history whose item set equals a real user's is redrawn (up to 5 times) and otherwise left empty.
-    Baskets are spread over the profile's active span (whole days from `start`) at real times of day
-    (`time_of_day`, fractions of a day). Returns the baskets per user and their times as day offsets.
+    A history whose item set equals a real user's is redrawn (up to 5 times) and otherwise left empty. Baskets
+    are spread over the profile's active span (whole days from `start`) at real times of day (`time_of_day`,
+    fractions of a day). Returns the baskets per user and their times as day offsets.
     """
     taste_cols = [c for c in profiles.columns if c.startswith("taste_")]
     factors = mean + profiles[taste_cols].to_numpy() @ components
@@ -179,34 +209,46 @@ def sample_histories(profiles: pd.DataFrame, mean: np.ndarray, components: np.nd
         else:
             baskets = []
         first = float(np.clip(row["first_day"], 0, horizon - 1))
-        span = float(np.clip(max(row["span_days"], len(baskets) - 1), 0, horizon - first - 1))  # >= 1 day apart
+        span = float(
+            np.clip(max(row["span_days"], len(baskets) - 1), 0, horizon - first - 1)
+        )  # >= 1 day apart
         day_offsets = [np.floor(first + span * i / max(len(baskets) - 1, 1)) for i in range(len(baskets))]
         days.append([d + rng.choice(time_of_day) for d in day_offsets])
         histories.append(baskets)
     return histories, days
 
 
-def generate_synthetic_users(history: pd.DataFrame, countries: pd.Series, p: SyntheticUsersParams,
-                             cf: CfInteractionsParams, seed: int, before: pd.Timestamp,
-                             ) -> tuple[pd.DataFrame, pd.DataFrame]:
+def generate_synthetic_users(
+    history: pd.DataFrame,
+    countries: pd.Series,
+    p: SyntheticUsersParams,
+    cf: CfInteractionsParams,
+    seed: int,
+    before: pd.Timestamp,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Return (users, interactions) for `p.n_users` synthetic users; ids `synthetic_users:<seed>:<n>`."""
     rng = np.random.default_rng(seed)
     model = fit_als(history, cf, seed)
     profiles, mean, components = user_profiles(history, model, countries, p.taste_dims)
     generative = GaussianCopula() if p.model == "copula" else ProfileVAE(p.vae_epochs)
     synthetic = generative.fit(profiles.reset_index(drop=True), rng).sample(p.n_users, rng)
-    real_sets = {frozenset(model.data.matrix.indices[model.data.matrix.indptr[u]:model.data.matrix.indptr[u + 1]])
-                 for u in range(len(model.data.user_ids))}
+    real_sets = {
+        frozenset(model.data.matrix.indices[model.data.matrix.indptr[u] : model.data.matrix.indptr[u + 1]])
+        for u in range(len(model.data.user_ids))
+    }
     start = history["ts"].min().floor("D")
     basket_ts = history.groupby("basket_id", observed=True)["ts"].min()
     time_of_day = np.sort(((basket_ts - basket_ts.dt.floor("D")).dt.total_seconds() / 86400).to_numpy())
-    histories, days = sample_histories(synthetic, mean, components, model, p, start, before, real_sets,
-                                       time_of_day, rng)
+    histories, days = sample_histories(
+        synthetic, mean, components, model, p, start, before, real_sets, time_of_day, rng
+    )
     ids = [f"{GENERATOR}:{seed}:{i:05d}" for i in range(p.n_users)]
     country_names = np.asarray(profiles.attrs["countries"], dtype=object)
     users = synthetic[BEHAVIOUR].assign(
-        user_id=ids, country=country_names[synthetic["country_code"].astype(int).clip(0, len(country_names) - 1)],
-        parent_id=pd.NA)
+        user_id=ids,
+        country=country_names[synthetic["country_code"].astype(int).clip(0, len(country_names) - 1)],
+        parent_id=pd.NA,
+    )
     unit = item_unit_stats(history)
     rows = []
     for uid, baskets, offsets in zip(ids, histories, days, strict=True):
@@ -215,8 +257,12 @@ def generate_synthetic_users(history: pd.DataFrame, countries: pd.Series, p: Syn
             rows.extend((uid, model.data.item_ids[c], ts, f"{uid}:b{b}") for c in basket)
     inter = pd.DataFrame(rows, columns=["user_id", "item_id", "ts", "basket_id"])
     stats_rows = unit.reindex(inter["item_id"])
-    inter = inter.assign(event="purchase", quantity=stats_rows["quantity"].to_numpy(),
-                         value=(stats_rows["quantity"] * stats_rows["unit"]).round(2).to_numpy(), parent_id=pd.NA)
+    inter = inter.assign(
+        event="purchase",
+        quantity=stats_rows["quantity"].to_numpy(),
+        value=(stats_rows["quantity"] * stats_rows["unit"]).round(2).to_numpy(),
+        parent_id=pd.NA,
+    )
     users = users[users["user_id"].isin(set(inter["user_id"]))]
     return users[["user_id", "country", *BEHAVIOUR, "parent_id"]].reset_index(drop=True), inter
 
@@ -226,24 +272,43 @@ def main(
     params_file: Annotated[Path, typer.Option(help="params.yaml to read")] = Path("params.yaml"),
     train: Annotated[Path, typer.Option(help="training interactions (the only split read)")] = TRAIN_PATH,
     users: Annotated[Path, typer.Option(help="canonical users (country)")] = USERS_PATH,
-    out: Annotated[Path, typer.Option(help="synthetic interactions")] = Path("data/synthetic/synthetic_users.parquet"),
+    out: Annotated[Path, typer.Option(help="synthetic interactions")] = Path(
+        "data/synthetic/synthetic_users.parquet"
+    ),
     users_out: Annotated[Path, typer.Option(help="synthetic user profiles")] = Path(
-        "data/synthetic/synthetic_users.users.parquet"),
+        "data/synthetic/synthetic_users.users.parquet"
+    ),
 ) -> None:
-    """Fit the profile model on real users and write synthetic users plus the purchases ALS samples for them."""
+    """Fit the profile model on real users and write synthetic users plus the purchases ALS samples for
+    them."""
     started = time.perf_counter()
     params = load_params(repo_root() / params_file if not params_file.is_absolute() else params_file)
     p = params.augment.synthetic_users
     history = load_history(params, train)
-    countries = read_table(users, "users").set_index("user_id")["country"] if users.exists() else pd.Series(
-        dtype="string")
-    table, rows = generate_synthetic_users(history, countries, p, params.augment.cf_interactions, params.seed,
-                                           valid_cutoff(params))
-    common = {"generator": GENERATOR, "seed": params.seed, "started": started, "backend": f"{p.model}+implicit-als",
-              "params": {**p.model_dump(), "cf": params.augment.cf_interactions.model_dump()}}
+    countries = (
+        read_table(users, "users").set_index("user_id")["country"]
+        if users.exists()
+        else pd.Series(dtype="string")
+    )
+    table, rows = generate_synthetic_users(
+        history, countries, p, params.augment.cf_interactions, params.seed, valid_cutoff(params)
+    )
+    common = {
+        "generator": GENERATOR,
+        "seed": params.seed,
+        "started": started,
+        "backend": f"{p.model}+implicit-als",
+        "params": {**p.model_dump(), "cf": params.augment.cf_interactions.model_dump()},
+    }
     write_synthetic(table, users_out, "users", inputs=[train, users] if users.exists() else [train], **common)
-    write_synthetic(rows, out, "interactions", inputs=[train, users] if users.exists() else [train], **common,
-                    extra={"users": len(table), "valid_cutoff": str(valid_cutoff(params))})
+    write_synthetic(
+        rows,
+        out,
+        "interactions",
+        inputs=[train, users] if users.exists() else [train],
+        **common,
+        extra={"users": len(table), "valid_cutoff": str(valid_cutoff(params))},
+    )
     log.info("%s: %d users, %d purchases -> %s", GENERATOR, len(table), len(rows), out)
 
 

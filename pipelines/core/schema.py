@@ -29,7 +29,8 @@ def validate_table(df: pd.DataFrame, table: str, name: str) -> pd.DataFrame:
         raise ShopError(f"unknown table '{table}'; expected one of {sorted(TABLES)}")
     if df.empty:
         raise ShopError(f"{name}: table '{table}' has no rows")
-    missing = [c for c in TABLES[table] if c not in df.columns and not (table == "interactions" and c == "basket_id")]
+    optional = {"basket_id"} if table == "interactions" else set()
+    missing = [c for c in TABLES[table] if c not in df.columns and c not in optional]
     if missing:
         raise ShopError(f"{name}: missing column(s) {missing} for table '{table}'")
     out = df.copy()
@@ -39,7 +40,8 @@ def validate_table(df: pd.DataFrame, table: str, name: str) -> pd.DataFrame:
         if column not in out.columns:
             out[column] = {"is_synthetic": False, "source": name, "parent_id": pd.NA}[column]
         try:
-            out[column] = pd.to_datetime(out[column], utc=True) if dtype.startswith("datetime") else out[column].astype(dtype)
+            is_time = dtype.startswith("datetime")
+            out[column] = pd.to_datetime(out[column], utc=True) if is_time else out[column].astype(dtype)
         except (ValueError, TypeError) as exc:
             raise ShopError(f"{name}: column '{column}' cannot be read as {dtype} ({str(exc).splitlines()[0]})") from None
     for column in NON_NULL_TEXT[table]:

@@ -29,15 +29,34 @@ def make_interactions(n_users: int = 30, n_items: int = 25, n_baskets: int = 250
         ts = start + pd.Timedelta(minutes=int(rng.integers(0, 295 * 24 * 60)))
         for item in rng.choice(n_items, size=int(rng.integers(1, 6)), replace=False):
             qty = int(rng.integers(1, 10))
-            rows.append({"user_id": user, "item_id": f"i{item}", "ts": ts, "event": "purchase", "quantity": qty,
-                         "value": qty * float(1 + item % 7), "basket_id": f"b{b}"})
+            rows.append(
+                {
+                    "user_id": user,
+                    "item_id": f"i{item}",
+                    "ts": ts,
+                    "event": "purchase",
+                    "quantity": qty,
+                    "value": qty * float(1 + item % 7),
+                    "basket_id": f"b{b}",
+                }
+            )
     interactions = pd.DataFrame(rows)
     kinds = ["mug", "lamp", "candle", "bag", "card"]
-    items = pd.DataFrame({"item_id": [f"i{i}" for i in range(n_items)],
-                          "title": [f"red {kinds[i % 5]} set {i}" for i in range(n_items)],
-                          "description": "", "category": "", "price": 1.0})
-    users = pd.DataFrame({"user_id": [f"u{i}" for i in range(n_users)],
-                          "country": ["United Kingdom" if i % 3 else "France" for i in range(n_users)]})
+    items = pd.DataFrame(
+        {
+            "item_id": [f"i{i}" for i in range(n_items)],
+            "title": [f"red {kinds[i % 5]} set {i}" for i in range(n_items)],
+            "description": "",
+            "category": "",
+            "price": 1.0,
+        }
+    )
+    users = pd.DataFrame(
+        {
+            "user_id": [f"u{i}" for i in range(n_users)],
+            "country": ["United Kingdom" if i % 3 else "France" for i in range(n_users)],
+        }
+    )
     return interactions, items, users
 
 
@@ -53,7 +72,7 @@ def tables(data):
 
 
 def _repo(root: Path, tables, yaml_text: str | None = None) -> Path:
-    """Lay out root/features/feature_store.yaml + root/data/features/*.parquet like the project; return the yaml."""
+    """Lay out root/features/feature_store.yaml + root/data/features/*.parquet; return the yaml path."""
     (root / "features").mkdir(parents=True)
     config = root / "features" / "feature_store.yaml"
     if yaml_text is None:

@@ -16,7 +16,9 @@ def test_user_snapshot_aggregates_only_interactions_before_its_timestamp(data, t
     users = tables[0]
     sample = users.sample(60, random_state=1)
     for row in sample.itertuples():
-        past = interactions[(interactions["user_id"] == row.user_id) & (interactions["ts"] < row.event_timestamp)]
+        past = interactions[
+            (interactions["user_id"] == row.user_id) & (interactions["ts"] < row.event_timestamp)
+        ]
         assert row.frequency == past["basket_id"].nunique()
         assert row.n_lines == len(past)
         assert row.monetary == pytest.approx(past["value"].sum(), rel=1e-5)
@@ -26,8 +28,13 @@ def test_user_snapshot_aggregates_only_interactions_before_its_timestamp(data, t
 
 def test_user_shares_sum_to_one(tables):
     users = tables[0]
-    hours = users[[c for c in users.columns if c in {"share_night", "share_morning", "share_midday",
-                                                      "share_afternoon", "share_evening"}]].sum(axis=1)
+    hours = users[
+        [
+            c
+            for c in users.columns
+            if c in {"share_night", "share_morning", "share_midday", "share_afternoon", "share_evening"}
+        ]
+    ].sum(axis=1)
     days = users[[f"share_{d}" for d in ("mon", "tue", "wed", "thu", "fri", "sat", "sun")]].sum(axis=1)
     clusters = users[[c for c in users.columns if c.startswith("share_cluster_")]].sum(axis=1)
     for total in (hours, days, clusters):

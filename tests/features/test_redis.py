@@ -23,7 +23,9 @@ def test_redis_values_equal_latest_offline_snapshot(redis_store, tables):
     for column in ["frequency", "monetary", "recency_days", "share_midday", "days_since_first_purchase"]:
         np.testing.assert_allclose(online[column].astype(float), latest[column].astype(float), rtol=1e-6)
     items = tables[1].groupby("item_id").tail(1).set_index("item_id")
-    online_items, _ = OnlineFeatureClient(redis_store).get_item_features(list(items.index), ["copurchase_degree"])
+    online_items, _ = OnlineFeatureClient(redis_store).get_item_features(
+        list(items.index), ["copurchase_degree"]
+    )
     assert (online_items.set_index("item_id")["copurchase_degree"] == items["copurchase_degree"]).all()
 
 
@@ -40,8 +42,16 @@ def test_redis_unknown_empty_and_missing_feature(redis_store):
 def test_redis_push_is_seen_by_the_next_read(redis_store):
     client = OnlineFeatureClient(redis_store)
     before, _ = client.get_user_features(["u4"], ["frequency", "monetary"])
-    purchases = pd.DataFrame({"user_id": ["u4"], "item_id": ["i2"], "ts": [pd.Timestamp.now(tz="UTC")],
-                              "quantity": [3], "value": [12.0], "basket_id": ["push-1"]})
+    purchases = pd.DataFrame(
+        {
+            "user_id": ["u4"],
+            "item_id": ["i2"],
+            "ts": [pd.Timestamp.now(tz="UTC")],
+            "quantity": [3],
+            "value": [12.0],
+            "basket_id": ["push-1"],
+        }
+    )
     client.push_purchases(purchases)
     after, _ = client.get_user_features(["u4"], ["frequency", "monetary"])
     assert after.iloc[0]["frequency"] == before.iloc[0]["frequency"] + 1
@@ -51,8 +61,9 @@ def test_redis_push_is_seen_by_the_next_read(redis_store):
 def test_offline_join_works_with_the_sql_registry(redis_store, data):
     interactions, _, _ = data
     rows = interactions[interactions["user_id"].notna()].head(10)
-    out = point_in_time_user_features(rows[["user_id"]].assign(event_timestamp=rows["ts"]), ["frequency"],
-                                      store=redis_store)
+    out = point_in_time_user_features(
+        rows[["user_id"]].assign(event_timestamp=rows["ts"]), ["frequency"], store=redis_store
+    )
     assert len(out) == 10
 
 

@@ -1,4 +1,4 @@
-"""The embedded store (file registry, Parquet offline, SQLite online): point-in-time joins, online reads, push."""
+"""The embedded store (file registry, Parquet offline, SQLite online): point-in-time, online reads, push."""
 
 import numpy as np
 import pandas as pd
@@ -22,7 +22,9 @@ def test_point_in_time_join_never_returns_a_later_value(sqlite_store, data):
     sample = known.drop_duplicates("basket_id").sample(40, random_state=3)
     before = sample["ts"] - pd.Timedelta(seconds=1)
     next_day = sample["ts"].dt.floor("D") + pd.Timedelta(days=1, seconds=1)
-    entity = pd.DataFrame({"user_id": list(sample["user_id"]) * 2, "event_timestamp": list(before) + list(next_day)})
+    entity = pd.DataFrame(
+        {"user_id": list(sample["user_id"]) * 2, "event_timestamp": list(before) + list(next_day)}
+    )
     out = point_in_time_user_features(entity, ["frequency", "monetary"], store=sqlite_store)
     assert list(out["user_id"]) == list(entity["user_id"])  # row order kept
     for row in out.itertuples():
@@ -41,8 +43,9 @@ def test_point_in_time_join_never_returns_a_later_value(sqlite_store, data):
 def test_item_point_in_time_join_matches_snapshot_rows(sqlite_store, tables):
     items = tables[1]
     rows = items.sample(20, random_state=4)
-    entity = pd.DataFrame({"item_id": rows["item_id"],
-                           "event_timestamp": rows["event_timestamp"] + pd.Timedelta(hours=12)})
+    entity = pd.DataFrame(
+        {"item_id": rows["item_id"], "event_timestamp": rows["event_timestamp"] + pd.Timedelta(hours=12)}
+    )
     out = point_in_time_item_features(entity, ["pop_30d", "n_buyers", "category"], store=sqlite_store)
     assert list(out["pop_30d"]) == list(rows["pop_30d"])
     assert list(out["n_buyers"]) == list(rows["n_buyers"])
@@ -91,8 +94,9 @@ def test_empty_id_list_returns_an_empty_frame(sqlite_store):
     client = OnlineFeatureClient(sqlite_store)
     out, defaulted = client.get_item_features([], ["pop_7d"])
     assert out.empty and list(out.columns) == ["item_id", "pop_7d"] and defaulted == []
-    empty = point_in_time_user_features(pd.DataFrame({"user_id": [], "event_timestamp": []}), ["frequency"],
-                                        store=sqlite_store)
+    empty = point_in_time_user_features(
+        pd.DataFrame({"user_id": [], "event_timestamp": []}), ["frequency"], store=sqlite_store
+    )
     assert empty.empty and "frequency" in empty.columns
 
 
@@ -111,12 +115,20 @@ def test_pushed_purchases_are_seen_by_the_next_read(sqlite_store):
     client = OnlineFeatureClient(sqlite_store)
     before, _ = client.get_user_features(["u2"], ["frequency", "monetary", "n_lines"])
     now = pd.Timestamp.now(tz="UTC")
-    purchases = pd.DataFrame({"user_id": ["u2", "u2", "newcomer", None], "item_id": ["i1", "i2", "i3", "i4"],
-                              "ts": [now] * 4, "quantity": [1, 2, 1, 1], "value": [4.0, 6.0, 3.0, 9.0],
-                              "basket_id": ["x1", "x1", "x2", "x3"]})
+    purchases = pd.DataFrame(
+        {
+            "user_id": ["u2", "u2", "newcomer", None],
+            "item_id": ["i1", "i2", "i3", "i4"],
+            "ts": [now] * 4,
+            "quantity": [1, 2, 1, 1],
+            "value": [4.0, 6.0, 3.0, 9.0],
+            "basket_id": ["x1", "x1", "x2", "x3"],
+        }
+    )
     client.push_purchases(purchases)
-    after, defaulted = client.get_user_features(["u2", "newcomer"], ["frequency", "monetary", "n_lines",
-                                                                      "recency_days"])
+    after, defaulted = client.get_user_features(
+        ["u2", "newcomer"], ["frequency", "monetary", "n_lines", "recency_days"]
+    )
     assert defaulted == []
     assert after.iloc[0]["frequency"] == before.iloc[0]["frequency"] + 1
     assert after.iloc[0]["n_lines"] == before.iloc[0]["n_lines"] + 2

@@ -1,4 +1,4 @@
-"""Fetching raw files: checksum-verified copies, downloads from a real local HTTP server, one-line failures."""
+"""Fetching raw files: checked copies, downloads from a real local HTTP server, one-line failures."""
 
 import functools
 import hashlib
@@ -9,7 +9,6 @@ import socket
 import subprocess
 import sys
 import threading
-from pathlib import Path
 
 import pytest
 import yaml
@@ -53,7 +52,9 @@ def test_present_file_is_verified_and_copied(tmp_path):
 def test_checksum_mismatch_names_the_param(tmp_path):
     (tmp_path / "retail").mkdir()
     (tmp_path / "retail" / "retail.csv").write_bytes(PAYLOAD + b"tampered\n")
-    with pytest.raises(ShopError, match=r"retail\.csv: sha256 is [0-9a-f]{64}, but data\.retail\.sha256 expects"):
+    with pytest.raises(
+        ShopError, match=r"retail\.csv: sha256 is [0-9a-f]{64}, but data\.retail\.sha256 expects"
+    ):
         check_source(source(sha256=PAYLOAD_SHA), "retail", tmp_path)
 
 
@@ -75,16 +76,23 @@ def test_failed_download_says_where_to_put_the_file(tmp_path):
     with socket.socket() as sock:  # a port nobody listens on
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    with pytest.raises(ShopError, match=r"cannot download .*; download it by hand and put it at .*retail\.csv"):
+    with pytest.raises(
+        ShopError, match=r"cannot download .*; download it by hand and put it at .*retail\.csv"
+    ):
         locate(source(url=f"http://127.0.0.1:{port}/retail.csv"), "retail", tmp_path)
     assert not list(tmp_path.rglob("*.csv*"))  # no partial download left
 
 
 def test_a_download_in_another_format_keeps_the_upstream_name(tmp_path):
-    zipped = source(file="online_retail/online_retail.csv.gz",
-                    url="https://archive.ics.uci.edu/static/public/352/online+retail.zip")
+    zipped = source(
+        file="online_retail/online_retail.csv.gz",
+        url="https://archive.ics.uci.edu/static/public/352/online+retail.zip",
+    )
     assert download_target(zipped, tmp_path) == tmp_path / "online_retail" / "online+retail.zip"
-    assert download_target(source(url="https://x.org/retail.csv"), tmp_path) == tmp_path / "retail" / "retail.csv"
+    assert (
+        download_target(source(url="https://x.org/retail.csv"), tmp_path)
+        == tmp_path / "retail" / "retail.csv"
+    )
 
 
 def test_a_folder_source_is_copied_whole_with_a_stable_hash(tmp_path):
@@ -96,8 +104,10 @@ def test_a_folder_source_is_copied_whole_with_a_stable_hash(tmp_path):
     path, found = check_source(source(adapter="canonical", file="shop", sha256=digest), "search", tmp_path)
     assert found == digest
     copy_source(path, tmp_path / "raw" / "search")
-    assert sorted(p.name for p in (tmp_path / "raw" / "search" / "shop").iterdir()) == ["items.parquet",
-                                                                                         "queries.parquet"]
+    assert sorted(p.name for p in (tmp_path / "raw" / "search" / "shop").iterdir()) == [
+        "items.parquet",
+        "queries.parquet",
+    ]
     (folder / "queries.parquet").write_bytes(b"3")
     assert sha256_of(folder) != digest
 
@@ -110,12 +120,27 @@ def test_missing_home_depot_file_is_one_line_pointing_to_open_alternatives(tmp_p
     params["data"]["retail"] = {"adapter": "online_retail", "file": "retail/retail.csv"}
     params["data"]["search"] = {"adapter": "homedepot", "file": "homedepot/train.csv"}
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
-    result = subprocess.run([sys.executable, "-m", "pipelines.fetch", "--params", str(tmp_path / "params.yaml"),
-                             "--out", str(tmp_path / "raw")], capture_output=True, text=True, timeout=120,
-                            env={**os.environ, "SHOP_DATA_DIR": str(data)})
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pipelines.fetch",
+            "--params",
+            str(tmp_path / "params.yaml"),
+            "--out",
+            str(tmp_path / "raw"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "SHOP_DATA_DIR": str(data)},
+    )
     assert result.returncode == 2
-    errors = [line for line in result.stderr.strip().splitlines()
-              if not re.match(r"^\d{4}-\d\d-\d\d [\d:,]+ (INFO|WARNING) ", line)]
+    errors = [
+        line
+        for line in result.stderr.strip().splitlines()
+        if not re.match(r"^\d{4}-\d\d-\d\d [\d:,]+ (INFO|WARNING) ", line)
+    ]
     assert len(errors) == 1, result.stderr
     assert errors[0].startswith(f"error: {data / 'homedepot' / 'train.csv'} not found")
     assert "wands" in errors[0] and "esci" in errors[0] and "never downloaded" in errors[0]

@@ -1,8 +1,8 @@
-"""The ingest command: good inputs give canonical tables; each bad input gives one error line and no output."""
+"""The ingest command: good input gives canonical tables; each bad input one error line, no output."""
 
 import gzip
-import json
 import io
+import json
 import os
 import re
 import subprocess
@@ -33,15 +33,22 @@ SEARCH_CSV = (
 )
 
 
-def make_project(tmp_path: Path, retail_name: str = "online_retail.csv", retail: bytes | None = None,
-                 search_name: str = "train.csv", search: bytes | None = None) -> Path:
+def make_project(
+    tmp_path: Path,
+    retail_name: str = "online_retail.csv",
+    retail: bytes | None = None,
+    search_name: str = "train.csv",
+    search: bytes | None = None,
+) -> Path:
     """A tmp folder with params.yaml and raw/{retail,search}/<file>, as `fetch` would leave it."""
     params = yaml.safe_load((repo_root() / "params.yaml").read_text())
     params["data"]["retail"] = {"adapter": "online_retail", "file": retail_name}
     params["data"]["search"] = {"adapter": "homedepot", "file": search_name}
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
-    for task, name, data in (("retail", retail_name, retail if retail is not None else RETAIL_CSV.encode()),
-                             ("search", search_name, search if search is not None else SEARCH_CSV.encode())):
+    for task, name, data in (
+        ("retail", retail_name, retail if retail is not None else RETAIL_CSV.encode()),
+        ("search", search_name, search if search is not None else SEARCH_CSV.encode()),
+    ):
         (tmp_path / "raw" / task).mkdir(parents=True)
         (tmp_path / "raw" / task / name).write_bytes(data)
     return tmp_path
@@ -52,10 +59,26 @@ LOG_LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ (DEBUG|INFO|WARNING)
 
 def start_ingest(project: Path) -> subprocess.Popen:
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
-    return subprocess.Popen([sys.executable, "-m", "pipelines.ingest", "--params", str(project / "params.yaml"),
-                             "--raw", str(project / "raw"), "--out", str(project / "canonical"),
-                             "--report", str(project / "ingest.json")],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=project, env=env)
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "pipelines.ingest",
+            "--params",
+            str(project / "params.yaml"),
+            "--raw",
+            str(project / "raw"),
+            "--out",
+            str(project / "canonical"),
+            "--report",
+            str(project / "ingest.json"),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=project,
+        env=env,
+    )
 
 
 def finish(process: subprocess.Popen) -> tuple[int, list[str]]:
@@ -78,12 +101,16 @@ def test_ingest_writes_canonical_tables_and_the_cleaning_report(tmp_path):
     assert code == 0, errors
     inter = read_table(project / "canonical" / "retail" / "interactions.parquet", "interactions")
     assert len(inter) == 4 and inter["user_id"].isna().sum() == 1
-    assert set(read_table(project / "canonical" / "retail" / "users.parquet", "users")["user_id"]) == {"17850",
-                                                                                                      "12583"}
+    assert set(read_table(project / "canonical" / "retail" / "users.parquet", "users")["user_id"]) == {
+        "17850",
+        "12583",
+    }
     queries = read_table(project / "canonical" / "search" / "queries.parquet", "queries")
     assert sorted(queries["relevance"]) == [0.75, 1.0, 1.0]
     report = json.loads((project / "ingest.json").read_text())
-    assert report["retail"]["cleaning"]["rows_in"] == 4 and report["retail"]["cleaning"]["guest_rows_kept"] == 1
+    assert (
+        report["retail"]["cleaning"]["rows_in"] == 4 and report["retail"]["cleaning"]["guest_rows_kept"] == 1
+    )
     assert report["search"]["output"]["distinct_queries"] == 3
 
 
@@ -105,18 +132,38 @@ def _parquet_bytes(tmp_path: Path) -> bytes:
 
 
 BAD_INPUTS = {
-    "missing column": ("online_retail.csv", lambda t: RETAIL_CSV.replace(",Quantity", ",Qty").encode(),
-                       "missing column(s) ['Quantity']"),
-    "wrong type": ("online_retail.csv", lambda t: RETAIL_CSV.replace(",6,2010-12-01", ",six,2010-12-01").encode(),
-                   "column 'Quantity' must hold integers"),
-    "bad date": ("online_retail.csv", lambda t: RETAIL_CSV.replace("2011-07-01 09:00:00", "someday").encode(),
-                 "column 'InvoiceDate' must hold dates"),
+    "missing column": (
+        "online_retail.csv",
+        lambda t: RETAIL_CSV.replace(",Quantity", ",Qty").encode(),
+        "missing column(s) ['Quantity']",
+    ),
+    "wrong type": (
+        "online_retail.csv",
+        lambda t: RETAIL_CSV.replace(",6,2010-12-01", ",six,2010-12-01").encode(),
+        "column 'Quantity' must hold integers",
+    ),
+    "bad date": (
+        "online_retail.csv",
+        lambda t: RETAIL_CSV.replace("2011-07-01 09:00:00", "someday").encode(),
+        "column 'InvoiceDate' must hold dates",
+    ),
     "empty file": ("online_retail.csv.gz", lambda t: b"", "file is empty"),
     "empty gzip": ("online_retail.csv.gz", lambda t: _gz(""), "file is empty"),
-    "truncated gzip": ("online_retail.csv.gz", lambda t: _gz(RETAIL_CSV * 50)[:-30], "truncated or corrupt gzip"),
-    "parquet named csv": ("online_retail.csv", _parquet_bytes, "not a csv file (its bytes look like Parquet)"),
-    "zip without workbook": ("online_retail.zip", lambda t: _zip_without_workbook(),
-                             "zip holds no 'Online Retail.xlsx'"),
+    "truncated gzip": (
+        "online_retail.csv.gz",
+        lambda t: _gz(RETAIL_CSV * 50)[:-30],
+        "truncated or corrupt gzip",
+    ),
+    "parquet named csv": (
+        "online_retail.csv",
+        _parquet_bytes,
+        "not a csv file (its bytes look like Parquet)",
+    ),
+    "zip without workbook": (
+        "online_retail.zip",
+        lambda t: _zip_without_workbook(),
+        "zip holds no 'Online Retail.xlsx'",
+    ),
     "csv named parquet": ("online_retail.parquet", lambda t: RETAIL_CSV.encode(), "not a parquet file"),
 }
 
@@ -153,7 +200,8 @@ def test_bad_search_input_leaves_previous_outputs_untouched(tmp_path):
     assert code == 2
     assert errors == [
         f"error: {project / 'raw' / 'search' / 'train.csv'}: missing column(s) ['product_title'] "
-        "(found ['id', 'product_uid', 'title', 'search_term', 'relevance'])"]
+        "(found ['id', 'product_uid', 'title', 'search_term', 'relevance'])"
+    ]
     assert snapshot(project / "canonical") == before
     assert [p.name for p in (project / "canonical").iterdir()] == ["retail"]  # no temp folders left
 
@@ -161,12 +209,19 @@ def test_bad_search_input_leaves_previous_outputs_untouched(tmp_path):
 def retail_tables(n_users: int = 50) -> dict[str, pd.DataFrame]:
     rng = np.random.default_rng(0)
     users = [f"u{i}" if i % 5 else None for i in range(n_users)]
-    inter = pd.DataFrame({"user_id": pd.array(users, dtype="string"),
-                          "item_id": [f"i{k}" for k in rng.integers(0, 30, n_users)],
-                          "basket_id": [f"b{i}" for i in range(n_users)]})
+    inter = pd.DataFrame(
+        {
+            "user_id": pd.array(users, dtype="string"),
+            "item_id": [f"i{k}" for k in rng.integers(0, 30, n_users)],
+            "basket_id": [f"b{i}" for i in range(n_users)],
+        }
+    )
     items = pd.DataFrame({"item_id": [f"i{k}" for k in range(30)]})
-    return {"interactions": inter, "items": items,
-            "users": pd.DataFrame({"user_id": [u for u in users if u]})}
+    return {
+        "interactions": inter,
+        "items": items,
+        "users": pd.DataFrame({"user_id": [u for u in users if u]}),
+    }
 
 
 def test_slice_retail_is_deterministic_for_a_seed_and_keeps_guest_share():
@@ -181,7 +236,9 @@ def test_slice_retail_is_deterministic_for_a_seed_and_keeps_guest_share():
 
 
 def test_slice_search_keeps_whole_queries():
-    queries = pd.DataFrame({"query_id": [f"q{i // 3}" for i in range(60)], "item_id": [f"i{i}" for i in range(60)]})
+    queries = pd.DataFrame(
+        {"query_id": [f"q{i // 3}" for i in range(60)], "item_id": [f"i{i}" for i in range(60)]}
+    )
     tables = {"queries": queries, "items": pd.DataFrame({"item_id": [f"i{i}" for i in range(70)]})}
     sliced = slice_search(tables, 5, seed=3)
     assert sliced["queries"]["query_id"].nunique() == 5 and len(sliced["queries"]) == 15
@@ -197,11 +254,18 @@ def test_fetch_ingest_split_on_the_real_data_slice(tmp_path):
     params = yaml.safe_load((repo_root() / "params.yaml").read_text())
     params["data"].update(max_users=300, max_queries=500)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
-    for command, args in (("fetch", ["--out", "raw"]),
-                          ("ingest", ["--raw", "raw", "--out", "canonical", "--report", "ingest.json"]),
-                          ("split", ["--canonical", "canonical", "--out", "splits", "--report", "split.json"])):
-        result = subprocess.run([sys.executable, "-m", f"pipelines.{command}", "--params", "params.yaml", *args],
-                                cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    for command, args in (
+        ("fetch", ["--out", "raw"]),
+        ("ingest", ["--raw", "raw", "--out", "canonical", "--report", "ingest.json"]),
+        ("split", ["--canonical", "canonical", "--out", "splits", "--report", "split.json"]),
+    ):
+        result = subprocess.run(
+            [sys.executable, "-m", f"pipelines.{command}", "--params", "params.yaml", *args],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert result.returncode == 0, result.stderr[-2000:]
     report = json.loads((tmp_path / "ingest.json").read_text())
     assert report["retail"]["cleaning"]["rows_in"] == 499_584  # cleaning sees the whole file, slicing follows
@@ -222,6 +286,9 @@ def test_fetch_ingest_split_on_the_real_data_slice(tmp_path):
     test = read_table(splits / "retail" / "test.parquet", "interactions")
     assert (train["ts"] < cutoff).all() and (test["ts"] >= cutoff).all()
     assert set(test["user_id"]) <= set(train["user_id"].dropna()) and len(test) > 0
-    search = {name: read_table(splits / "search" / f"{name}.parquet", "queries") for name in ("train", "valid", "test")}
+    search = {
+        name: read_table(splits / "search" / f"{name}.parquet", "queries")
+        for name in ("train", "valid", "test")
+    }
     assert not set(search["train"]["query"]) & set(search["test"]["query"])
     assert sum(df["query_id"].nunique() for df in search.values()) == 500

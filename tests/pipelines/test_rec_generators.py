@@ -83,8 +83,14 @@ def test_cf_interactions_threshold_above_every_score_yields_nothing(history):
 
 def test_sequence_views_change_the_real_sequence_and_point_to_its_baskets(history, neighbours, tmp_path):
     p = _seq(views_per_user=2, max_baskets=6)
-    rows = _written(sequence_aug.generate_sequence_views(history, p, neighbours, seed=2), tmp_path, "sequence_aug")
-    assert rows["is_synthetic"].all() and (rows["source"] == "sequence_aug").all() and rows["parent_id"].notna().all()
+    rows = _written(
+        sequence_aug.generate_sequence_views(history, p, neighbours, seed=2), tmp_path, "sequence_aug"
+    )
+    assert (
+        rows["is_synthetic"].all()
+        and (rows["source"] == "sequence_aug").all()
+        and rows["parent_id"].notna().all()
+    )
     eligible = (history.groupby("user_id")["basket_id"].nunique() >= p.min_baskets).sum()
     assert 0 < rows["sequence_id"].nunique() <= 2 * eligible
     assert set(rows["augmentation"]) == {"crop", "mask", "reorder", "substitute"}
@@ -104,7 +110,7 @@ def test_sequence_views_are_deterministic_for_a_seed(history, neighbours):
 
 @pytest.mark.parametrize("op", ["crop", "mask", "reorder", "substitute"])
 def test_each_sequence_operation_does_what_it_says(op):
-    ts = [pd.Timestamp("2011-01-0%d" % d, tz="UTC") for d in range(1, 6)]
+    ts = [pd.Timestamp(f"2011-01-0{d}", tz="UTC") for d in range(1, 6)]
     baskets = [(f"b{i}", ts[i], [f"i{i}a", f"i{i}b", f"i{i}c", f"i{i}d"]) for i in range(5)]
     neighbours = {item: [item + "_twin"] for _, _, items in baskets for item in items}
     p = _seq(crop_ratio=0.6, mask_ratio=0.5, reorder_ratio=1.0, substitute_ratio=1.0)
@@ -154,9 +160,13 @@ def test_item_enrichment_llm_mode_refuses_the_offline_backend(data):
 def test_synthetic_users_are_new_people_with_plausible_histories(data, history, model, tmp_path):
     countries = data["users"].set_index("user_id")["country"]
     p = _users(model=model, vae_epochs=30)
-    users, rows = synthetic_users.generate_synthetic_users(history, countries, p, PARAMS.augment.cf_interactions,
-                                                           seed=4, before=VALID_CUTOFF)
-    users, rows = _written(users, tmp_path, "synthetic_users", "users"), _written(rows, tmp_path, "synthetic_users")
+    users, rows = synthetic_users.generate_synthetic_users(
+        history, countries, p, PARAMS.augment.cf_interactions, seed=4, before=VALID_CUTOFF
+    )
+    users, rows = (
+        _written(users, tmp_path, "synthetic_users", "users"),
+        _written(rows, tmp_path, "synthetic_users"),
+    )
     assert 0.9 * p.n_users <= len(users) <= p.n_users and set(rows["user_id"]) == set(users["user_id"])
     assert not set(users["user_id"]) & set(data["train"]["user_id"])
     assert (rows["ts"] < VALID_CUTOFF).all() and set(rows["item_id"]) <= set(history["item_id"])
@@ -186,7 +196,8 @@ def test_copula_keeps_marginals_and_dependence():
 
 
 def test_no_generator_sees_validation_or_test_targets(data, tmp_path):
-    """Poison the validation targets inside train.parquet: nothing derived from them may reach synthetic data."""
+    """Poison the validation targets inside train.parquet: nothing derived from them may reach synthetic
+    data."""
     train = data["train"].copy()
     target = train["basket_id"].isin(set(data["valid"]["basket_id"]))
     assert target.sum() > 0
@@ -202,8 +213,13 @@ def test_no_generator_sees_validation_or_test_targets(data, tmp_path):
         "cf": cf_interactions.generate_cf_interactions(history, _cf(per_user=5, sparse_max_items=50), seed=1),
         "seq": sequence_aug.generate_sequence_views(history, _seq(views_per_user=2), neighbours, seed=1),
         "users": synthetic_users.generate_synthetic_users(
-            history, data["users"].set_index("user_id")["country"], _users(), PARAMS.augment.cf_interactions,
-            seed=1, before=VALID_CUTOFF)[1],
+            history,
+            data["users"].set_index("user_id")["country"],
+            _users(),
+            PARAMS.augment.cf_interactions,
+            seed=1,
+            before=VALID_CUTOFF,
+        )[1],
     }
     target_baskets = set(data["valid"]["basket_id"]) | set(data["test"]["basket_id"])
     for name, rows in outputs.items():
@@ -214,14 +230,20 @@ def test_no_generator_sees_validation_or_test_targets(data, tmp_path):
         assert not set(rows["parent_id"].dropna()) & target_baskets, name
 
 
-@pytest.mark.parametrize(("override", "key"), [
-    ({"augment": {"cf_interactions": {"per_user": -1}}}, "augment.cf_interactions.per_user"),
-    ({"augment": {"synthetic_users": {"n_users": -5}}}, "augment.synthetic_users.n_users"),
-    ({"augment": {"sequence_aug": {"operations": ["crop", "explode"]}}}, "augment.sequence_aug.operations"),
-    ({"augment": {"mystery_generator": {}}}, "augment.mystery_generator"),
-    ({"fuse": {"weights": {"mystery_generator": 1.0}}}, "fuse.weights.mystery_generator"),
-    ({"fuse": {"weights": {"cf_interactions": -0.5}}}, "fuse.weights.cf_interactions"),
-])
+@pytest.mark.parametrize(
+    ("override", "key"),
+    [
+        ({"augment": {"cf_interactions": {"per_user": -1}}}, "augment.cf_interactions.per_user"),
+        ({"augment": {"synthetic_users": {"n_users": -5}}}, "augment.synthetic_users.n_users"),
+        (
+            {"augment": {"sequence_aug": {"operations": ["crop", "explode"]}}},
+            "augment.sequence_aug.operations",
+        ),
+        ({"augment": {"mystery_generator": {}}}, "augment.mystery_generator"),
+        ({"fuse": {"weights": {"mystery_generator": 1.0}}}, "fuse.weights.mystery_generator"),
+        ({"fuse": {"weights": {"cf_interactions": -0.5}}}, "fuse.weights.cf_interactions"),
+    ],
+)
 def test_bad_configuration_fails_naming_the_key(override, key):
     with pytest.raises(ShopError, match=key.replace(".", r"\.")):
         load_params(overrides=override)

@@ -5,30 +5,12 @@ import shutil
 from pathlib import Path
 
 import mlflow
-import numpy as np
 import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
 from pipelines.core.config import load_params
 from training import tracking
-
-
-class TinyPyfunc(mlflow.pyfunc.PythonModel):
-    """A stand-in model: its folder holds `quality.json`; predict returns that quality once per input row."""
-
-    def load_context(self, context):
-        folder = Path(context.artifacts["model_dir"])
-        self.quality = json.loads((folder / "quality.json").read_text())["quality"]
-
-    def predict(self, context, model_input, params=None):
-        return np.full((len(model_input), 4), self.quality, dtype=np.float32)
-
-
-def tiny_model_dir(path: Path, quality: float) -> Path:
-    path.mkdir(parents=True, exist_ok=True)
-    (path / "quality.json").write_text(json.dumps({"quality": quality}))
-    return path
 
 
 @pytest.fixture(scope="session")

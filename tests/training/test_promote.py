@@ -6,8 +6,8 @@ import json
 import pandas as pd
 import pytest
 import yaml
-from conftest import TinyPyfunc, tiny_model_dir
 from mlflow import MlflowClient
+from mlflow_helpers import TinyPyfunc, tiny_model_dir
 from typer.testing import CliRunner
 
 from pipelines.core.errors import ShopError

@@ -4,8 +4,8 @@ import uuid
 
 import pandas as pd
 import pytest
-from conftest import TinyPyfunc, tiny_model_dir
 from mlflow import MlflowClient
+from mlflow_helpers import TinyPyfunc, tiny_model_dir
 
 from pipelines.core.config import load_params
 from training import promote, tracking

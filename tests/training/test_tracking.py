@@ -5,8 +5,8 @@ import time
 import mlflow
 import pandas as pd
 import pytest
-from conftest import TinyPyfunc, tiny_model_dir
 from mlflow import MlflowClient
+from mlflow_helpers import TinyPyfunc, tiny_model_dir
 
 from pipelines.core.errors import ShopError
 from training import tracking
@@ -116,3 +116,11 @@ def test_real_search_model_round_trips_through_registry(mlflow_params, data_root
     assert pyfunc.metadata.signature.inputs.input_names() == ["query"]
     np.testing.assert_allclose(pyfunc.predict(pd.DataFrame({"query": queries})),
                                model.encode_queries(queries), atol=1e-5)
+
+
+def test_params_win_over_uris_mlflow_itself_exported(mlflow_params, tmp_path):
+    first, _ = tracking.configure(mlflow_params.mlflow)
+    other = mlflow_params.model_copy(update={"mlflow": mlflow_params.mlflow.model_copy(
+        update={"tracking_uri": f"sqlite:///{tmp_path / 'second.db'}"})})
+    second, registry = tracking.configure(other.mlflow)
+    assert first.endswith("mlflow.db") and second.endswith("second.db") and registry == second

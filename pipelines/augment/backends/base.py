@@ -129,10 +129,10 @@ class TextGenerator(ABC):
     def generate(self, requests: list[Request]) -> list[list[str]]:
         """Return, per request, up to `request.n` cleaned non-empty texts (cached outputs reused)."""
         keys = [self.request_key(r) for r in requests]
-        cached = self.cache.get_many(list(dict.fromkeys(keys))) if self.cache else {}
+        cached = self.cache.get_many(list(dict.fromkeys(keys))) if self.cache is not None else {}
         todo = {k: r for k, r in zip(keys, requests, strict=True) if k not in cached}
         fresh = dict(zip(todo, self._generate(list(todo.values()), list(todo)), strict=True)) if todo else {}
-        if self.cache and fresh:
+        if self.cache is not None and fresh:
             self.cache.put_many(fresh)
         self.stats["requests"] += len(requests)
         self.stats["cache_hits"] += len(requests) - len(todo)
@@ -157,5 +157,5 @@ class TextGenerator(ABC):
                 "cache": self.stats}
 
     def close(self) -> None:
-        if self.cache:
+        if self.cache is not None:
             self.cache.close()
