@@ -43,7 +43,8 @@ def validate_table(df: pd.DataFrame, table: str, name: str) -> pd.DataFrame:
             is_time = dtype.startswith("datetime")
             out[column] = pd.to_datetime(out[column], utc=True) if is_time else out[column].astype(dtype)
         except (ValueError, TypeError) as exc:
-            raise ShopError(f"{name}: column '{column}' cannot be read as {dtype} ({str(exc).splitlines()[0]})") from None
+            reason = str(exc).splitlines()[0]
+            raise ShopError(f"{name}: column '{column}' cannot be read as {dtype} ({reason})") from None
     for column in NON_NULL_TEXT[table]:
         if out[column].isna().any():
             if table == "items" and column in ("title", "description", "category"):

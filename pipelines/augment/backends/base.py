@@ -58,6 +58,7 @@ def clean_output(text: str) -> str:
         for label in ("query:", "paraphrase:", "- ", "* "):
             if line.lower().startswith(label):
                 line = line[len(label):].strip()
+        line = line.strip('"\'`').strip()
         if line:
             return " ".join(line.lower().split())[:200]
     return ""
