@@ -28,8 +28,12 @@ TARGET_P99_MS = {"sqlite": 1.0, "redis": 2.0}  # one entity (issue 3)
 
 def _percentiles(samples_ns: list[int]) -> dict:
     ms = np.asarray(samples_ns) / 1e6
-    return {"p50": round(float(np.percentile(ms, 50)), 3), "p99": round(float(np.percentile(ms, 99)), 3),
-            "mean": round(float(ms.mean()), 3), "calls": len(ms)}
+    return {
+        "p50": round(float(np.percentile(ms, 50)), 3),
+        "p99": round(float(np.percentile(ms, 99)), 3),
+        "mean": round(float(ms.mean()), 3),
+        "calls": len(ms),
+    }
 
 
 def _time_calls(call, batches: list[list[str]], warmup: int = 30) -> dict:
@@ -43,8 +47,9 @@ def _time_calls(call, batches: list[list[str]], warmup: int = 30) -> dict:
     return _percentiles(samples)
 
 
-def measure(client: OnlineFeatureClient, user_ids: list[str], sizes: list[int], repeats: int, sdk_repeats: int,
-            seed: int) -> dict:
+def measure(
+    client: OnlineFeatureClient, user_ids: list[str], sizes: list[int], repeats: int, sdk_repeats: int, seed: int
+) -> dict:
     """Latency per path and batch size: `client` (DataFrame + defaults, what serving calls), `store_read`
     (the store's online_read alone) and `feast_sdk` (FeatureStore.get_online_features, for reference)."""
     rng = np.random.default_rng(seed)
@@ -83,8 +88,10 @@ def _stores(features_dir: Path):
         sqlite_yaml.write_text((repo_root() / "features" / "feature_store.yaml").read_text())
         redis_yaml = root / "features" / "feature_store.production.yaml"
         redis_yaml.write_text((repo_root() / "features" / "feature_store.production.yaml").read_text())
-        env = {"SHOP_FEAST_PROJECT": f"shopaug_bench_{uuid.uuid4().hex[:8]}",
-               "SHOP_FEAST_REGISTRY_URL": os.environ.get("SHOP_FEAST_REGISTRY_URL", f"sqlite:///{root}/registry.db")}
+        env = {
+            "SHOP_FEAST_PROJECT": f"shopaug_bench_{uuid.uuid4().hex[:8]}",
+            "SHOP_FEAST_REGISTRY_URL": os.environ.get("SHOP_FEAST_REGISTRY_URL", f"sqlite:///{root}/registry.db"),
+        }
         old = {k: os.environ.get(k) for k in env}
         os.environ.update(env)
         try:
@@ -101,19 +108,25 @@ def _stores(features_dir: Path):
 
 def markdown(result: dict) -> str:
     """The README table: p50 / p99 in ms per store, path and batch size, then materialisation times."""
-    lines = ["| store | path | 1 user p50 / p99 | 10 users p50 / p99 | 100 users p50 / p99 |",
-             "| --- | --- | --- | --- | --- |"]
+    lines = [
+        "| store | path | 1 user p50 / p99 | 10 users p50 / p99 | 100 users p50 / p99 |",
+        "| --- | --- | --- | --- | --- |",
+    ]
     for store, by_size in result["latency_ms"].items():
         for path in ("client", "store_read", "feast_sdk"):
             cells = [f"{by_size[s][path]['p50']:.2f} / {by_size[s][path]['p99']:.2f}" for s in ("1", "10", "100")]
             lines.append(f"| {store} | {path} | " + " | ".join(cells) + " |")
     mat = result["materialize_s"]
     lines.append("")
-    lines.append(f"Materialisation of the full tables ({result['rows']['user_features']:,} user + "
-                 f"{result['rows']['item_features']:,} item snapshot rows, latest per entity loaded): "
-                 f"SQLite {mat['sqlite']:.1f} s, Redis {mat['redis']:.1f} s. Targets (1 user, client p99): "
-                 + ", ".join(f"{k} ≤ {v} ms: {'met' if result['targets_met'][k] else 'missed'}"
-                             for k, v in TARGET_P99_MS.items()) + ".")
+    lines.append(
+        f"Materialisation of the full tables ({result['rows']['user_features']:,} user + "
+        f"{result['rows']['item_features']:,} item snapshot rows, latest per entity loaded): "
+        f"SQLite {mat['sqlite']:.1f} s, Redis {mat['redis']:.1f} s. Targets (1 user, client p99): "
+        + ", ".join(
+            f"{k} ≤ {v} ms: {'met' if result['targets_met'][k] else 'missed'}" for k, v in TARGET_P99_MS.items()
+        )
+        + "."
+    )
     return "\n".join(lines) + "\n"
 
 
@@ -130,10 +143,12 @@ def main(
     if not (features_dir / "user_features.parquet").exists():
         raise ShopError(f"{features_dir}: no user_features.parquet; run `python -m features.build` first")
     users = pd.read_parquet(features_dir / "user_features.parquet", columns=["user_id"])["user_id"].unique()
-    rows = {name: len(pd.read_parquet(features_dir / f"{name}.parquet", columns=["event_timestamp"]))
-            for name in ("user_features", "item_features")}
-    result = {"machine": {"cpus": os.cpu_count(), "load_avg_before": os.getloadavg(), "python": platform.python_version()},
-              "rows": rows, "users": len(users), "materialize_s": {}, "latency_ms": {}}
+    rows = {
+        name: len(pd.read_parquet(features_dir / f"{name}.parquet", columns=["event_timestamp"]))
+        for name in ("user_features", "item_features")
+    }
+    machine = {"cpus": os.cpu_count(), "load_avg_before": os.getloadavg(), "python": platform.python_version()}
+    result = {"machine": machine, "rows": rows, "users": len(users), "materialize_s": {}, "latency_ms": {}}
     with _stores(features_dir) as configs:
         for name, config in configs.items():
             timings = load_to_store(features_dir, config)

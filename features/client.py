@@ -9,7 +9,6 @@ from feast import FeatureStore
 from feast.data_source import PushMode
 from feast.protos.feast.types.EntityKey_pb2 import EntityKey
 from feast.protos.feast.types.Value_pb2 import Value
-from feast.type_map import feast_value_type_to_python_type
 from feast.types import Float32, Int64
 
 from features import definitions
@@ -44,9 +43,8 @@ class OnlineFeatureClient:
         self.store = store or open_store(config)
         self._provider = self.store._get_provider()
         self._views = {kind: self.store.get_feature_view(name) for kind, (name, _, _) in VIEWS.items()}
-        self._defaults = {
-            kind: {f.name: _default(f) for f in fields} for kind, (_, _, fields) in VIEWS.items()
-        }
+        self._dtypes = {kind: {f.name: _numpy_dtype(f) for f in fields} for kind, (_, _, fields) in VIEWS.items()}
+        self._defaults = {kind: {f.name: _default(f) for f in fields} for kind, (_, _, fields) in VIEWS.items()}
 
     def get_user_features(
         self, user_ids: list[str], features: list[str] | None = None
@@ -66,9 +64,7 @@ class OnlineFeatureClient:
             return list(known)
         unknown = [f for f in features if f not in known]
         if unknown:
-            raise ShopError(
-                f"feature view '{VIEWS[kind][0]}' has no feature(s) {unknown}; known: {', '.join(known)}"
-            )
+            raise ShopError(f"feature view '{VIEWS[kind][0]}' has no feature(s) {unknown}; known: {', '.join(known)}")
         return list(features)
 
     def _read(self, kind: str, ids: list[str], features: list[str] | None):
@@ -91,8 +87,13 @@ class OnlineFeatureClient:
                 continue
             stamps[entity_id] = ts
             found[entity_id] = [_python(values.get(n), defaults[n]) for n in names]
-        table = pd.DataFrame([found[i] for i in ids], columns=names)
-        table.insert(0, key, ids)
+        # Column-wise typed arrays: several times cheaper than letting pandas infer types row by row.
+        ordered = [found[i] for i in ids]
+        dtypes = self._dtypes[kind]
+        columns = {key: np.array(ids, dtype=object)}
+        for j, name in enumerate(names):
+            columns[name] = np.fromiter((r[j] for r in ordered), dtype=dtypes[name], count=len(ordered))
+        table = pd.DataFrame(columns, copy=False)
         return table, defaulted, stamps
 
     def push_purchases(self, purchases: pd.DataFrame) -> pd.DataFrame:
@@ -160,10 +161,7 @@ class OnlineFeatureClient:
         ).astype(str)
         counts = {
             **{f"share_{b}": int((hours == b).sum()) for b in definitions.HOUR_BUCKETS},
-            **{
-                f"share_{d}": int((lines["ts"].dt.dayofweek == i).sum())
-                for i, d in enumerate(definitions.WEEKDAYS)
-            },
+            **{f"share_{d}": int((lines["ts"].dt.dayofweek == i).sum()) for i, d in enumerate(definitions.WEEKDAYS)},
             **{
                 f"share_cluster_{k}": int((lines["text_cluster"] == k).sum())
                 for k in range(definitions.N_TEXT_CLUSTERS)
@@ -182,10 +180,15 @@ class OnlineFeatureClient:
         return row
 
 
+def _numpy_dtype(field) -> object:
+    return {Int64: np.int64, Float32: np.float32}.get(field.dtype, object)
+
+
 def _python(value: Value | None, default):
-    if value is None or value.WhichOneof("val") is None:
+    kind = value.WhichOneof("val") if value is not None else None
+    if kind is None:
         return default
-    converted = feast_value_type_to_python_type(value)
-    if isinstance(converted, float) and np.isnan(converted):
+    converted = getattr(value, kind)  # the scalar field itself (int64_val, float_val, string_val)
+    if converted != converted:  # NaN
         return default
     return converted

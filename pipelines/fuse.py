@@ -124,9 +124,9 @@ def _cap(
     rows.
 
     Each group draws its priority from a stream fixed per generator, so every generator keeps about the same
-    fraction of its rows. Rows that replace a real row (`_replaces_real`) are kept and not counted.
+    fraction of its rows. Rows that replace a real row (`relabels_real`) are kept and not counted.
     """
-    extra = {g: p[~p["_replaces_real"]] if "_replaces_real" in p.columns else p for g, p in parts.items()}
+    extra = {g: p[~p["relabels_real"]] if "relabels_real" in p.columns else p for g, p in parts.items()}
     n_base = n_real + sum(len(parts[g]) - len(extra[g]) for g in parts)
     total = sum(len(p) for p in extra.values())
     allowed = int(np.floor(share / (1 - share) * n_base))
@@ -153,8 +153,8 @@ def _cap(
     out = {}
     for generator, part in parts.items():
         kept = part[group_col].astype(str).map(lambda g, gen=generator: (gen, g) in keep)
-        if "_replaces_real" in part.columns:
-            kept |= part["_replaces_real"]
+        if "relabels_real" in part.columns:
+            kept |= part["relabels_real"]
         out[generator] = part[kept.to_numpy(dtype=bool)]
         stats[generator].capped = len(part) - len(out[generator])
     return out
@@ -275,7 +275,7 @@ def clean_queries(
         if generator in REPLACES_PARENT:
             replaced[generator] = set(real_pairs.reindex(keys[on_real]).astype(int))
             stats[generator].replaced_real = len(replaced[generator])
-            df = df.assign(_replaces_real=on_real)
+            df = df.assign(relabels_real=on_real)
             on_real = np.zeros(len(df), dtype=bool)
         stats[generator].duplicates = int(on_real.sum())
         parts[generator] = df[~(on_real | leaked)]
@@ -292,7 +292,7 @@ def fuse_queries(
     """Return real + synthetic (query, item) pairs (weighted, deduplicated, capped) and per-generator
     stats."""
     frame, stats = assemble(clean_queries(real, synthetic, fp, held_out_queries), list(synthetic), fp, seed)
-    return frame.drop(columns=["query_norm", "_replaces_real"], errors="ignore"), stats
+    return frame.drop(columns=["query_norm"], errors="ignore"), stats
 
 
 def build_variants(
@@ -305,18 +305,27 @@ def build_variants(
     """Return {variant: frame} and {variant: per-generator stats}: noaug, aug, synthetic_only,
     minus_<generator>."""
     rows_from = [g for g in active if g in cleaned.parts]
-    variants: dict[str, pd.DataFrame] = {"noaug": cleaned.real}
+    real = cleaned.real.assign(relabels_real=False) if task == "search" else cleaned.real
+    variants: dict[str, pd.DataFrame] = {"noaug": real}
     reports: dict[str, dict] = {"noaug": {}}
 
     def add(name: str, generators: list[str]) -> None:
         frame, stats = assemble(cleaned, generators, fp, seed)
-        variants[name] = frame.drop(columns=["query_norm", "_replaces_real"], errors="ignore")
+        frame = frame.drop(columns=["query_norm"], errors="ignore")
+        if task == "search":  # kept on the rows: smoothed labels of real pairs are not extra examples
+            frame["relabels_real"] = frame.get("relabels_real", pd.Series(False, index=frame.index))
+            frame["relabels_real"] = frame["relabels_real"].astype("boolean").fillna(False).astype(bool)
+        variants[name] = frame
         reports[name] = {g: vars(st) for g, st in stats.items()}
 
     add("aug", rows_from)
     if task == "search" and rows_from:
-        variants["synthetic_only"] = variants["aug"][variants["aug"]["is_synthetic"]]
-        reports["synthetic_only"] = reports["aug"]
+        aug = variants["aug"]
+        only = aug[aug["is_synthetic"] & ~aug["relabels_real"]]
+        if len(only):
+            variants["synthetic_only"], reports["synthetic_only"] = only, reports["aug"]
+        else:
+            log.warning("fuse: no synthetic %s rows survived (cap or dedup); synthetic_only not written", task)
     for generator in active:
         if generator in rows_from:
             add(f"minus_{generator}", [g for g in rows_from if g != generator])
@@ -340,11 +349,13 @@ def write_task(
         for name, frame in variants.items():
             checked = validate_table(frame, TABLE[task], f"{task}/{name}.parquet")
             checked.to_parquet(tmp / f"{name}.parquet", index=False)
-            synthetic = checked[checked["is_synthetic"]]
+            relabel = checked["relabels_real"] if "relabels_real" in checked.columns else False
+            synthetic = checked[checked["is_synthetic"] & ~relabel]
             manifest["variants"][name] = {
                 "path": str((shown_dir or out_dir) / f"{name}.parquet"),
                 "rows": len(checked),
                 "real_rows": int((~checked["is_synthetic"]).sum()),
+                "relabelled_real_rows": int((checked["is_synthetic"] & relabel).sum()),
                 "synthetic_rows": len(synthetic),
                 "synthetic_share": round(len(synthetic) / max(len(checked), 1), 4),
                 "rows_by_source": checked["source"].value_counts().sort_index().to_dict(),

@@ -182,6 +182,19 @@ class ServingEngine:
                 changed.append(bundle.registered_name)
             return changed
 
+    def reload_in_background(self) -> bool:
+        """Start `reload` in a thread unless one runs already; return whether this call started it."""
+        if self._reload_lock.locked():
+            return False
+        threading.Thread(target=self._reload_logged, name="champion-reload", daemon=True).start()
+        return True
+
+    def _reload_logged(self) -> None:
+        try:
+            logger.info("reload: changed %s", self.reload())
+        except Exception:
+            logger.exception("reload failed, still serving %s", self.versions())
+
     def poll_forever(self, stop: threading.Event) -> None:
         """Reload every `reload_poll_s` seconds until `stop` is set; registry outages are logged, not fatal."""
         while not stop.wait(self.params.reload_poll_s):

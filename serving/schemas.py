@@ -94,5 +94,5 @@ class ModelVersions(BaseModel):
 
 
 class ReloadResponse(BaseModel):
-    changed: list[str]
-    versions: ModelVersions
+    status: Literal["started", "already_running"]
+    versions: ModelVersions = Field(description="versions served now; poll /ping to see the switch")

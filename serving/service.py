@@ -88,13 +88,14 @@ class Shopaug:
 
     @bentoml.api(route="/admin/reload")
     def admin_reload(self, ctx: bentoml.Context) -> ReloadResponse:
-        """Switch to the versions the registry's champion alias points to now (Bearer $SHOPAUG_ADMIN_TOKEN)."""
+        """Start switching to the versions the champion alias points to now (Bearer $SHOPAUG_ADMIN_TOKEN);
+        the new catalogue index is built in the background and swapped in whole, so no request fails."""
         token = os.environ.get("SHOPAUG_ADMIN_TOKEN", "")
         given = ctx.request.headers.get("authorization", "").removeprefix("Bearer ").strip()
         if not token or not hmac.compare_digest(given.encode(), token.encode()):
             raise BentoMLException("admin token missing or wrong", error_code=HTTPStatus.UNAUTHORIZED)
-        changed = self.engine.reload()
-        return ReloadResponse(changed=changed, versions=self.engine.versions())
+        started = self.engine.reload_in_background()
+        return ReloadResponse(status="started" if started else "already_running", versions=self.engine.versions())
 
     @bentoml.on_shutdown
     def _close(self) -> None:

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pipelines.core.encoder import TextEncoder, load_encoder, mean_pool, resolve_encoder
+from pipelines.core.encoder import load_encoder, mean_pool
 from pipelines.core.errors import ShopError
 
 log = logging.getLogger(__name__)
@@ -27,22 +27,6 @@ def item_texts(items: pd.DataFrame) -> list[str]:
     cols = [c for c in ("title", "category", "description") if c in items.columns]
     parts = items[cols].fillna("").astype(str)
     return [" | ".join(p for p in row if p.strip()) for row in parts.itertuples(index=False)]
-
-
-def cached_text_embeddings(texts: list[str], model: str, max_length: int, cache_dir: Path | None,
-                           batch_size: int = 256) -> np.ndarray:
-    """Frozen-encoder unit vectors for `texts`, read from / written to an .npy cache keyed by model, length, texts."""
-    key = hashlib.sha256("\n".join([resolve_encoder(model), str(max_length), *texts]).encode()).hexdigest()[:20]
-    path = Path(cache_dir) / f"{key}.npy" if cache_dir else None
-    if path is not None and path.exists():
-        return np.load(path)
-    vectors = TextEncoder(model, max_length, batch_size).encode(texts, progress=len(texts) > 5000)
-    if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{np.random.randint(1 << 30)}.tmp.npy")
-        np.save(tmp, vectors)
-        tmp.replace(path)
-    return vectors
 
 
 def _layer_list(encoder: nn.Module, n_layers: int) -> nn.ModuleList:
@@ -288,6 +272,7 @@ class TwoTower(nn.Module):
         self.user_out = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, dim))
         self.repeat_dims = repeat_dims
         self.repeat_mlp = nn.Sequential(nn.Linear(REPEAT_FEATURES, 32), nn.GELU(), nn.Linear(32, 1))
+        nn.init.constant_(self.repeat_mlp[2].bias, 2.0)  # start near "every past item gets a boost"
         self.log_scale = nn.Parameter(torch.tensor(float(np.log(1 / temperature))))
 
     def item_vectors(self, text: torch.Tensor, buckets: torch.Tensor) -> torch.Tensor:

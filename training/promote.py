@@ -10,6 +10,7 @@ back to the version it replaced.
 import datetime as dt
 import json
 import logging
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
@@ -224,7 +225,19 @@ def run_promotion(
     params = load_params(params_path)
     tracking.configure(params.mlflow)
     evaluate = harness_evaluator(params)
-    records = {t: promote_task(params, t, evaluate) for t in (task or params.promote.tasks)}
+    experiment = os.environ.get(tracking.DVC_EXPERIMENT_ENV)
+    records = {}
+    for name in task or params.promote.tasks:
+        if experiment:  # sweeps must not move the production alias
+            records[name] = {"task": name, "decision": "skipped", "promote": False,
+                             "reason": f"inside dvc experiment '{experiment}': aliases move only outside sweeps"}
+            continue
+        try:
+            records[name] = promote_task(params, name, evaluate)
+        except ShopError as exc:
+            if task or "no @challenger" not in str(exc):
+                raise
+            records[name] = {"task": name, "decision": "skipped", "promote": False, "reason": str(exc)}
     write_json(records, out)
     for t, record in records.items():
         typer.echo(f"{t}: {record['decision']} ({record['reason']})")

@@ -65,7 +65,9 @@ class FrozenTextVectors:
         path = self.cache_dir / f"{key}.npy" if self.cache_dir else None
         if path is not None and path.exists():
             return np.load(path)
-        vectors = self.encoder.encode(list(texts), progress=len(texts) > 5000)
+        order = np.argsort([len(t) for t in texts], kind="stable")  # similar lengths per batch: little padding
+        vectors = np.empty((len(texts), self.encoder.dim), dtype=np.float32)
+        vectors[order] = self.encoder.encode([texts[i] for i in order], progress=len(texts) > 5000)
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.parent / f".{key}.{np.random.randint(1 << 30)}.npy"

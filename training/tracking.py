@@ -35,6 +35,7 @@ CHALLENGER = "challenger"
 CHAMPION = "champion"
 MODEL_ARTIFACT = "model"  # name of the logged model inside a run; the saved folder is at <model>/artifacts/model_dir
 MODEL_DIR_KEY = "model_dir"
+DVC_EXPERIMENT_ENV = "DVC_EXP_NAME"  # set by `dvc exp run`
 RUN_RECORD = "mlflow.json"  # written into the model folder: which run/version logged it
 TASKS = ("retail", "search")
 GENERATORS = (
@@ -85,6 +86,19 @@ def configure(cfg: MlflowParams) -> tuple[str, str]:
     for name, value in user.items():
         _APPLIED[name] = (os.environ.get(name), value is not None)
     return tracking, registry
+
+
+def ensure_configured() -> None:
+    """Configure MLflow from params.yaml unless the process (or $MLFLOW_TRACKING_URI) already chose a store.
+
+    Lets `models:/` URIs resolve against the project's registry from any caller (evaluate CLI, serving).
+    """
+    from mlflow.tracking._tracking_service.utils import is_tracking_uri_set
+
+    if not is_tracking_uri_set():
+        from pipelines.core.config import load_params
+
+        configure(load_params().mlflow)
 
 
 def ensure_experiment(cfg: MlflowParams) -> str:
@@ -401,9 +415,14 @@ class TrainingRun:
             or "none",
         }.items():
             self.client.set_model_version_tag(name, version, key, str(value))
-        self.client.set_registered_model_alias(name, CHALLENGER, version)
+        experiment = os.environ.get(DVC_EXPERIMENT_ENV)
+        if experiment:  # a sweep point: registered for lineage, but aliases move only in the workspace pipeline
+            self.client.set_model_version_tag(name, version, "dvc_experiment", experiment)
+            log.info("registered %s version %s (dvc experiment %s: no alias moved)", name, version, experiment)
+        else:
+            self.client.set_registered_model_alias(name, CHALLENGER, version)
+            log.info("registered %s version %s as @%s", name, version, CHALLENGER)
         self.model_version = self.client.get_model_version(name, version)
-        log.info("registered %s version %s as @%s", name, version, CHALLENGER)
         return self.model_version
 
 
@@ -440,6 +459,8 @@ def start_run(
     run_tags = {"task": task, "variant": variant, "git_commit": commit or "unknown", "git_dirty": str(dirty)}
     if commit:
         run_tags["mlflow.source.git.commit"] = commit
+    if os.environ.get(DVC_EXPERIMENT_ENV):
+        run_tags["dvc_experiment"] = os.environ[DVC_EXPERIMENT_ENV]
     run_tags.update({k: str(v) for k, v in (tags or {}).items()})
     if cfg.system_metrics:
         mlflow.set_system_metrics_sampling_interval(cfg.system_metrics_interval_s)
@@ -531,6 +552,7 @@ def run_record(model_dir: str | Path) -> dict | None:
 def download_model_dir(model_uri: str, dst: str | Path | None = None) -> Path:
     """Download a logged/registered model (`models:/shopaug-search@champion`, `runs:/...`) and return the
     saved model folder it wraps, byte for byte as the training code wrote it."""
+    ensure_configured()
     dst = Path(dst) if dst else Path(tempfile.mkdtemp(prefix="shopaug-model-"))
     try:
         root = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=str(dst)))
@@ -553,6 +575,7 @@ def resolve_version(model_uri: str) -> ModelVersion:
     if not match:
         raise ShopError(f"{model_uri}: expected models:/<name>@<alias> or models:/<name>/<version>")
     name, alias, version = match.groups()
+    ensure_configured()
     client = MlflowClient()
     try:
         return client.get_model_version_by_alias(name, alias) if alias else client.get_model_version(name, version)

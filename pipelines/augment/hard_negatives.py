@@ -27,17 +27,22 @@ app = typer.Typer(add_completion=False, help=__doc__)
 GENERATOR = "hard_negatives"
 
 
-def generate_hard_negatives(train: pd.DataFrame, items: pd.DataFrame, hp: HardNegativesParams,
-                            seed: int) -> tuple[pd.DataFrame, dict]:
+def generate_hard_negatives(
+    train: pd.DataFrame, items: pd.DataFrame, hp: HardNegativesParams, seed: int
+) -> tuple[pd.DataFrame, dict]:
     """Return (canonical rows with a `kind` column: smoothed | hard_negative, stats)."""
-    distinct = take(train.drop_duplicates("query_id")[["query_id", "query"]], hp.max_queries, seed, "query_id")
+    distinct = take(
+        train.drop_duplicates("query_id")[["query_id", "query"]], hp.max_queries, seed, "query_id"
+    )
     chosen = train[train["query_id"].isin(set(distinct["query_id"]))]
     frames = []
     if hp.smoothing > 0:
         mean = float(train["relevance"].mean())
         smoothed = chosen[["query_id", "query", "item_id", "relevance"]].assign(
-            relevance=lambda d: (1 - hp.smoothing) * d["relevance"] + hp.smoothing * mean, kind="smoothed",
-            bm25_rank=-1)
+            relevance=lambda d: (1 - hp.smoothing) * d["relevance"] + hp.smoothing * mean,
+            kind="smoothed",
+            bm25_rank=-1,
+        )
         frames.append(smoothed)
     negatives = 0
     if hp.negatives_per_query > 0:
@@ -45,20 +50,32 @@ def generate_hard_negatives(train: pd.DataFrame, items: pd.DataFrame, hp: HardNe
         hits = BM25Index(items).top_k(distinct["query"].astype(str).tolist(), hp.mine_top_k)
         rows = []
         for qid, text, ranked in zip(distinct["query_id"], distinct["query"], hits, strict=True):
-            unjudged = [(rank, item) for rank, (item, _) in enumerate(ranked) if item not in judged.get(qid, ())]
-            for rank, item in unjudged[hp.skip_top:hp.skip_top + hp.negatives_per_query]:
+            unjudged = [
+                (rank, item) for rank, (item, _) in enumerate(ranked) if item not in judged.get(qid, ())
+            ]
+            for rank, item in unjudged[hp.skip_top : hp.skip_top + hp.negatives_per_query]:
                 rows.append((qid, text, item, hp.negative_relevance, "hard_negative", rank))
         negatives = len(rows)
         if rows:
-            frames.append(pd.DataFrame(rows, columns=["query_id", "query", "item_id", "relevance", "kind",
-                                                      "bm25_rank"]))
+            frames.append(
+                pd.DataFrame(rows, columns=["query_id", "query", "item_id", "relevance", "kind", "bm25_rank"])
+            )
     if not frames:
-        raise ShopError("augment.hard_negatives: smoothing and negatives_per_query are both 0; nothing to generate")
+        raise ShopError(
+            "augment.hard_negatives: smoothing and negatives_per_query are both 0; nothing to generate"
+        )
     out = pd.concat(frames, ignore_index=True)
     out = out.assign(parent_id=out["query_id"]).reset_index(drop=True)
-    stats = {"queries": len(distinct), "smoothed": int((out["kind"] == "smoothed").sum()), "hard_negatives": negatives,
-             "queries_without_negatives": int(len(distinct) - out.loc[out["kind"] == "hard_negative", "query_id"]
-                                              .nunique()) if hp.negatives_per_query else None}
+    stats = {
+        "queries": len(distinct),
+        "smoothed": int((out["kind"] == "smoothed").sum()),
+        "hard_negatives": negatives,
+        "queries_without_negatives": int(
+            len(distinct) - out.loc[out["kind"] == "hard_negative", "query_id"].nunique()
+        )
+        if hp.negatives_per_query
+        else None,
+    }
     return out, stats
 
 
@@ -68,7 +85,8 @@ def main(
     train: Annotated[Path, typer.Option(help="real TRAINING queries (never valid/test)")] = TRAIN_QUERIES,
     items: Annotated[Path, typer.Option(help="the search catalogue mined for negatives")] = CATALOGUE,
     out: Annotated[Path, typer.Option(help="synthetic table; its manifest goes beside it")] = Path(
-        "data/synthetic/hard_negatives.parquet"),
+        "data/synthetic/hard_negatives.parquet"
+    ),
 ) -> None:
     """Smooth graded labels and mine BM25 hard negatives for real training queries."""
     started = time.perf_counter()
@@ -76,9 +94,19 @@ def main(
     hp = config.augment.hard_negatives
     train_df, items_df = load_search_training(train, items)
     rows, stats = generate_hard_negatives(train_df, items_df, hp, config.seed)
-    write_synthetic(rows, out, "queries", generator=GENERATOR, params={"hard_negatives": hp.model_dump()},
-                    seed=config.seed, inputs=[train, items], started=started, backend=None,
-                    model_id="bm25 (bm25s, k1=1.5, b=0.75)", extra=stats)
+    write_synthetic(
+        rows,
+        out,
+        "queries",
+        generator=GENERATOR,
+        params={"hard_negatives": hp.model_dump()},
+        seed=config.seed,
+        inputs=[train, items],
+        started=started,
+        backend=None,
+        model_id="bm25 (bm25s, k1=1.5, b=0.75)",
+        extra=stats,
+    )
     log.info("hard_negatives: %s", stats)
 
 

@@ -122,7 +122,7 @@ def enrich_by_llm(items: pd.DataFrame, params: Params) -> pd.DataFrame:
             "augment.item_enrichment.use_llm: needs augment.backend.name huggingface or openai "
             "(the offline backend cannot write descriptions)"
         )
-    generator = backends.make_generator(params.augment.backend, seed=params.seed)
+    generator = backends.make_backend(params.augment.backend, params.seed, root=repo_root())
     band = price_band(items["price"], params.augment.item_enrichment.price_bands)
     stems = [f"Product title: {t}\nPrice band: {b}\n" for t, b in zip(items["title"], band, strict=True)]
     categories = generator.complete([s + "Give a product category of 1-3 words. Category:" for s in stems])

@@ -34,9 +34,16 @@ log = logging.getLogger(__name__)
 app = typer.Typer(add_completion=False, help=__doc__)
 GENERATOR = "query_rewrites"
 _ROWS = ["qwertyuiop", "asdfghjkl", "zxcvbnm"]
-KEYBOARD = {c: "".join(_ROWS[r2][c2] for r2 in range(3) for c2 in range(len(_ROWS[r2]))
-                       if (r2, c2) != (r, i) and abs(r2 - r) <= 1 and abs(c2 - i) <= 1)
-            for r, row in enumerate(_ROWS) for i, c in enumerate(row)}
+KEYBOARD = {
+    c: "".join(
+        _ROWS[r2][c2]
+        for r2 in range(3)
+        for c2 in range(len(_ROWS[r2]))
+        if (r2, c2) != (r, i) and abs(r2 - r) <= 1 and abs(c2 - i) <= 1
+    )
+    for r, row in enumerate(_ROWS)
+    for i, c in enumerate(row)
+}
 _SPLITTERS = frozenset({"with", "for", "and", "in", "w/"})
 _CLOZE_MIN_SIMILARITY = 0.35  # a contextual substitute must still be about the same thing
 
@@ -61,11 +68,11 @@ def keyboard_typo(query: str, rate: float, rng: np.random.Generator) -> str:
                 pass  # dropped letter
             elif kind == 2:
                 out.extend([c, c])
-            elif i + 1 < len(chars) and chars[i + 1].isalpha():
+            elif i + 1 < len(chars) and chars[i + 1].isalpha() and chars[i + 1] != c:
                 out.extend([chars[i + 1], c])
                 i += 1
             else:
-                out.append(c)
+                out.extend([c, c])  # no distinct next letter to transpose with: double instead
         else:
             out.append(c)
         i += 1
@@ -75,14 +82,16 @@ def keyboard_typo(query: str, rate: float, rng: np.random.Generator) -> str:
 def split_recombine(tokens: list[str], rng: np.random.Generator) -> str | None:
     """Head noun plus a non-empty proper subset of the attributes, e.g. `white 36 in vanity` -> `white vanity`."""
     cut = next((i for i, t in enumerate(tokens) if t in _SPLITTERS and i > 0), len(tokens))
-    head_part, rest = tokens[:cut], tokens[cut + 1:]
+    head_part, rest = tokens[:cut], tokens[cut + 1 :]
     if len(head_part) < 2 and not rest:
         return None
     head, attributes = head_part[-1], head_part[:-1] + rest
     if not attributes:
         return None
     size = int(rng.integers(1, len(attributes))) if len(attributes) > 1 else 1
-    keep = sorted(rng.choice(len(attributes), size=size, replace=False).tolist()) if len(attributes) > 1 else []
+    keep = (
+        sorted(rng.choice(len(attributes), size=size, replace=False).tolist()) if len(attributes) > 1 else []
+    )
     pre = [a for j, a in enumerate(head_part[:-1]) if j in keep]
     post = [a for j, a in enumerate(rest, start=len(head_part) - 1) if j in keep]
     out = " ".join(pre + [head] + post)
@@ -91,8 +100,11 @@ def split_recombine(tokens: list[str], rng: np.random.Generator) -> str | None:
 
 def word_vectors(vocab: list[str], encoder_model: str, cache_dir: Path | None) -> np.ndarray:
     """MiniLM vectors of single words; cached per (encoder, word) under `cache_dir` so re-runs skip the encoder."""
-    cache = Path(cache_dir) / f"word_vectors-{hashlib.sha256(encoder_model.encode()).hexdigest()[:12]}.npz" \
-        if cache_dir else None
+    cache = (
+        Path(cache_dir) / f"word_vectors-{hashlib.sha256(encoder_model.encode()).hexdigest()[:12]}.npz"
+        if cache_dir
+        else None
+    )
     known: dict[str, np.ndarray] = {}
     if cache and cache.exists():
         with np.load(cache) as stored:
@@ -115,8 +127,16 @@ def word_vectors(vocab: list[str], encoder_model: str, cache_dir: Path | None) -
 class WordSpace:
     """Catalogue vocabulary with MiniLM word vectors (neighbours) and a masked-word cloze model (context)."""
 
-    def __init__(self, items: pd.DataFrame, train_queries: list[str], neighbours: int, min_similarity: float,
-                 encoder_model: str = "minilm", min_count: int = 10, cache_dir: Path | None = None):
+    def __init__(
+        self,
+        items: pd.DataFrame,
+        train_queries: list[str],
+        neighbours: int,
+        min_similarity: float,
+        encoder_model: str = "minilm",
+        min_count: int = 10,
+        cache_dir: Path | None = None,
+    ):
         titles = items["title"].astype(str).tolist()
         doc_freq = Counter(w for t in titles for w in set(words(t)) if w.isalpha() and len(w) >= 3)
         query_words = {w for q in train_queries for w in words(q)}
@@ -127,12 +147,15 @@ class WordSpace:
         self.neighbours: dict[str, list[tuple[str, float]]] = {}
         sources = [w for w in vocab if w in query_words]
         for start in range(0, len(sources), 1024):
-            part = sources[start:start + 1024]
+            part = sources[start : start + 1024]
             sims = vectors[[self.index[w] for w in part]] @ vectors.T
-            top = np.argsort(-sims, axis=1)[:, :neighbours + 6]
+            top = np.argsort(-sims, axis=1)[:, : neighbours + 6]
             for row, word in enumerate(part):
-                found = [(vocab[j], float(sims[row, j])) for j in top[row]
-                         if norm(vocab[j]) != norm(word) and sims[row, j] >= min_similarity][:neighbours]
+                found = [
+                    (vocab[j], float(sims[row, j]))
+                    for j in top[row]
+                    if norm(vocab[j]) != norm(word) and sims[row, j] >= min_similarity
+                ][:neighbours]
                 if found:
                     self.neighbours[word] = found
         # cloze counts: which words appear between a left and a right neighbour in real text
@@ -161,15 +184,18 @@ class WordSpace:
             return None
         similarity = similarity[similarity >= _CLOZE_MIN_SIMILARITY]
         n_fwd, n_bwd = sum(fwd.values()) + 1, sum(bwd.values()) + 1
-        score = np.array([np.log((fwd[w] + 0.1) / n_fwd) + np.log((bwd[w] + 0.1) / n_bwd) for w in candidates])
+        score = np.array(
+            [np.log((fwd[w] + 0.1) / n_fwd) + np.log((bwd[w] + 0.1) / n_bwd) for w in candidates]
+        )
         score = score + 8.0 * similarity
         best = np.argsort(-score)[:top]
         weights = np.exp(score[best] - score[best].max())
         return candidates[int(best[rng.choice(len(best), p=weights / weights.sum())])]
 
 
-def rewrite(query: str, operation: str, rng: np.random.Generator, space: WordSpace | None,
-            typo_rate: float) -> str | None:
+def rewrite(
+    query: str, operation: str, rng: np.random.Generator, space: WordSpace | None, typo_rate: float
+) -> str | None:
     """One rewrite of `query` by `operation` (not paraphrase), or None when the operation does not apply."""
     tokens = words(query)
     if operation == "typo":
@@ -206,9 +232,15 @@ def _rng(seed: int, text: str) -> np.random.Generator:
     return np.random.default_rng([seed, int(hashlib.sha256(text.encode()).hexdigest()[:15], 16)])
 
 
-def generate_query_rewrites(train: pd.DataFrame, items: pd.DataFrame, rp: QueryRewritesParams,
-                            backend: TextGenerator | None, seed: int, encoder_model: str = "minilm",
-                            cache_dir: Path | None = None) -> tuple[pd.DataFrame, dict]:
+def generate_query_rewrites(
+    train: pd.DataFrame,
+    items: pd.DataFrame,
+    rp: QueryRewritesParams,
+    backend: TextGenerator | None,
+    seed: int,
+    encoder_model: str = "minilm",
+    cache_dir: Path | None = None,
+) -> tuple[pd.DataFrame, dict]:
     """Return (canonical rows, stats): `rewrites_per_query` distinct rewrites per training query, expanded to
     the parent's judged items. Refuses `paraphrase` without a backend."""
     if "paraphrase" in rp.operations and backend is None:
@@ -217,13 +249,25 @@ def generate_query_rewrites(train: pd.DataFrame, items: pd.DataFrame, rp: QueryR
     parents = take(distinct, rp.max_queries, seed, "query_id")
     texts = parents["query"].astype(str).tolist()
     needs_space = {"neighbour", "mlm"} & set(rp.operations)
-    space = WordSpace(items, train["query"].astype(str).unique().tolist(), rp.neighbours, rp.min_similarity,
-                      encoder_model, cache_dir=cache_dir) if needs_space else None
+    space = (
+        WordSpace(
+            items,
+            train["query"].astype(str).unique().tolist(),
+            rp.neighbours,
+            rp.min_similarity,
+            encoder_model,
+            cache_dir=cache_dir,
+        )
+        if needs_space
+        else None
+    )
     real = {" ".join(words(q)) for q in train["query"].astype(str)}
     paraphrases: dict[str, list[str]] = {}
     if "paraphrase" in rp.operations:
         examples = _paraphrase_examples(train)
-        requests = [Request("paraphrase", {"query": q}, n=rp.rewrites_per_query, examples=examples) for q in texts]
+        requests = [
+            Request("paraphrase", {"query": q}, n=rp.rewrites_per_query, examples=examples) for q in texts
+        ]
         paraphrases = dict(zip(texts, backend.generate(requests), strict=True))
     out, op_counts = [], Counter()
     for qid, text in zip(parents["query_id"].astype(str), texts, strict=True):
@@ -250,8 +294,12 @@ def generate_query_rewrites(train: pd.DataFrame, items: pd.DataFrame, rp: QueryR
     rows = rewrites.merge(judged, on="parent_id", how="inner")
     rows = rows.assign(query_id=rows["query"].map(query_id), relevance=rows["relevance"] * rp.relevance_scale)
     rows = rows.drop_duplicates(["query", "item_id"]).reset_index(drop=True)
-    stats = {"parent_queries": len(parents), "rewrites": len(rewrites), "by_operation": dict(sorted(op_counts.items())),
-             "neighbour_vocabulary": len(space.neighbours) if space else 0}
+    stats = {
+        "parent_queries": len(parents),
+        "rewrites": len(rewrites),
+        "by_operation": dict(sorted(op_counts.items())),
+        "neighbour_vocabulary": len(space.neighbours) if space else 0,
+    }
     return rows, stats
 
 
@@ -272,30 +320,50 @@ def _paraphrase_examples(train: pd.DataFrame, k: int = 3) -> tuple[tuple[str, st
 def main(
     params: Annotated[Path, typer.Option(help="params file")] = Path("params.yaml"),
     train: Annotated[Path, typer.Option(help="real TRAINING queries (never valid/test)")] = TRAIN_QUERIES,
-    items: Annotated[Path, typer.Option(help="the search catalogue (vocabulary for substitutions)")] = CATALOGUE,
+    items: Annotated[
+        Path, typer.Option(help="the search catalogue (vocabulary for substitutions)")
+    ] = CATALOGUE,
     out: Annotated[Path, typer.Option(help="synthetic table; its manifest goes beside it")] = Path(
-        "data/synthetic/query_rewrites.parquet"),
+        "data/synthetic/query_rewrites.parquet"
+    ),
 ) -> None:
     """Rewrite real training queries (substitution, drop/swap, split, typos, paraphrase)."""
     started = time.perf_counter()
     config = load_params(params if params.is_absolute() or params.exists() else repo_root() / params)
     rp, bp = config.augment.query_rewrites, config.augment.backend
     train_df, items_df = load_search_training(train, items)
-    backend = make_backend(bp, config.seed, repo_root(), train=train_df, items=items_df) \
-        if "paraphrase" in rp.operations else None
+    backend = (
+        make_backend(bp, config.seed, repo_root(), train=train_df, items=items_df)
+        if "paraphrase" in rp.operations
+        else None
+    )
     try:
-        cache_dir = None if not bp.cache else (repo_root() / bp.cache_dir if not Path(bp.cache_dir).is_absolute()
-                                                else Path(bp.cache_dir))
-        rows, stats = generate_query_rewrites(train_df, items_df, rp, backend, config.seed, config.encoder.model,
-                                              cache_dir)
+        cache_dir = (
+            None
+            if not bp.cache
+            else (repo_root() / bp.cache_dir if not Path(bp.cache_dir).is_absolute() else Path(bp.cache_dir))
+        )
+        rows, stats = generate_query_rewrites(
+            train_df, items_df, rp, backend, config.seed, config.encoder.model, cache_dir
+        )
     finally:
         if backend:
             backend.close()
     described = backend.describe() if backend else {"backend": None, "model_id": None, "model_hash": None}
-    write_synthetic(rows, out, "queries", generator=GENERATOR, params={"query_rewrites": rp.model_dump(),
-                    "backend": bp.model_dump()}, seed=config.seed, inputs=[train, items], started=started,
-                    backend=described["backend"], model_id=described["model_id"],
-                    model_hash=described["model_hash"], extra={**stats, "encoder": config.encoder.model})
+    write_synthetic(
+        rows,
+        out,
+        "queries",
+        generator=GENERATOR,
+        params={"query_rewrites": rp.model_dump(), "backend": bp.model_dump()},
+        seed=config.seed,
+        inputs=[train, items],
+        started=started,
+        backend=described["backend"],
+        model_id=described["model_id"],
+        model_hash=described["model_hash"],
+        extra={**stats, "encoder": config.encoder.model},
+    )
     log.info("query_rewrites: %s", stats)
 
 

@@ -42,7 +42,9 @@ class BM25Index:
         model.index(corpus, show_progress=False)
         s = model.scores
         self.vocab = {t: i for t, i in model.vocab_dict.items() if i < len(s["indptr"]) - 1}
-        weights = sp.csc_matrix((s["data"], s["indices"], s["indptr"]), shape=(s["num_docs"], len(s["indptr"]) - 1))
+        weights = sp.csc_matrix(
+            (s["data"], s["indices"], s["indptr"]), shape=(s["num_docs"], len(s["indptr"]) - 1)
+        )
         self.weights_t = weights.T.tocsr().astype(np.float32)  # terms x items
         self.chunk = chunk
 
@@ -58,7 +60,7 @@ class BM25Index:
     def _scores(self, queries: list[str]):
         q = self._query_matrix(queries)
         for start in range(0, len(queries), self.chunk):
-            yield start, (q[start:start + self.chunk] @ self.weights_t).tocsr()
+            yield start, (q[start : start + self.chunk] @ self.weights_t).tocsr()
 
     def rank_of(self, queries: list[str], item_ids: list[str]) -> np.ndarray:
         """Return the 0-based BM25 rank of `item_ids[i]` for `queries[i]` (items scoring strictly higher).
@@ -72,10 +74,10 @@ class BM25Index:
         ranks = np.empty(len(queries), dtype=np.int64)
         for start, scores in self._scores(queries):
             n = scores.shape[0]
-            own = np.asarray(scores[np.arange(n), target[start:start + n]]).ravel()
+            own = np.asarray(scores[np.arange(n), target[start : start + n]]).ravel()
             row = np.repeat(np.arange(n), np.diff(scores.indptr))
             above = np.bincount(row[scores.data > own[row]], minlength=n)
-            ranks[start:start + n] = np.where(own > 0, above, len(self.item_ids))
+            ranks[start : start + n] = np.where(own > 0, above, len(self.item_ids))
         return ranks
 
     def top_k(self, queries: list[str], k: int) -> list[list[tuple[str, float]]]:
@@ -86,5 +88,7 @@ class BM25Index:
                 lo, hi = scores.indptr[i], scores.indptr[i + 1]
                 cols, vals = scores.indices[lo:hi], scores.data[lo:hi]
                 order = np.lexsort((cols, -vals))[:k]
-                out.append([(self.item_ids[c], float(v)) for c, v in zip(cols[order], vals[order], strict=True)])
+                out.append(
+                    [(self.item_ids[c], float(v)) for c, v in zip(cols[order], vals[order], strict=True)]
+                )
         return out

@@ -29,28 +29,45 @@ app = typer.Typer(add_completion=False, help=__doc__)
 GENERATOR = "synthetic_queries"
 
 
-def few_shot_pool(train: pd.DataFrame, items: pd.DataFrame, min_relevance: float = 0.75) -> list[tuple[str, str]]:
+def few_shot_pool(
+    train: pd.DataFrame, items: pd.DataFrame, min_relevance: float = 0.75
+) -> list[tuple[str, str]]:
     """(item title, real training query) pairs judged relevant: the only source of few-shot examples."""
     pairs = train[train["relevance"] >= min_relevance].merge(items[["item_id", "title"]], on="item_id")
     pairs = pairs.sort_values(["query_id", "item_id"]).drop_duplicates("query_id")
     return list(zip(pairs["title"].astype(str), pairs["query"].astype(str), strict=True))
 
 
-def build_requests(items: pd.DataFrame, n: int, pool: list[tuple[str, str]], shots: int, seed: int) -> list[Request]:
+def build_requests(
+    items: pd.DataFrame, n: int, pool: list[tuple[str, str]], shots: int, seed: int
+) -> list[Request]:
     """One `query` request per item with its text, context and `shots` seeded few-shot examples."""
     bands = price_band(items["price"])
     rng = np.random.default_rng(seed)
-    picks = rng.integers(len(pool), size=(len(items), shots)) if pool and shots else np.zeros((len(items), 0), int)
+    picks = (
+        rng.integers(len(pool), size=(len(items), shots))
+        if pool and shots
+        else np.zeros((len(items), 0), int)
+    )
     out = []
     for i, row in enumerate(items[["title", "description", "category"]].itertuples(index=False)):
-        record = {"title": row.title, "description": row.description, "category": row.category,
-                  "price_band": bands.iat[i]}
+        record = {
+            "title": row.title,
+            "description": row.description,
+            "category": row.category,
+            "price_band": bands.iat[i],
+        }
         out.append(Request("query", record, n=n, examples=tuple(pool[j] for j in picks[i])))
     return out
 
 
-def round_trip_ranks(queries: list[str], item_ids: list[str], items: pd.DataFrame, retriever: str,
-                     encoder_model: str = "minilm") -> np.ndarray:
+def round_trip_ranks(
+    queries: list[str],
+    item_ids: list[str],
+    items: pd.DataFrame,
+    retriever: str,
+    encoder_model: str = "minilm",
+) -> np.ndarray:
     """Rank of each query's source item among the whole catalogue under `retriever` (bm25 or encoder)."""
     if retriever == "bm25":
         return BM25Index(items).rank_of(queries, item_ids)
@@ -63,17 +80,22 @@ def round_trip_ranks(queries: list[str], item_ids: list[str], items: pd.DataFram
         target = np.array([position[i] for i in item_ids])
         ranks = np.empty(len(queries), dtype=np.int64)
         for start in range(0, len(queries), 2048):
-            q = encoder.encode(queries[start:start + 2048])
+            q = encoder.encode(queries[start : start + 2048])
             scores = q @ item_vecs.T
-            own = scores[np.arange(len(q)), target[start:start + len(q)]]
-            ranks[start:start + len(q)] = (scores > own[:, None]).sum(1)
+            own = scores[np.arange(len(q)), target[start : start + len(q)]]
+            ranks[start : start + len(q)] = (scores > own[:, None]).sum(1)
         return ranks
     raise ShopError(f"augment.synthetic_queries.filter_retriever: unknown retriever '{retriever}'")
 
 
-def generate_synthetic_queries(train: pd.DataFrame, items: pd.DataFrame, sp: SyntheticQueriesParams,
-                               backend: TextGenerator, seed: int,
-                               encoder_model: str = "minilm") -> tuple[pd.DataFrame, dict]:
+def generate_synthetic_queries(
+    train: pd.DataFrame,
+    items: pd.DataFrame,
+    sp: SyntheticQueriesParams,
+    backend: TextGenerator,
+    seed: int,
+    encoder_model: str = "minilm",
+) -> tuple[pd.DataFrame, dict]:
     """Return (canonical synthetic query rows, stats). Rows: query, item_id (= parent_id), relevance, rank."""
     chosen = take(items, sp.max_items, seed, "item_id")
     requests = build_requests(chosen, sp.queries_per_item, few_shot_pool(train, items), sp.few_shot, seed)
@@ -81,24 +103,34 @@ def generate_synthetic_queries(train: pd.DataFrame, items: pd.DataFrame, sp: Syn
     outputs = backend.generate(requests)
     gen_seconds = time.perf_counter() - started
     ids = chosen["item_id"].astype(str).tolist()
-    rows = pd.DataFrame([(q, ids[i]) for i, texts in enumerate(outputs) for q in texts], columns=["query", "item_id"])
+    rows = pd.DataFrame(
+        [(q, ids[i]) for i, texts in enumerate(outputs) for q in texts], columns=["query", "item_id"]
+    )
     rows = rows[rows["query"].str.strip() != ""].drop_duplicates(["query", "item_id"]).reset_index(drop=True)
     generated = len(rows)
     if rows.empty:
         raise ShopError(f"backend {backend.name} produced no queries for {len(chosen)} items")
     if sp.filter_retriever != "none":
-        rows["rank"] = round_trip_ranks(rows["query"].tolist(), rows["item_id"].tolist(), items, sp.filter_retriever,
-                                        encoder_model)
+        rows["rank"] = round_trip_ranks(
+            rows["query"].tolist(), rows["item_id"].tolist(), items, sp.filter_retriever, encoder_model
+        )
         rows = rows[rows["rank"] < sp.filter_top_k].reset_index(drop=True)
     else:
         rows["rank"] = -1
     if rows.empty:
         raise ShopError("augment.synthetic_queries.filter_top_k: round-trip filtering removed every query")
-    rows = rows.assign(query_id=rows["query"].map(query_id), relevance=sp.relevance, parent_id=rows["item_id"])
-    stats = {"items": len(chosen), "requested": len(chosen) * sp.queries_per_item, "generated": generated,
-             "kept": len(rows), "kept_fraction": round(len(rows) / generated, 4),
-             "generation_seconds": round(gen_seconds, 3),
-             "generation_queries_per_second": round(generated / max(gen_seconds, 1e-9), 1)}
+    rows = rows.assign(
+        query_id=rows["query"].map(query_id), relevance=sp.relevance, parent_id=rows["item_id"]
+    )
+    stats = {
+        "items": len(chosen),
+        "requested": len(chosen) * sp.queries_per_item,
+        "generated": generated,
+        "kept": len(rows),
+        "kept_fraction": round(len(rows) / generated, 4),
+        "generation_seconds": round(gen_seconds, 3),
+        "generation_queries_per_second": round(generated / max(gen_seconds, 1e-9), 1),
+    }
     return rows, stats
 
 
@@ -108,7 +140,8 @@ def main(
     train: Annotated[Path, typer.Option(help="real TRAINING queries (never valid/test)")] = TRAIN_QUERIES,
     items: Annotated[Path, typer.Option(help="the search catalogue")] = CATALOGUE,
     out: Annotated[Path, typer.Option(help="synthetic table; its manifest goes beside it")] = Path(
-        "data/synthetic/synthetic_queries.parquet"),
+        "data/synthetic/synthetic_queries.parquet"
+    ),
 ) -> None:
     """Generate round-trip-filtered synthetic queries for catalogue items."""
     started = time.perf_counter()
@@ -117,13 +150,25 @@ def main(
     train_df, items_df = load_search_training(train, items)
     backend = make_backend(bp, config.seed, repo_root(), train=train_df, items=items_df)
     try:
-        rows, stats = generate_synthetic_queries(train_df, items_df, sp, backend, config.seed, config.encoder.model)
+        rows, stats = generate_synthetic_queries(
+            train_df, items_df, sp, backend, config.seed, config.encoder.model
+        )
     finally:
         backend.close()
-    write_synthetic(rows, out, "queries", generator=GENERATOR, params={"synthetic_queries": sp.model_dump(),
-                    "backend": bp.model_dump()}, seed=config.seed, inputs=[train, items], started=started,
-                    backend=backend.name, model_id=backend.model_id, model_hash=backend.model_hash,
-                    extra={**stats, "cache": backend.stats})
+    write_synthetic(
+        rows,
+        out,
+        "queries",
+        generator=GENERATOR,
+        params={"synthetic_queries": sp.model_dump(), "backend": bp.model_dump()},
+        seed=config.seed,
+        inputs=[train, items],
+        started=started,
+        backend=backend.name,
+        model_id=backend.model_id,
+        model_hash=backend.model_hash,
+        extra={**stats, "cache": backend.stats},
+    )
     log.info("synthetic_queries: %s", stats)
 
 

@@ -109,7 +109,7 @@ class SyntheticQueriesParams(Section):
 class QueryRewritesParams(Section):
     """Generator 3: rewrites of real training queries (substitution, drop/swap, split, typos, paraphrase)."""
 
-    max_queries: int | None = Field(None, ge=1, description="training pairs rewritten (None = all)")
+    max_queries: int | None = Field(None, ge=1, description="distinct training queries rewritten (None = all)")
     rewrites_per_query: int = Field(2, ge=1)
     operations: list[Literal["neighbour", "mlm", "drop", "swap", "split", "typo", "paraphrase"]] = [
         "neighbour", "mlm", "drop", "swap", "split", "typo", "paraphrase"]

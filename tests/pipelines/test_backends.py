@@ -8,13 +8,13 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
 import pytest
+from search_slice import search_slice
 
 from pipelines.augment.backends import GenerationCache, Request, clean_output, fit_offline_model, make_backend
 from pipelines.augment.backends.offline import OfflineBackend
 from pipelines.augment.backends.openai_compat import OpenAIBackend
 from pipelines.core import ShopError, load_params, validate_table
 from pipelines.core.config import BackendParams
-from search_slice import search_slice
 
 SETTINGS = {"temperature": 0.8, "top_p": 0.95, "max_new_tokens": 8}
 
@@ -35,6 +35,7 @@ def item_requests(items, n=3):
 
 
 # ---------- offline ----------
+
 
 def test_offline_model_is_learned_from_training_pairs(offline_model, real):
     train, _ = real
@@ -89,8 +90,12 @@ def test_offline_backend_refuses_free_text(offline_model):
 
 def test_offline_paraphrase_changes_the_query(offline_model):
     backend = OfflineBackend(offline_model, "m", SETTINGS, seed=0)
-    out = backend.generate([Request("paraphrase", {"query": q}, n=2) for q in ("angle bracket", "shower head")])
-    assert all(p != q for p, q in zip([o[0] for o in out if o], ("angle bracket", "shower head"), strict=False))
+    out = backend.generate(
+        [Request("paraphrase", {"query": q}, n=2) for q in ("angle bracket", "shower head")]
+    )
+    assert all(
+        p != q for p, q in zip([o[0] for o in out if o], ("angle bracket", "shower head"), strict=False)
+    )
 
 
 def test_clean_output_takes_the_first_line_without_labels():
@@ -99,6 +104,7 @@ def test_clean_output_takes_the_first_line_without_labels():
 
 
 # ---------- configuration ----------
+
 
 def test_unknown_backend_and_generator_and_negative_counts_name_the_key():
     with pytest.raises(ShopError, match=r"augment\.backend\.name"):
@@ -118,6 +124,7 @@ def test_offline_backend_needs_training_data():
 
 # ---------- huggingface (tiny random model built locally; nothing is downloaded) ----------
 
+
 @pytest.fixture(scope="module")
 def tiny_causal_lm(tmp_path_factory):
     from transformers import GPT2Config, GPT2LMHeadModel
@@ -126,8 +133,15 @@ def tiny_causal_lm(tmp_path_factory):
 
     tokenizer, _ = load_encoder("minilm")
     path = tmp_path_factory.mktemp("tiny-gpt2")
-    config = GPT2Config(vocab_size=len(tokenizer), n_embd=32, n_layer=1, n_head=2, n_positions=1024,
-                        bos_token_id=tokenizer.cls_token_id, eos_token_id=tokenizer.sep_token_id)
+    config = GPT2Config(
+        vocab_size=len(tokenizer),
+        n_embd=32,
+        n_layer=1,
+        n_head=2,
+        n_positions=1024,
+        bos_token_id=tokenizer.cls_token_id,
+        eos_token_id=tokenizer.sep_token_id,
+    )
     import torch
 
     torch.manual_seed(0)
@@ -137,11 +151,18 @@ def tiny_causal_lm(tmp_path_factory):
 
 
 def test_huggingface_backend_generates_batches_from_a_local_model(tiny_causal_lm, tmp_path):
-    bp = BackendParams(name="huggingface", model=str(tiny_causal_lm), batch_size=2, max_new_tokens=5,
-                       cache_dir=str(tmp_path / "cache"))
+    bp = BackendParams(
+        name="huggingface",
+        model=str(tiny_causal_lm),
+        batch_size=2,
+        max_new_tokens=5,
+        cache_dir=str(tmp_path / "cache"),
+    )
     backend = make_backend(bp, seed=7, root=tmp_path)
-    requests = [Request("query", {"title": t}, n=2, examples=(("Drill Set", "drill bits"),))
-                for t in ("Cordless Drill", "Garden Hose 50 ft.", "LED Bulb")]
+    requests = [
+        Request("query", {"title": t}, n=2, examples=(("Drill Set", "drill bits"),))
+        for t in ("Cordless Drill", "Garden Hose 50 ft.", "LED Bulb")
+    ]
     out = backend.generate(requests)
     assert len(out) == 3 and all(isinstance(o, list) and len(o) <= 2 for o in out)
     assert backend.model_hash and backend.tokens_generated > 0
@@ -157,6 +178,7 @@ def test_huggingface_backend_refuses_a_remote_id_when_offline(monkeypatch):
 
 
 # ---------- openai-compatible server ----------
+
 
 class FakeOpenAI:
     """A local server speaking /v1/chat/completions and /v1/completions; `script` shapes its failures."""
@@ -191,11 +213,19 @@ class FakeOpenAI:
                     prompt = body["messages"][0]["content"] if "messages" in body else body["prompt"]
                     item = prompt.rsplit("title: ", 1)[-1].split(";")[0].split("\n")[0]
                     texts = [f"{item.lower()} {i}" for i in range(body.get("n", 1))]
-                    choices = [{"message": {"role": "assistant", "content": t}} if "messages" in body
-                               else {"text": t} for t in texts]
-                    payload = (b"{not json" if action == "malformed" else
-                               json.dumps({"choices": choices, "usage": {"prompt_tokens": 5,
-                                                                         "completion_tokens": 3}}).encode())
+                    choices = [
+                        {"message": {"role": "assistant", "content": t}}
+                        if "messages" in body
+                        else {"text": t}
+                        for t in texts
+                    ]
+                    payload = (
+                        b"{not json"
+                        if action == "malformed"
+                        else json.dumps(
+                            {"choices": choices, "usage": {"prompt_tokens": 5, "completion_tokens": 3}}
+                        ).encode()
+                    )
                     self.send_response(200)
                     self.send_header("Content-Type", "application/json")
                     self.end_headers()
@@ -221,7 +251,14 @@ def server():
 
 
 def openai_backend(url, **kw):
-    options = {"base_url": url, "concurrency": 2, "timeout_s": 0.5, "max_retries": 3, "retry_wait_s": 0.01, **kw}
+    options = {
+        "base_url": url,
+        "concurrency": 2,
+        "timeout_s": 0.5,
+        "max_retries": 3,
+        "retry_wait_s": 0.01,
+        **kw,
+    }
     return OpenAIBackend("served-model", SETTINGS, None, 0, **options)
 
 

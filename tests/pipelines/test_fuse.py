@@ -209,7 +209,8 @@ def test_ablation_variants_leave_out_exactly_one_generator(root):
     items = retail["_manifest"]["variants"]
     assert items["minus_item_enrichment"]["items"] == "data/canonical/retail/items.parquet"
     assert items["aug"]["items"] == "data/synthetic/item_enrichment.parquet"
-    assert search["synthetic_only"]["is_synthetic"].all()
+    only = search["synthetic_only"]
+    assert only["is_synthetic"].all() and not only["relabels_real"].any()  # smoothed real pairs are not in it
     assert {f"minus_{g}" for g in GENERATORS["search"]} <= set(search)
 
 
@@ -225,6 +226,7 @@ def test_search_leakage_guard_dedup_and_label_smoothing(root):
     assert stats["synthetic_queries"]["leaked"] == 1 and stats["synthetic_queries"]["duplicates"] == 1
     pair = aug[(aug["query"] == "red drill") & (aug["item_id"] == "P2")]
     assert len(pair) == 1 and pair["source"].iloc[0] == "hard_negatives" and pair["relevance"].iloc[0] == 0.55
+    assert pair["relabels_real"].iloc[0] and search["_manifest"]["variants"]["aug"]["relabelled_real_rows"] == 1
     untouched = search["minus_hard_negatives"]
     pair = untouched[(untouched["query"] == "red drill") & (untouched["item_id"] == "P2")]
     assert len(pair) == 1 and not pair["is_synthetic"].iloc[0] and pair["relevance"].iloc[0] == 0.5

@@ -261,3 +261,35 @@ def test_mixup_is_seeded_convex_and_keeps_each_example_dominant():
     assert torch.equal(mixup(emb, targets, alpha=0.0).embeddings, emb)
     with pytest.raises(ShopError, match="alpha"):
         mixup(emb, targets, alpha=-1.0)
+
+
+def test_item_enrichment_llm_mode_goes_through_an_openai_compatible_server(data):
+    import http.server
+    import json
+    import threading
+
+    class Server(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802 (http.server's naming)
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            prompt = body["messages"][-1]["content"]
+            text = "Party Tableware" if prompt.endswith("Category:") else "Paper cups for a children's party."
+            reply = json.dumps({"choices": [{"index": 0, "message": {"role": "assistant", "content": text}}]})
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.end_headers()
+            self.wfile.write(reply.encode())
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Server)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        backend = {"name": "openai", "model": "tiny", "cache": False,
+                   "base_url": f"http://127.0.0.1:{server.server_address[1]}/v1"}
+        params = load_params(overrides={"augment": {"backend": backend, "item_enrichment": {"use_llm": True}}})
+        out = item_enrichment.enrich_by_llm(data["items"].head(4), params)
+    finally:
+        server.shutdown()
+    assert (out["category"] == "party tableware").all()
+    assert out["description"].str.contains("paper cups", case=False).all()

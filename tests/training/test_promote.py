@@ -118,3 +118,18 @@ def test_metric_value_reads_segments_and_refuses_missing_primary(mlflow_params):
     assert promote.metric_value(result, "mrr") is None
     with pytest.raises(ShopError, match="ndcg@10"):
         promote.decide({"hr@10": {"value": 1.0}}, None, mlflow_params.promote, "retail")
+
+
+def test_dvc_experiment_registers_without_moving_aliases(mlflow_params, data_root, tmp_path, monkeypatch):
+    monkeypatch.setenv("DVC_EXP_NAME", "sweep-share-02")
+    version = register(mlflow_params, data_root, tmp_path, "exp", ndcg=0.9, cold=0.9, new_items=0.9)
+    client = MlflowClient()
+    assert client.get_registered_model(NAME).aliases == {}
+    assert client.get_model_version(NAME, version).tags["dvc_experiment"] == "sweep-share-02"
+    params_file, out = tmp_path / "params.yaml", tmp_path / "promotion.json"
+    params_file.write_text(yaml.safe_dump(mlflow_params.model_dump(mode="json")))
+    result = CliRunner().invoke(promote.app, ["run", "--params", str(params_file), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    decisions = json.loads(out.read_text())
+    assert {t: d["decision"] for t, d in decisions.items()} == {"retail": "skipped", "search": "skipped"}
+    assert client.get_registered_model(NAME).aliases == {}

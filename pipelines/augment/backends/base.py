@@ -41,24 +41,28 @@ def render_prompt(request: Request) -> str:
         return str(request.record["prompt"])
     if request.task == "query":
         shots = "".join(f"Product: {src}\nQuery: {out}\n\n" for src, out in request.examples)
-        return ("Write a short search query a shopper would type to find this product on a home-improvement "
-                "store website. Reply with the query only.\n\n"
-                f"{shots}Product: {_item_line(request.record)}\nQuery:")
+        return (
+            "Write a short search query a shopper would type to find this product on a home-improvement "
+            "store website. Reply with the query only.\n\n"
+            f"{shots}Product: {_item_line(request.record)}\nQuery:"
+        )
     if request.task == "paraphrase":
         shots = "".join(f"Query: {src}\nParaphrase: {out}\n\n" for src, out in request.examples)
-        return ("Rewrite the shopper's search query with different words but the same intent. Reply with the "
-                f"rewritten query only.\n\n{shots}Query: {request.record['query']}\nParaphrase:")
+        return (
+            "Rewrite the shopper's search query with different words but the same intent. Reply with the "
+            f"rewritten query only.\n\n{shots}Query: {request.record['query']}\nParaphrase:"
+        )
     raise ValueError(f"unknown task '{request.task}'; expected one of {TASKS}")
 
 
 def clean_output(text: str) -> str:
     """First non-empty line of a model's reply, without quotes or a leading label, lower-cased and collapsed."""
     for line in text.strip().splitlines():
-        line = line.strip().strip('"\'`').strip()
+        line = line.strip().strip("\"'`").strip()
         for label in ("query:", "paraphrase:", "- ", "* "):
             if line.lower().startswith(label):
-                line = line[len(label):].strip()
-        line = line.strip('"\'`').strip()
+                line = line[len(label) :].strip()
+        line = line.strip("\"'`").strip()
         if line:
             return " ".join(line.lower().split())[:200]
     return ""
@@ -84,16 +88,20 @@ class GenerationCache:
         found: dict[str, list[str]] = {}
         with self._lock:
             for start in range(0, len(keys), 900):
-                part = keys[start:start + 900]
+                part = keys[start : start + 900]
                 marks = ",".join("?" * len(part))
-                for key, value in self._db.execute(f"SELECT key, value FROM outputs WHERE key IN ({marks})", part):
+                for key, value in self._db.execute(
+                    f"SELECT key, value FROM outputs WHERE key IN ({marks})", part
+                ):
                     found[key] = json.loads(value)
         return found
 
     def put_many(self, values: dict[str, list[str]]) -> None:
         with self._lock:
-            self._db.executemany("INSERT OR REPLACE INTO outputs VALUES (?, ?)",
-                                 [(k, json.dumps(v)) for k, v in values.items()])
+            self._db.executemany(
+                "INSERT OR REPLACE INTO outputs VALUES (?, ?)",
+                [(k, json.dumps(v)) for k, v in values.items()],
+            )
             self._db.commit()
 
     def __len__(self) -> int:
@@ -125,7 +133,9 @@ class TextGenerator(ABC):
 
     def request_key(self, request: Request) -> str:
         params = {**self.settings, "n": request.n, "seed": self.seed, "task": request.task}
-        return GenerationCache.key(self.name, f"{self.model_id}@{self.model_hash}", self.cache_text(request), params)
+        return GenerationCache.key(
+            self.name, f"{self.model_id}@{self.model_hash}", self.cache_text(request), params
+        )
 
     def generate(self, requests: list[Request]) -> list[list[str]]:
         """Return, per request, up to `request.n` cleaned non-empty texts (cached outputs reused)."""
@@ -154,8 +164,12 @@ class TextGenerator(ABC):
 
     def describe(self) -> dict:
         """Backend, model id and weight hash for a manifest."""
-        return {"backend": self.name, "model_id": self.model_id, "model_hash": self.model_hash,
-                "cache": self.stats}
+        return {
+            "backend": self.name,
+            "model_id": self.model_id,
+            "model_hash": self.model_hash,
+            "cache": self.stats,
+        }
 
     def close(self) -> None:
         if self.cache is not None:

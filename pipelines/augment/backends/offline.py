@@ -49,7 +49,11 @@ def norm(token: str) -> str:
 @lru_cache(maxsize=1 << 18)
 def _shape(token: str) -> int:
     digits = sum(c.isdigit() for c in token)
-    return 0 if digits == 0 else (1 if digits == len(token.replace(".", "").replace("/", "").replace("-", "")) else 2)
+    return (
+        0
+        if digits == 0
+        else (1 if digits == len(token.replace(".", "").replace("/", "").replace("-", "")) else 2)
+    )
 
 
 def _len_bucket(n: int) -> int:
@@ -73,12 +77,16 @@ def _title_tokens(title: str) -> tuple[tuple[str, str, int, int], ...]:
 class OfflineQueryModel:
     """Keep/drop/add/order model of shopper queries, estimated from real (query, title) training pairs."""
 
-    def fit(self, pairs: pd.DataFrame, catalogue_titles: list[str], min_relevance: float = 0.75) -> "OfflineQueryModel":
+    def fit(
+        self, pairs: pd.DataFrame, catalogue_titles: list[str], min_relevance: float = 0.75
+    ) -> "OfflineQueryModel":
         """Estimate the model from `pairs` (columns query, title, relevance); refuses an empty training set."""
         pairs = pairs[pairs["relevance"] >= min_relevance]
         if pairs.empty:
-            raise ShopError("offline backend: no training (query, title) pairs with relevance >= "
-                            f"{min_relevance} to learn from")
+            raise ShopError(
+                "offline backend: no training (query, title) pairs with relevance >= "
+                f"{min_relevance} to learn from"
+            )
         df = Counter(k for t in catalogue_titles for k in {norm(w) for w in words(t)})
         logs = np.log1p(np.array(sorted(df.values()), dtype=float))
         self.idf_edges = [float(np.quantile(logs, q)) for q in (0.5, 0.8, 0.95)]
@@ -124,21 +132,30 @@ class OfflineQueryModel:
         self.bucket_rate = {b: (bucket_k[b] + 2 * prior) / (bucket_n[b] + 2) for b in bucket_n}
         self.prior = prior
         self.word_stats = {w: (word_k[w], word_n[w]) for w in word_n}
-        self.joint = {b: (np.array(list(c.keys()), dtype=int).reshape(-1, 2),
-                          np.cumsum(list(c.values())) / sum(c.values()))
-                      for b, c in joint.items()}
+        self.joint = {
+            b: (
+                np.array(list(c.keys()), dtype=int).reshape(-1, 2),
+                np.cumsum(list(c.values())) / sum(c.values()),
+            )
+            for b, c in joint.items()
+        }
         # Added words must be real words (in the catalogue, or added by several shoppers), not one-off typos.
         known = {w for w, c in added_total.items() if c >= 5 or df.get(norm(w), 0) >= 3}
         total = sum(added_total.values())
         self.added_global = [(w, norm(w), c / total) for w, c in added_total.most_common(100)]
         self.cooc = {}
         for key, counter in cooc.items():
-            top = [(w, norm(w), round(c / (title_n[key] + 5), 6)) for w, c in counter.most_common(30)
-                   if c >= 2 and w in known][:15]
+            top = [
+                (w, norm(w), round(c / (title_n[key] + 5), 6))
+                for w, c in counter.most_common(30)
+                if c >= 2 and w in known
+            ][:15]
             if top:
                 self.cooc[key] = top
         mean_rel = float(np.mean([r for rs in added_rel.values() for r in rs])) if added_rel else 0.5
-        self.added_rel = {w: (sum(rs) + 2 * mean_rel) / (len(rs) + 2) for w, rs in added_rel.items() if len(rs) >= 3}
+        self.added_rel = {
+            w: (sum(rs) + 2 * mean_rel) / (len(rs) + 2) for w, rs in added_rel.items() if len(rs) >= 3
+        }
         self.mean_rel = mean_rel
         self.order_sigma = self._fit_order_noise(np.array(pair_dist, float), np.array(pair_inv, float))
         self.pairs_used = int(len(pairs))
@@ -215,8 +232,11 @@ class OfflineQueryModel:
         added_n = np.minimum(sizes[pick, 1], len(cand)).tolist()
         keep_order = np.argsort(-(logodds + rng.gumbel(size=(draws, len(tokens)))), axis=1).tolist()
         most = max(added_n)
-        add_order = (np.argsort(-(cand_logp + rng.gumbel(size=(draws, len(cand)))), axis=1)[:, :most].tolist()
-                     if most else [[]] * draws)
+        add_order = (
+            np.argsort(-(cand_logp + rng.gumbel(size=(draws, len(cand)))), axis=1)[:, :most].tolist()
+            if most
+            else [[]] * draws
+        )
         noise = rng.normal(size=(draws, len(tokens) + most)).tolist()
         sigma, rel, mean_rel = self.order_sigma, self.added_rel, self.mean_rel
         out: list[str] = []
@@ -238,11 +258,16 @@ class OfflineQueryModel:
         return out
 
     def state(self) -> dict:
-        return {"bucket_rate": {str(k): round(v, 6) for k, v in sorted(self.bucket_rate.items())},
-                "word_stats": dict(sorted(self.word_stats.items())), "cooc": dict(sorted(self.cooc.items())),
-                "joint": {str(b): [s.tolist(), c.round(6).tolist()] for b, (s, c) in sorted(self.joint.items())},
-                "added_rel": dict(sorted(self.added_rel.items())), "order_sigma": self.order_sigma,
-                "idf_edges": self.idf_edges, "pivot": dict(sorted(getattr(self, "pivot", {}).items()))}
+        return {
+            "bucket_rate": {str(k): round(v, 6) for k, v in sorted(self.bucket_rate.items())},
+            "word_stats": dict(sorted(self.word_stats.items())),
+            "cooc": dict(sorted(self.cooc.items())),
+            "joint": {str(b): [s.tolist(), c.round(6).tolist()] for b, (s, c) in sorted(self.joint.items())},
+            "added_rel": dict(sorted(self.added_rel.items())),
+            "order_sigma": self.order_sigma,
+            "idf_edges": self.idf_edges,
+            "pivot": dict(sorted(getattr(self, "pivot", {}).items())),
+        }
 
     def fingerprint(self) -> str:
         """sha256 of the learned statistics: the offline model's 'weight hash' in manifests."""
@@ -333,6 +358,8 @@ class OfflineBackend(TextGenerator):
             elif request.task == "paraphrase":
                 out.append(self.model.paraphrase(str(request.record["query"]), request.n, rng))
             else:
-                raise ShopError(f"augment.backend.name: the offline backend cannot do task '{request.task}'; "
-                                "use huggingface or openai for free-text generation")
+                raise ShopError(
+                    f"augment.backend.name: the offline backend cannot do task '{request.task}'; "
+                    "use huggingface or openai for free-text generation"
+                )
         return out
