@@ -101,6 +101,7 @@ def test_offline_paraphrase_changes_the_query(offline_model):
 def test_clean_output_takes_the_first_line_without_labels():
     assert clean_output('  Query: "Cordless Drill"\nsecond line') == "cordless drill"
     assert clean_output("\n\n") == ""
+    assert clean_output(" Garden Tools\nfor the yard ", task="text") == "Garden Tools\nfor the yard"
 
 
 # ---------- configuration ----------

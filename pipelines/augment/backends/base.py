@@ -55,8 +55,11 @@ def render_prompt(request: Request) -> str:
     raise ValueError(f"unknown task '{request.task}'; expected one of {TASKS}")
 
 
-def clean_output(text: str) -> str:
-    """First non-empty line of a model's reply, without quotes or a leading label, lower-cased and collapsed."""
+def clean_output(text: str, task: str = "query") -> str:
+    """Queries/paraphrases: the first non-empty line of a reply, without quotes or a leading label, lower-cased
+    and collapsed. Free text (`text` task): the reply stripped, case and lines kept."""
+    if task == "text":
+        return text.strip()
     for line in text.strip().splitlines():
         line = line.strip().strip("\"'`").strip()
         for label in ("query:", "paraphrase:", "- ", "* "):

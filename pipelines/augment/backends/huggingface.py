@@ -97,6 +97,6 @@ class HuggingFaceBackend(TextGenerator):
             self.tokens_generated += int((new != self.tokenizer.pad_token_id).sum())
             texts = self.tokenizer.batch_decode(new, skip_special_tokens=True)
             for i, request in enumerate(batch):
-                outs = [clean_output(t) for t in texts[i * n : (i + 1) * n]]
+                outs = [clean_output(t, request.task) for t in texts[i * n : (i + 1) * n]]
                 out.append(list(dict.fromkeys(o for o in outs if o))[: request.n])
         return out

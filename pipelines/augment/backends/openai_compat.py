@@ -123,7 +123,7 @@ class OpenAIBackend(TextGenerator):
                     f"augment.backend.base_url: the OpenAI-compatible server at {self.base_url} {what} "
                     f"({self.max_retries + 1} attempts); start it or fix the URL"
                 ) from None
-        outs = [clean_output(t) for t in texts]
+        outs = [clean_output(t, request.task) for t in texts]
         return list(dict.fromkeys(o for o in outs if o))[: request.n]
 
     async def _all(self, requests: list[Request], keys: list[str]) -> list[list[str]]:
