@@ -21,8 +21,13 @@ class AdaptiveBatcher:
     `encode(batch)` maps a list of inputs to an (n, d) array; it runs on `executor` (one model thread).
     """
 
-    def __init__(self, encode: Callable[[list[Any]], np.ndarray], executor: Executor, max_batch_size: int,
-                 max_latency_ms: float):
+    def __init__(
+        self,
+        encode: Callable[[list[Any]], np.ndarray],
+        executor: Executor,
+        max_batch_size: int,
+        max_latency_ms: float,
+    ):
         self.encode, self.executor = encode, executor
         self.max_batch_size, self.max_latency_s = max_batch_size, max_latency_ms / 1000
         self._pending: list[tuple[Any, asyncio.Future, float]] = []
@@ -49,11 +54,16 @@ class AdaptiveBatcher:
             self._wake.clear()
             while self._pending:
                 await self._cork()
-                batch, self._pending = self._pending[:self.max_batch_size], self._pending[self.max_batch_size:]
+                batch, self._pending = (
+                    self._pending[: self.max_batch_size],
+                    self._pending[self.max_batch_size :],
+                )
                 self._last_batch = len(batch)
                 self.batch_sizes = (self.batch_sizes + [len(batch)])[-1000:]
                 try:
-                    rows = await loop.run_in_executor(self.executor, self.encode, [item for item, _, _ in batch])
+                    rows = await loop.run_in_executor(
+                        self.executor, self.encode, [item for item, _, _ in batch]
+                    )
                 except Exception as exc:  # every waiting request gets the error, the worker keeps running
                     for _, future, _ in batch:
                         if not future.done():

@@ -41,8 +41,8 @@ def tracking_uri(configured: str) -> str:
     """Return $MLFLOW_TRACKING_URI, else `configured` with a relative sqlite path resolved against the repo root."""
     uri = os.environ.get("MLFLOW_TRACKING_URI") or configured
     prefix = "sqlite:///"
-    if uri.startswith(prefix) and not uri[len(prefix):].startswith("/"):
-        uri = prefix + str(repo_root() / uri[len(prefix):])
+    if uri.startswith(prefix) and not uri[len(prefix) :].startswith("/"):
+        uri = prefix + str(repo_root() / uri[len(prefix) :])
     return uri
 
 
@@ -60,8 +60,9 @@ def champion_version(client, name: str, alias: str) -> str:
     try:
         return str(client.get_model_version_by_alias(name, alias).version)
     except MlflowException as exc:
-        raise ShopError(f"registered model '{name}' has no version with alias '{alias}' "
-                        f"({str(exc).splitlines()[0]})") from None
+        raise ShopError(
+            f"registered model '{name}' has no version with alias '{alias}' ({str(exc).splitlines()[0]})"
+        ) from None
 
 
 class ItemIndex:
@@ -98,18 +99,20 @@ class ItemIndex:
 
     @classmethod
     def load(cls, directory: Path, item_ids: list[str]) -> "ItemIndex":
-        return cls(item_ids, np.load(directory / "vectors.npy"), faiss.read_index(str(directory / "index.faiss")))
+        return cls(
+            item_ids, np.load(directory / "vectors.npy"), faiss.read_index(str(directory / "index.faiss"))
+        )
 
 
 @dataclass
 class Bundle:
     """One task's serving state; the service swaps a whole bundle, so requests never mix two versions."""
 
-    task: str                      # "retail" (recommender) or "search"
+    task: str  # "retail" (recommender) or "search"
     registered_name: str
     version: str
     model: Any
-    items: pd.DataFrame            # catalogue rows indexed by item_id
+    items: pd.DataFrame  # catalogue rows indexed by item_id
     index: ItemIndex
     histories: dict[str, list[str]] = field(default_factory=dict)
     popularity: dict[str, list[tuple[str, float]]] = field(default_factory=dict)
@@ -139,9 +142,17 @@ def encode_catalogue(model: Any, items: pd.DataFrame) -> np.ndarray:
     return vectors
 
 
-def assemble_bundle(task: str, name: str, version: str, model: Any, items: pd.DataFrame,
-                    histories: dict[str, list[str]] | None, popularity: dict[str, list[tuple[str, float]]] | None,
-                    flat_max_items: int, hnsw_m: int) -> Bundle:
+def assemble_bundle(
+    task: str,
+    name: str,
+    version: str,
+    model: Any,
+    items: pd.DataFrame,
+    histories: dict[str, list[str]] | None,
+    popularity: dict[str, list[tuple[str, float]]] | None,
+    flat_max_items: int,
+    hnsw_m: int,
+) -> Bundle:
     """Encode the catalogue with `model`, build the index, and return the bundle."""
     items = items.set_index("item_id", drop=False) if "item_id" in items.columns else items
     items = items[~items.index.duplicated()]
@@ -157,11 +168,13 @@ def save_bundle(bundle: Bundle, directory: Path) -> None:
     bundle.items.reset_index(drop=True)[ITEM_COLUMNS].to_parquet(directory / "items.parquet", index=False)
     bundle.index.save(directory)
     if bundle.task == "retail":
-        pd.DataFrame({"user_id": list(bundle.histories), "item_ids": list(bundle.histories.values())}) \
-            .to_parquet(directory / "histories.parquet", index=False)
+        pd.DataFrame(
+            {"user_id": list(bundle.histories), "item_ids": list(bundle.histories.values())}
+        ).to_parquet(directory / "histories.parquet", index=False)
         rows = [(ctx, item, score) for ctx, ranked in bundle.popularity.items() for item, score in ranked]
-        pd.DataFrame(rows, columns=["context", "item_id", "score"]).to_parquet(directory / "popularity.parquet",
-                                                                               index=False)
+        pd.DataFrame(rows, columns=["context", "item_id", "score"]).to_parquet(
+            directory / "popularity.parquet", index=False
+        )
 
 
 def load_bundle(directory: Path, load_model=None) -> Bundle:
@@ -178,7 +191,9 @@ def load_bundle(directory: Path, load_model=None) -> Bundle:
         pop = pd.read_parquet(directory / "popularity.parquet")
         for ctx, group in pop.groupby("context", sort=False):
             popularity[str(ctx)] = list(zip(group["item_id"], group["score"].astype(float), strict=True))
-    return Bundle(meta["task"], meta["registered_name"], meta["version"], model, items, index, histories, popularity)
+    return Bundle(
+        meta["task"], meta["registered_name"], meta["version"], model, items, index, histories, popularity
+    )
 
 
 def user_histories(interactions: pd.DataFrame, history_len: int) -> dict[str, list[str]]:
@@ -188,8 +203,9 @@ def user_histories(interactions: pd.DataFrame, history_len: int) -> dict[str, li
     return {str(u): [str(i) for i in g] for u, g in latest.groupby("user_id", sort=False)["item_id"]}
 
 
-def context_popularity(interactions: pd.DataFrame, users: pd.DataFrame | None, days: int,
-                       top: int = 200) -> dict[str, list[tuple[str, float]]]:
+def context_popularity(
+    interactions: pd.DataFrame, users: pd.DataFrame | None, days: int, top: int = 200
+) -> dict[str, list[tuple[str, float]]]:
     """Return the most bought items (distinct baskets) of the last `days`, globally ("") and per country."""
     recent = interactions[interactions["ts"] >= interactions["ts"].max() - pd.Timedelta(days=days)]
     baskets = recent.drop_duplicates(["basket_id", "item_id"])

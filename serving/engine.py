@@ -22,7 +22,15 @@ from bentoml.exceptions import NotFound
 from pipelines.core.config import ServeParams
 from serving import schemas
 from serving.batching import AdaptiveBatcher
-from serving.champion import GLOBAL, ITEM_COLUMNS, Bundle, assemble_bundle, champion_version, model_loader, registry_client
+from serving.champion import (
+    GLOBAL,
+    ITEM_COLUMNS,
+    Bundle,
+    assemble_bundle,
+    champion_version,
+    model_loader,
+    registry_client,
+)
 from serving.request_log import RequestLog
 
 logger = logging.getLogger(__name__)
@@ -65,6 +73,10 @@ class UserFeatures:
                 self._cache.popitem(last=False)
         return frame
 
+    @property
+    def connected(self) -> bool:
+        return self._client is not None
+
     def _connect(self) -> None:
         try:
             from features import OnlineFeatureClient
@@ -78,8 +90,16 @@ class UserFeatures:
 class ServingEngine:
     """The live recommender and search bundles, their encoder batchers, feature lookups and the request log."""
 
-    def __init__(self, recommender: Bundle, search: Bundle, params: ServeParams, request_log: RequestLog | None,
-                 features: UserFeatures | None = None, tracking_uri: str | None = None, load_model=None):
+    def __init__(
+        self,
+        recommender: Bundle,
+        search: Bundle,
+        params: ServeParams,
+        request_log: RequestLog | None,
+        features: UserFeatures | None = None,
+        tracking_uri: str | None = None,
+        load_model=None,
+    ):
         self.params, self.request_log = params, request_log
         self.features = features or UserFeatures(params.feature_cache_s)
         self.tracking_uri, self._load_model = tracking_uri, load_model
@@ -98,7 +118,11 @@ class ServingEngine:
         bundle = live.bundle
         history = bundle.histories.get(req.user_id)
         if history:
-            features = await asyncio.get_running_loop().run_in_executor(None, self.features.lookup, req.user_id)
+            features = None
+            if self.features.connected:  # a store read is blocking IO: off the event loop
+                features = await asyncio.get_running_loop().run_in_executor(
+                    None, self.features.lookup, req.user_id
+                )
             vector = await live.batcher.submit((history, features))
             seen, strategy = set(history) if req.exclude_purchased else set(), "personalized"
         elif req.recent_item_ids:
@@ -107,19 +131,38 @@ class ServingEngine:
             seen, strategy = set(req.recent_item_ids) if req.exclude_purchased else set(), "cold_start_items"
         else:
             country = (req.country or GLOBAL).strip().lower()
-            strategy = "popularity_country" if country in bundle.popularity and country != GLOBAL else \
-                "popularity_global"
+            strategy = (
+                "popularity_country"
+                if country in bundle.popularity and country != GLOBAL
+                else "popularity_global"
+            )
             ranked = bundle.popularity.get(country if strategy == "popularity_country" else GLOBAL, [])
-            ids = [i for i, _ in ranked[:req.k] if i in bundle.index.position]
+            ids = [i for i, _ in ranked[: req.k] if i in bundle.index.position]
             positions = np.array([bundle.index.position[i] for i in ids], dtype=np.int64)
-            scores = np.array([s for i, s in ranked[:req.k] if i in bundle.index.position], dtype=np.float32)
+            scores = np.array([s for i, s in ranked[: req.k] if i in bundle.index.position], dtype=np.float32)
             items = self._scored(live, positions, scores)
-            return self._respond(schemas.RecommendResponse, started, "recommend", strategy, bundle, items,
-                                 k=req.k, user_id=req.user_id)
+            return self._respond(
+                schemas.RecommendResponse,
+                started,
+                "recommend",
+                strategy,
+                bundle,
+                items,
+                k=req.k,
+                user_id=req.user_id,
+            )
         positions, scores = self._nearest(bundle, vector, req.k, exclude=seen)
         items = self._scored(live, positions, scores)
-        return self._respond(schemas.RecommendResponse, started, "recommend", strategy, bundle, items, k=req.k,
-                             user_id=req.user_id)
+        return self._respond(
+            schemas.RecommendResponse,
+            started,
+            "recommend",
+            strategy,
+            bundle,
+            items,
+            k=req.k,
+            user_id=req.user_id,
+        )
 
     async def search(self, req: schemas.SearchRequest) -> schemas.SearchResponse:
         started, live = time.perf_counter(), self.search_live
@@ -133,11 +176,20 @@ class ServingEngine:
             positions, scores = self._nearest(bundle, vector, max(3 * req.k, 50))
             w = self.params.personal_weight
             scores = (1 - w) * scores + w * (bundle.index.vectors[positions] @ affinity)
-            order = np.argsort(-scores, kind="stable")[:req.k]
+            order = np.argsort(-scores, kind="stable")[: req.k]
             positions, scores, strategy = positions[order], scores[order], "search_personalized"
         items = self._scored(live, positions, scores)
-        return self._respond(schemas.SearchResponse, started, "search", strategy, bundle, items, k=req.k,
-                             user_id=req.user_id, query=req.query)
+        return self._respond(
+            schemas.SearchResponse,
+            started,
+            "search",
+            strategy,
+            bundle,
+            items,
+            k=req.k,
+            user_id=req.user_id,
+            query=req.query,
+        )
 
     async def similar(self, req: schemas.SimilarRequest) -> schemas.SimilarResponse:
         started = time.perf_counter()
@@ -148,12 +200,23 @@ class ServingEngine:
                 vector = bundle.index.vectors[position]
                 positions, scores = self._nearest(bundle, vector, req.k, exclude={req.item_id})
                 items = self._scored(live, positions, scores)
-                return self._respond(schemas.SimilarResponse, started, "similar", "item_to_item", bundle, items,
-                                     k=req.k, item_id=req.item_id, catalogue=bundle.task)
+                return self._respond(
+                    schemas.SimilarResponse,
+                    started,
+                    "similar",
+                    "item_to_item",
+                    bundle,
+                    items,
+                    k=req.k,
+                    item_id=req.item_id,
+                    catalogue=bundle.task,
+                )
         raise NotFound(f"item_id '{req.item_id}' is in neither catalogue")
 
     def versions(self) -> schemas.ModelVersions:
-        return schemas.ModelVersions(recommender=self.rec.bundle.version, search=self.search_live.bundle.version)
+        return schemas.ModelVersions(
+            recommender=self.rec.bundle.version, search=self.search_live.bundle.version
+        )
 
     # -- reload ----------------------------------------------------------------------------------------------
     def reload(self) -> list[str]:
@@ -174,9 +237,17 @@ class ServingEngine:
                     continue
                 logger.info("reloading %s: version %s -> %s", bundle.registered_name, bundle.version, version)
                 model = (self._load_model or model_loader())(f"models:/{bundle.registered_name}/{version}")
-                fresh = assemble_bundle(bundle.task, bundle.registered_name, version, model,
-                                        bundle.items.reset_index(drop=True), bundle.histories, bundle.popularity,
-                                        self.params.flat_index_max_items, self.params.hnsw_m)
+                fresh = assemble_bundle(
+                    bundle.task,
+                    bundle.registered_name,
+                    version,
+                    model,
+                    bundle.items.reset_index(drop=True),
+                    bundle.histories,
+                    bundle.popularity,
+                    self.params.flat_index_max_items,
+                    self.params.hnsw_m,
+                )
                 warm_up(fresh)
                 setattr(self, attr, self._attach(fresh))
                 changed.append(bundle.registered_name)
@@ -208,11 +279,14 @@ class ServingEngine:
         titles = bundle.items["title"].reindex(bundle.index.item_ids).fillna("").to_numpy(dtype=object)
         model = bundle.model
         if bundle.task == "retail":
+
             def encode(batch):
                 return _encode_users(model, batch)
         else:
+
             def encode(batch):
                 return np.asarray(model.encode_queries(list(batch)), dtype=np.float32)
+
         batching = self.params.batching
         size = batching.max_batch_size if batching.enabled else 1
         return Live(bundle, titles, AdaptiveBatcher(encode, self.executor, size, batching.max_latency_ms))
@@ -226,8 +300,13 @@ class ServingEngine:
         key = (search.version, user_id)
         if key not in self._affinity:
             titles = [t for t in rec.items["title"].reindex(history).fillna("").tolist() if t][-20:]
-            vectors = await asyncio.get_running_loop().run_in_executor(self.executor, search.model.encode_queries,
-                                                                       titles) if titles else None
+            vectors = (
+                await asyncio.get_running_loop().run_in_executor(
+                    self.executor, search.model.encode_queries, titles
+                )
+                if titles
+                else None
+            )
             mean = None if vectors is None else np.asarray(vectors, dtype=np.float32).mean(0)
             self._affinity[key] = None if mean is None else mean / max(float(np.linalg.norm(mean)), 1e-9)
             while len(self._affinity) > 10_000:
@@ -242,7 +321,9 @@ class ServingEngine:
 
     @staticmethod
     def _nearest(bundle: Bundle, vector: np.ndarray, k: int, exclude: set[str] = frozenset()):
-        scores, positions = bundle.index.search(np.asarray(vector, dtype=np.float32)[None, :], k + len(exclude))
+        scores, positions = bundle.index.search(
+            np.asarray(vector, dtype=np.float32)[None, :], k + len(exclude)
+        )
         keep = positions[0] >= 0
         positions, scores = positions[0][keep], scores[0][keep]
         if exclude:
@@ -253,24 +334,51 @@ class ServingEngine:
     @staticmethod
     def _scored(live: Live, positions: np.ndarray, scores: np.ndarray) -> list[schemas.ScoredItem]:
         ids = live.bundle.index.item_ids
-        return [schemas.ScoredItem(item_id=ids[p], title=live.titles[p], score=round(float(s), 6))
-                for p, s in zip(positions, scores, strict=True)]
+        return [
+            schemas.ScoredItem(item_id=ids[p], title=live.titles[p], score=round(float(s), 6))
+            for p, s in zip(positions, scores, strict=True)
+        ]
 
-    def _respond(self, response_cls, started: float, endpoint: str, strategy: str, bundle: Bundle,
-                 items: list[schemas.ScoredItem], k: int, user_id: str | None = None, query: str | None = None,
-                 item_id: str | None = None, **extra):
+    def _respond(
+        self,
+        response_cls,
+        started: float,
+        endpoint: str,
+        strategy: str,
+        bundle: Bundle,
+        items: list[schemas.ScoredItem],
+        k: int,
+        user_id: str | None = None,
+        query: str | None = None,
+        item_id: str | None = None,
+        **extra,
+    ):
         request_id = uuid.uuid4().hex
         fields = {"user_id": user_id, "query": query, "item_id": item_id}
-        response = response_cls(request_id=request_id, strategy=strategy, model_version=bundle.version, items=items,
-                                **{key: value for key, value in fields.items()
-                                   if key in response_cls.model_fields}, **extra)
+        response = response_cls(
+            request_id=request_id,
+            strategy=strategy,
+            model_version=bundle.version,
+            items=items,
+            **{key: value for key, value in fields.items() if key in response_cls.model_fields},
+            **extra,
+        )
         if self.request_log is not None:
-            self.request_log.record({
-                "ts": dt.datetime.now(dt.UTC), "request_id": request_id, "endpoint": endpoint, "user_id": user_id,
-                "query": query, "item_id": item_id, "k": k, "strategy": strategy,
-                "returned_items": [i.item_id for i in items], "scores": [i.score for i in items],
-                "latency_ms": (time.perf_counter() - started) * 1000,
-            })
+            self.request_log.record(
+                {
+                    "ts": dt.datetime.now(dt.UTC),
+                    "request_id": request_id,
+                    "endpoint": endpoint,
+                    "user_id": user_id,
+                    "query": query,
+                    "item_id": item_id,
+                    "k": k,
+                    "strategy": strategy,
+                    "returned_items": [i.item_id for i in items],
+                    "scores": [i.score for i in items],
+                    "latency_ms": (time.perf_counter() - started) * 1000,
+                }
+            )
         return response
 
 

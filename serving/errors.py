@@ -53,9 +53,15 @@ class OneLineErrors:
                 return
             start = held["start"]
             payload = json.dumps({"error": one_line_reason(b"".join(chunks), start["status"])}).encode()
-            headers = [(k, v) for k, v in start.get("headers", []) if k.lower() not in (b"content-length",
-                                                                                          b"content-type")]
-            headers += [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]
+            headers = [
+                (k, v)
+                for k, v in start.get("headers", [])
+                if k.lower() not in (b"content-length", b"content-type")
+            ]
+            headers += [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(payload)).encode()),
+            ]
             await send({**start, "headers": headers})
             await send({"type": "http.response.body", "body": payload})
 

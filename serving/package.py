@@ -1,4 +1,7 @@
-"""Package the champion: resolve it in MLflow, save it with its catalogue and FAISS index as BentoML models, build the Bento."""
+"""Package the champion: resolve it in MLflow, save it with catalogue and FAISS index as BentoML models, build.
+
+Run as `python -m serving.package` (the DVC stage `package`); BENTOML_HOME defaults to ./bentoml_home.
+"""
 
 import os
 import shutil
@@ -19,8 +22,17 @@ app = typer.Typer(add_completion=False, help=__doc__)
 DATA = repo_root() / "data"
 
 
-def package_task(task: str, registered_name: str, version: str, uri: str, items, histories, popularity,
-                 serve, load_model=None) -> str:
+def package_task(
+    task: str,
+    registered_name: str,
+    version: str,
+    uri: str,
+    items,
+    histories,
+    popularity,
+    serve,
+    load_model=None,
+) -> str:
     """Save one task's champion (MLflow model + catalogue + index) as a BentoML model; return its tag."""
     import bentoml
     import mlflow
@@ -31,11 +43,21 @@ def package_task(task: str, registered_name: str, version: str, uri: str, items,
     with tempfile.TemporaryDirectory(prefix="shopaug-package-") as tmp:
         model_dir = download_model(f"models:/{registered_name}/{version}", Path(tmp))
         model = (load_model or model_loader())(str(model_dir))
-        bundle = assemble_bundle(task, registered_name, version, model, items, histories, popularity,
-                                 serve.flat_index_max_items, serve.hnsw_m)
+        bundle = assemble_bundle(
+            task,
+            registered_name,
+            version,
+            model,
+            items,
+            histories,
+            popularity,
+            serve.flat_index_max_items,
+            serve.hnsw_m,
+        )
         labels = {"mlflow_version": str(version), "task": task, "alias": serve.alias}
-        with bentoml.models.create(registered_name, labels=labels,
-                                   metadata={"mlflow_tracking_uri": uri, "items": len(bundle.items)}) as stored:
+        with bentoml.models.create(
+            registered_name, labels=labels, metadata={"mlflow_tracking_uri": uri, "items": len(bundle.items)}
+        ) as stored:
             save_bundle(bundle, Path(stored.path))
             shutil.copytree(model_dir, Path(stored.path) / "model")
         return str(stored.tag)
@@ -43,7 +65,13 @@ def package_task(task: str, registered_name: str, version: str, uri: str, items,
 
 def package_champions(retail_dir: Path, search_items: Path, params=None, load_model=None) -> dict:
     """Save both champions into the BentoML model store; return {registered name: {version, tag}}."""
-    from serving.champion import champion_version, context_popularity, registry_client, tracking_uri, user_histories
+    from serving.champion import (
+        champion_version,
+        context_popularity,
+        registry_client,
+        tracking_uri,
+        user_histories,
+    )
 
     params = params or load_params()
     serve, uri = params.serve, tracking_uri(params.mlflow.tracking_uri)
@@ -52,10 +80,16 @@ def package_champions(retail_dir: Path, search_items: Path, params=None, load_mo
     users_path = retail_dir / "users.parquet"
     users = read_table(users_path, "users") if users_path.exists() else None
     retail_items = read_table(retail_dir / "items.parquet", "items")
-    tasks = [("retail", params.mlflow.recommender_model, retail_items,
-              user_histories(interactions, serve.history_len),
-              context_popularity(interactions, users, serve.popularity_days)),
-             ("search", params.mlflow.search_model, read_table(search_items, "items"), None, None)]
+    tasks = [
+        (
+            "retail",
+            params.mlflow.recommender_model,
+            retail_items,
+            user_histories(interactions, serve.history_len),
+            context_popularity(interactions, users, serve.popularity_days),
+        ),
+        ("search", params.mlflow.search_model, read_table(search_items, "items"), None, None),
+    ]
     packaged = {}
     for task, name, items, histories, popularity in tasks:
         version = champion_version(client, name, serve.alias)
@@ -68,19 +102,25 @@ def build_bento() -> str:
     """Run `bentoml build` with serving/bentofile.yaml from the repo root; return the Bento tag."""
     import bentoml
 
-    bento = bentoml.bentos.build_bentofile(str(repo_root() / "serving" / "bentofile.yaml"),
-                                           build_ctx=str(repo_root()))
+    bento = bentoml.bentos.build_bentofile(
+        str(repo_root() / "serving" / "bentofile.yaml"), build_ctx=str(repo_root())
+    )
     return str(bento.tag)
 
 
 @app.command()
 def main(
-    retail_dir: Annotated[Path, typer.Option(help="canonical retail tables (items, users, interactions)")] =
-        DATA / "canonical" / "retail",
-    search_items: Annotated[Path, typer.Option(help="canonical search catalogue")] =
-        DATA / "canonical" / "search" / "items.parquet",
+    retail_dir: Annotated[
+        Path, typer.Option(help="canonical retail tables (items, users, interactions)")
+    ] = DATA / "canonical" / "retail",
+    search_items: Annotated[Path, typer.Option(help="canonical search catalogue")] = DATA
+    / "canonical"
+    / "search"
+    / "items.parquet",
     build: Annotated[bool, typer.Option(help="run `bentoml build` after saving the models")] = True,
-    out: Annotated[Path, typer.Option(help="summary of what was packaged")] = repo_root() / "metrics" / "package.json",
+    out: Annotated[Path, typer.Option(help="summary of what was packaged")] = repo_root()
+    / "metrics"
+    / "package.json",
 ) -> None:
     """Package the registry's champion models and build the Bento (BENTOML_HOME defaults to ./bentoml_home)."""
     if not Path(os.environ["BENTOML_HOME"]).parent.exists():

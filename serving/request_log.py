@@ -17,19 +17,21 @@ logger = logging.getLogger(__name__)
 
 # The contract with monitoring (CONTRACTS.md): ids, query text, returned items, scores, latency; no other
 # personal data (no country, no recent-item lists, no client address).
-REQUEST_LOG_SCHEMA = pa.schema([
-    ("ts", pa.timestamp("us", tz="UTC")),
-    ("request_id", pa.string()),
-    ("endpoint", pa.string()),
-    ("user_id", pa.string()),
-    ("query", pa.string()),
-    ("item_id", pa.string()),
-    ("k", pa.int64()),
-    ("strategy", pa.string()),
-    ("returned_items", pa.list_(pa.string())),
-    ("scores", pa.list_(pa.float64())),
-    ("latency_ms", pa.float64()),
-])
+REQUEST_LOG_SCHEMA = pa.schema(
+    [
+        ("ts", pa.timestamp("us", tz="UTC")),
+        ("request_id", pa.string()),
+        ("endpoint", pa.string()),
+        ("user_id", pa.string()),
+        ("query", pa.string()),
+        ("item_id", pa.string()),
+        ("k", pa.int64()),
+        ("strategy", pa.string()),
+        ("returned_items", pa.list_(pa.string())),
+        ("scores", pa.list_(pa.float64())),
+        ("latency_ms", pa.float64()),
+    ]
+)
 
 
 class RequestLog:
@@ -39,8 +41,16 @@ class RequestLog:
     files are deleted; rows arriving while `max_buffered_rows` wait are dropped (counted in `dropped`).
     """
 
-    def __init__(self, directory: Path, sample_rate: float, rows_per_file: int, flush_s: float, max_files: int,
-                 max_buffered_rows: int, seed: int | None = None):
+    def __init__(
+        self,
+        directory: Path,
+        sample_rate: float,
+        rows_per_file: int,
+        flush_s: float,
+        max_files: int,
+        max_buffered_rows: int,
+        seed: int | None = None,
+    ):
         self.directory = Path(directory)
         self.sample_rate, self.rows_per_file, self.flush_s = sample_rate, rows_per_file, flush_s
         self.max_files = max_files
@@ -92,7 +102,7 @@ class RequestLog:
 
     def _prune(self) -> None:
         files = sorted(self.directory.glob("requests-*.parquet"))
-        for old in files[:max(0, len(files) - self.max_files)]:
+        for old in files[: max(0, len(files) - self.max_files)]:
             old.unlink(missing_ok=True)
 
     def _loop(self) -> None:

@@ -24,7 +24,9 @@ def _limits() -> ServeParams:
 LIMITS = _limits()
 
 Identifier = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)]
-QueryText = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=LIMITS.max_query_chars)]
+QueryText = Annotated[
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=LIMITS.max_query_chars)
+]
 TopK = Annotated[int, Field(ge=1, le=LIMITS.max_k, description=f"number of items, 1..{LIMITS.max_k}")]
 
 
@@ -38,8 +40,10 @@ class RecommendRequest(Request):
     k: TopK = 10
     exclude_purchased: bool = True
     recent_item_ids: list[Identifier] = Field(
-        default_factory=list, max_length=LIMITS.max_recent_items,
-        description="items a user unknown to the system just viewed or bought (cold start)")
+        default_factory=list,
+        max_length=LIMITS.max_recent_items,
+        description="items a user unknown to the system just viewed or bought (cold start)",
+    )
     country: Identifier | None = Field(None, description="context for the cold-start popularity fallback")
 
 

@@ -53,17 +53,25 @@ class Shopaug:
         params = load_serving_params()
         torch.set_num_threads(params.serve.torch_threads)
         log = params.serve.request_log
-        log_dir = Path(os.environ.get("SHOPAUG_REQUEST_LOG_DIR", repo_root() / "data" / "serving" / "requests"))
-        self.request_log = RequestLog(log_dir, log.sample_rate, log.rows_per_file, log.flush_s, log.max_files,
-                                      log.max_buffered_rows)
+        log_dir = Path(
+            os.environ.get("SHOPAUG_REQUEST_LOG_DIR", repo_root() / "data" / "serving" / "requests")
+        )
+        self.request_log = RequestLog(
+            log_dir, log.sample_rate, log.rows_per_file, log.flush_s, log.max_files, log.max_buffered_rows
+        )
         serve = params.serve
-        self.engine = ServingEngine(load_bundle(Path(self.recommender_model.path)),
-                                    load_bundle(Path(self.search_model.path)), serve, self.request_log,
-                                    tracking_uri=tracking_uri(params.mlflow.tracking_uri))
+        self.engine = ServingEngine(
+            load_bundle(Path(self.recommender_model.path)),
+            load_bundle(Path(self.search_model.path)),
+            serve,
+            self.request_log,
+            tracking_uri=tracking_uri(params.mlflow.tracking_uri),
+        )
         self._stop = threading.Event()
         if serve.reload_poll_s > 0:
-            threading.Thread(target=self.engine.poll_forever, args=(self._stop,), name="champion-poll",
-                             daemon=True).start()
+            threading.Thread(
+                target=self.engine.poll_forever, args=(self._stop,), name="champion-poll", daemon=True
+            ).start()
         logger.info("serving %s", self.engine.versions())
 
     @bentoml.api
@@ -95,7 +103,9 @@ class Shopaug:
         if not token or not hmac.compare_digest(given.encode(), token.encode()):
             raise BentoMLException("admin token missing or wrong", error_code=HTTPStatus.UNAUTHORIZED)
         started = self.engine.reload_in_background()
-        return ReloadResponse(status="started" if started else "already_running", versions=self.engine.versions())
+        return ReloadResponse(
+            status="started" if started else "already_running", versions=self.engine.versions()
+        )
 
     @bentoml.on_shutdown
     def _close(self) -> None:

@@ -1,4 +1,4 @@
-"""Training inputs: the fused set (or the real split), retail basket examples with point-in-time context, search pairs."""
+"""Training inputs: the fused set (or the real split), retail basket examples in time, search pairs."""
 
 import json
 import logging
@@ -17,7 +17,7 @@ SNAPSHOT_DAYS = 14  # item-context snapshot spacing: staleness vs. candidate mat
 
 
 def training_table(root: Path, task: str, variant: str) -> tuple[pd.DataFrame, Path]:
-    """The fused training set `data/fused/<task>/<variant>.parquet`, else the real split `data/splits/<task>/train.parquet`.
+    """The fused set `data/fused/<task>/<variant>.parquet`, else the real split `data/splits/<task>/train.parquet`.
 
     A missing `weight` column means weight 1 for every row. Refuses a named variant that does not exist
     when fused sets exist.

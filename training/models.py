@@ -1,10 +1,9 @@
-"""The trainable models: a text tower (frozen, top layers, LoRA or full), the search bi-encoder, the two-tower recommender.
+"""Trainable models: a text tower (frozen, top layers, LoRA or full), the search bi-encoder, the two-tower recommender.
 
 Both models score by a dot product of two vectors, so serving can put the item side in a FAISS index.
 """
 
 import functools
-import hashlib
 import logging
 import zlib
 from collections import OrderedDict

@@ -16,6 +16,7 @@ import torch
 
 from pipelines.core.encoder import TextEncoder, resolve_encoder
 from pipelines.core.errors import ShopError
+from pipelines.core.paths import repo_root
 from training.data import user_histories, user_history_features
 from training.models import (
     ITEM_FEATURES,
@@ -33,6 +34,7 @@ from training.models import (
 
 log = logging.getLogger(__name__)
 FORMAT_VERSION = 1
+DEFAULT_CACHE = repo_root() / "data" / "cache" / "embeddings"
 
 
 def _fingerprint(model: torch.nn.Module) -> str:
@@ -59,20 +61,30 @@ class FrozenTextVectors:
             self._fingerprint = _fingerprint(self._encoder.model)
         return self._encoder
 
-    def __call__(self, texts: list[str]) -> np.ndarray:
+    def _path(self, texts: list[str]) -> Path | None:
+        if self.cache_dir is None:
+            return None
         fingerprint = self._fingerprint or _fingerprint(self.encoder.model)
         key = hashlib.sha256("\n".join([fingerprint, str(self.max_length), *texts]).encode()).hexdigest()[:24]
-        path = self.cache_dir / f"{key}.npy" if self.cache_dir else None
+        return self.cache_dir / f"{key}.npy"
+
+    def remember(self, texts: list[str], vectors: np.ndarray) -> None:
+        """Store vectors computed elsewhere with the same encoder and max_length (e.g. the baselines' cache)."""
+        path = self._path(texts)
+        if path is not None and not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.parent / f".{path.stem}.{np.random.randint(1 << 30)}.npy"
+            np.save(tmp, np.asarray(vectors, dtype=np.float32))
+            tmp.replace(path)
+
+    def __call__(self, texts: list[str]) -> np.ndarray:
+        path = self._path(texts)
         if path is not None and path.exists():
             return np.load(path)
         order = np.argsort([len(t) for t in texts], kind="stable")  # similar lengths per batch: little padding
         vectors = np.empty((len(texts), self.encoder.dim), dtype=np.float32)
         vectors[order] = self.encoder.encode([texts[i] for i in order], progress=len(texts) > 5000)
-        if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.parent / f".{key}.{np.random.randint(1 << 30)}.npy"
-            np.save(tmp, vectors)
-            tmp.replace(path)
+        self.remember(texts, vectors)
         return vectors
 
 
@@ -260,8 +272,12 @@ def save_model(model: "SearchModel | RecommenderModel", folder: str | Path) -> P
     return folder
 
 
-def load_model_from_folder(folder: str | Path, cache_dir: str | Path | None = None) -> "SearchModel | RecommenderModel":
-    """Rebuild the model `save_model` wrote; refuses a folder without model.json or of another format version."""
+def load_model_from_folder(folder: str | Path,
+                           cache_dir: str | Path | None = DEFAULT_CACHE) -> "SearchModel | RecommenderModel":
+    """Rebuild the model `save_model` wrote; refuses a folder without model.json or of another format version.
+
+    Frozen item-text vectors are cached under `cache_dir` (default: the repo's data/cache/embeddings).
+    """
     folder = Path(folder)
     try:
         config = json.loads((folder / "model.json").read_text())

@@ -138,7 +138,8 @@ def build_retail_job(params: Params, root: Path, variant: str) -> tuple[RetailJo
     split_train = read_table(root / "data/splits/retail/train.parquet", "interactions")
     valid_targets = read_table(root / "data/splits/retail/valid.parquet", "interactions")
     history = split_train[split_train["ts"] < before]
-    valid_targets = valid_targets[valid_targets["user_id"].astype(str).isin(set(history["user_id"].dropna().astype(str)))]
+    known_users = set(history["user_id"].dropna().astype(str))
+    valid_targets = valid_targets[valid_targets["user_id"].astype(str).isin(known_users)]
     config = {"name": f"two_tower_{variant}", "text_dim": int(text_vectors.shape[1]), "edges": ex.edges,
               "dim": cfg.dim, "history_len": cfg.history_len, "user_layers": cfg.user_layers,
               "user_heads": cfg.user_heads, "dropout": cfg.dropout, "repeat_dims": cfg.repeat_dims,
@@ -211,6 +212,19 @@ class SearchJob:
                               for row, (_, g) in zip(top, groups, strict=True)]))
 
 
+def frozen_item_vectors(params: Params, root: Path, items: pd.DataFrame, item_text: FrozenTextVectors) -> np.ndarray:
+    """Frozen item-text vectors; titles-only catalogues reuse the zero-shot baseline's cache (same encoder)."""
+    texts = item_texts(items)
+    if params.train.search.model in (None, params.encoder.model) and texts == items["title"].astype(str).tolist():
+        from training.baselines import MiniLMRetriever
+
+        zero_shot = MiniLMRetriever(params.encoder.model, params.encoder.max_length, params.encoder.batch_size,
+                                    root / "data" / "cache")
+        zero_shot.fit(pd.DataFrame(), items)
+        item_text.remember(texts, zero_shot.item_vectors)
+    return item_text(texts)
+
+
 def build_search_job(params: Params, root: Path, variant: str) -> tuple[SearchJob, Path]:
     cfg = params.train.search
     queries, path = training_table(root, "search", variant)
@@ -220,7 +234,8 @@ def build_search_job(params: Params, root: Path, variant: str) -> tuple[SearchJo
     pairs = search_pairs(queries, index, cfg.positive_threshold, cfg.negative_threshold)
     encoder = cfg.model or params.encoder.model
     item_text = FrozenTextVectors(encoder, params.encoder.max_length, root / params.train.cache_dir)
-    text_vectors = item_text(item_texts(items)) if cfg.item_tower == "frozen" else np.zeros((len(items), 1), np.float32)
+    text_vectors = frozen_item_vectors(params, root, items, item_text) if cfg.item_tower == "frozen" \
+        else np.zeros((len(items), 1), np.float32)
     valid = read_table(root / "data/splits/search/valid.parquet", "queries")
     valid = valid.assign(item_id=valid["item_id"].astype(str)).groupby(["query", "item_id"], as_index=False)[
         "relevance"].mean()
@@ -292,7 +307,8 @@ def main(
             continue
         folder = save_model(outcome.model, root / out / name / variant)
         metrics = {**outcome.metrics(), "data": str(outcome.data_path.relative_to(root))}
-        write_json({**metrics, "history": outcome.result.history}, root / "metrics" / "train" / f"{name}-{variant}.json")
+        write_json({**metrics, "history": outcome.result.history},
+                   root / "metrics" / "train" / f"{name}-{variant}.json")
         log.info("%s/%s: %s -> %s", name, variant, metrics, folder)
         if track:
             from training import tracking

@@ -133,14 +133,23 @@ def enrich_by_llm(items: pd.DataFrame, params: Params) -> pd.DataFrame:
     out = items.copy()
     out["price_band"] = band
     out["cluster"] = -1
-    out["category"] = [(c[0] if c else "") or "uncategorised" for c in categories]
+    out["category"] = [first_line(c[0] if c else "", "category").lower() or "uncategorised" for c in categories]
     out["description"] = [
-        (d[0] if d else "") or describe(t, c, b, pr)
-        for d, t, c, b, pr in zip(
-            descriptions, out["title"], out["category"], band, out["price"], strict=True
-        )
+        first_line(d[0] if d else "", "description")[:300] or describe(t, c, b, pr)
+        for d, t, c, b, pr in zip(descriptions, out["title"], out["category"], band, out["price"], strict=True)
     ]
     return out
+
+
+def first_line(text: str, label: str) -> str:
+    """The first non-empty line of an LLM reply, without quotes or a leading `<label>:`, whitespace collapsed."""
+    for line in str(text).strip().splitlines():
+        line = line.strip().strip("\"'`").strip()
+        if line.lower().startswith(label + ":"):
+            line = line[len(label) + 1 :].strip().strip("\"'`").strip()
+        if line:
+            return " ".join(line.split())
+    return ""
 
 
 def write_embeddings(items: pd.DataFrame, vectors: np.ndarray, path: Path | str) -> None:

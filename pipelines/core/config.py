@@ -324,7 +324,7 @@ class SearchTrainParams(TrainCommonParams):
     item_tower: Literal["frozen", "shared"] = Field(
         "frozen", description="frozen: cached pretrained item vectors; shared: the fine-tuned encoder (GPU)")
     positive_threshold: float = Field(0.5, ge=0, le=1, description="relevance at/above which a pair is a positive")
-    negative_threshold: float = Field(0.25, ge=0, le=1, description="relevance at/below which a judged pair is a hard negative")
+    negative_threshold: float = Field(0.25, ge=0, le=1, description="relevance at/below which a pair is a negative")
     hard_negatives: int = Field(2, ge=0, description="mined hard negatives per query in a batch")
     sampled_negatives: int = Field(2048, ge=0, description="random catalogue items added as negatives per batch")
 
@@ -333,15 +333,15 @@ class TrainParams(Section):
     """The `train` stage: device/precision, checkpoints, and one section per task."""
 
     device: str = Field("auto", description="auto = cuda when present, else cpu; or cpu / cuda / cuda:N")
-    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field("auto", description="auto: bf16/fp16 on GPU, fp32 on CPU")
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field("auto", description="auto: bf16/fp16 GPU, fp32 CPU")
     threads: int = Field(0, ge=0, description="torch CPU threads; 0 = torch default")
     checkpoint_every: int = Field(100, ge=1, description="optimizer steps between checkpoints")
     cache_dir: str = "data/cache/embeddings"
     retail: RetailTrainParams = RetailTrainParams(
-        lr=2e-3, batch_size=256, epochs=40, max_steps=1200, eval_every=40, patience=5)
+        lr=2e-3, batch_size=256, epochs=40, max_steps=300, eval_every=50, patience=3)
     search: SearchTrainParams = SearchTrainParams(
-        trainable_layers=-1, lr=1e-3, encoder_lr=5e-5, batch_size=64, epochs=2, max_steps=400, eval_every=100,
-        patience=3)
+        trainable_layers=2, max_seq_len=24, lr=1e-3, encoder_lr=1e-4, batch_size=32, epochs=3, max_steps=300,
+        eval_every=100, patience=2)
 
 
 class FeaturesParams(Section):
@@ -364,6 +364,66 @@ class ExperimentsParams(Section):
     sweep_dir: str = Field("metrics/sweep", description="<task>.csv: NDCG@10 vs synthetic share, a row per model")
 
 
+class GateParams(Section):
+    """The real-vs-synthetic gate: thresholds that decide pass, drop (warning) or fail per generator."""
+
+    generators: list[str] = ["synthetic_queries", "query_rewrites", "hard_negatives", "cf_interactions",
+                             "sequence_aug", "synthetic_users", "item_enrichment"]
+    sample_rows: int = Field(1000, ge=50, description="rows per side (seeded) in the Evidently report and SDMetrics")
+    dcr_rows: int = Field(2000, ge=20, description="synthetic records whose distance to the closest real one is measured")
+    drift_drop: float = Field(0.5, gt=0, description="largest column drift (normed Wasserstein / Jensen-Shannon)")
+    drift_fail: float = Field(1.5, gt=0)
+    embedding_drop: float = Field(0.9, ge=0.5, le=1, description="ROC AUC of a real-vs-synthetic text classifier")
+    embedding_fail: float = Field(0.99, ge=0.5, le=1)
+    oov_drop: float = Field(0.2, ge=0, le=1, description="mean share of a text's words unseen in the real vocabulary")
+    oov_fail: float = Field(0.5, ge=0, le=1)
+    shape_drop: float = Field(0.7, ge=0, le=1, description="SDMetrics column-shape score, at least")
+    shape_fail: float = Field(0.5, ge=0, le=1)
+    pair_trend_drop: float = Field(0.7, ge=0, le=1, description="SDMetrics column-pair-trend score, at least")
+    pair_trend_fail: float = Field(0.5, ge=0, le=1)
+    max_identical_share: float = Field(0.0, ge=0, le=1, description="synthetic histories/profiles equal to a real one")
+    max_copied_rows: float = Field(0.01, ge=0, le=1, description="share of rows equal to a real row (where checked)")
+    min_dcr_ratio: float = Field(0.2, ge=0, description="median distance to closest real record / real-to-real")
+
+
+class DriftParams(Section):
+    """Serving drift: a window of the request log against the training reference; test thresholds alert."""
+
+    log_dir: str = "data/serving/requests"
+    window_hours: float = Field(24.0, gt=0, description="current window ends at the newest request (or --now)")
+    min_requests: int = Field(20, ge=1, description="fewer requests in the window: an error, not a verdict")
+    embedding_rows: int = Field(500, ge=20, description="queries per side encoded for embedding drift")
+    reference_rows: int = Field(5000, ge=100, description="reference rows sampled per feature table")
+    query_embedding_max: float = Field(0.8, ge=0.5, le=1, description="ROC AUC of a window-vs-training classifier")
+    feature_drift_max: float = Field(0.5, gt=0, description="normed Wasserstein / Jensen-Shannon per feature")
+    score_drift_max: float = Field(0.5, gt=0, description="score distribution vs the previous window")
+    max_unknown_user_share: float = Field(0.8, ge=0, le=1)
+    min_coverage: float = Field(0.01, ge=0, le=1, description="share of the catalogue recommended in the window")
+    max_popularity_ratio: float = Field(3.0, gt=0, description="mean popularity of recommended / purchased items")
+    min_novelty: float = Field(0.0, ge=0, description="mean self-information of recommended items (bits)")
+    workspace: str | None = Field(None, description="Evidently workspace folder for snapshots (UI), or null")
+
+
+class AlertParams(Section):
+    """Alert delivery: Slack-compatible webhook with retries, a cool-down per alert, and a JSON-lines log."""
+
+    webhook_url: str | None = Field(None, description="$SHOPAUG_ALERT_WEBHOOK wins; null = log only")
+    retries: int = Field(3, ge=0)
+    retry_wait_s: float = Field(1.0, ge=0, description="first backoff wait; doubles per retry")
+    timeout_s: float = Field(5.0, gt=0)
+    cooldown_minutes: float = Field(60.0, ge=0, description="the same alert is not re-sent within this time")
+    state_file: str = "data/monitoring/alert_state.json"
+    log_file: str = "reports/alerts.jsonl"
+
+
+class MonitoringParams(Section):
+    """Monitoring (monitoring/): the synthetic-data gate, serving drift and alerting."""
+
+    gate: GateParams = GateParams()
+    drift: DriftParams = DriftParams()
+    alerts: AlertParams = AlertParams()
+
+
 class Params(Section):
     seed: int = 42
     encoder: EncoderParams = EncoderParams()
@@ -379,6 +439,7 @@ class Params(Section):
     experiments: ExperimentsParams = ExperimentsParams()
     serve: ServeParams = ServeParams()
     train: TrainParams = TrainParams()
+    monitoring: MonitoringParams = MonitoringParams()
 
 
 def load_params(path: Path | str | None = None, overrides: dict | None = None) -> Params:

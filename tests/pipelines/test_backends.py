@@ -1,10 +1,14 @@
 """Generation backends: the learned offline model, the cache, a tiny local HF model, and the OpenAI protocol."""
 
 import json
+import os
 import socket
+import subprocess
+import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -57,6 +61,30 @@ def test_offline_backend_is_deterministic_and_seed_dependent(offline_model, real
     assert all(1 <= len(q) <= 3 and len(set(q)) == len(q) for q in a)
     lengths = [len(x.split()) for q in a for x in q]
     assert 1.5 <= np.mean(lengths) <= 6  # real queries average ~3 words
+
+
+CROSS_PROCESS = """
+import hashlib, json, sys
+sys.path.insert(0, sys.argv[1])
+from search_slice import search_slice
+from pipelines.augment.backends import Request, fit_offline_model
+from pipelines.augment.backends.offline import OfflineBackend
+from pipelines.core import validate_table
+s = search_slice()
+model = fit_offline_model(validate_table(s["train"], "queries", "t"), validate_table(s["items"], "items", "i"))
+requests = [Request("query", {"title": t}, n=3) for t in s["items"]["title"][:300]]
+out = OfflineBackend(model, "m", {}, seed=5).generate(requests)
+print(model.fingerprint(), hashlib.sha256(json.dumps(out).encode()).hexdigest())
+"""
+
+
+def test_offline_backend_is_deterministic_across_processes():
+    """String hashing differs per process (PYTHONHASHSEED); the learned model and its samples must not."""
+    here = str(Path(__file__).parent)
+    runs = {subprocess.run([sys.executable, "-c", CROSS_PROCESS, here], capture_output=True, text=True, check=True,
+                           env={**os.environ, "PYTHONHASHSEED": seed}).stdout.strip().splitlines()[-1]
+            for seed in ("1", "2")}
+    assert len(runs) == 1
 
 
 def test_offline_backend_result_does_not_depend_on_batch_order(offline_model, real):

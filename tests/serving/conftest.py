@@ -1,4 +1,4 @@
-"""Fixtures: real data slices, a real MLflow SQLite registry with fixture champions, packaging, a live `bentoml serve`."""
+"""Fixtures: real data slices, a real MLflow SQLite registry with fixture champions, packaging, `bentoml serve`."""
 
 import json
 import os
@@ -13,26 +13,38 @@ from pathlib import Path
 import httpx
 import pandas as pd
 import pytest
+from serving_fixture_models import ADMIN_TOKEN, register_fixture_model
 
 from pipelines.core import data_dir, repo_root, write_table
-from serving_fixture_models import ADMIN_TOKEN, register_fixture_model
 
 RETAIL_ROWS, SEARCH_ROWS = 3000, 800
 
 
-
 def retail_slice(rows: int = RETAIL_ROWS) -> dict[str, pd.DataFrame]:
     """Canonical retail tables from the first `rows` lines of the real Online Retail file."""
-    raw = pd.read_csv(data_dir() / "online_retail" / "online_retail.csv.gz", nrows=rows,
-                      dtype={"InvoiceNo": str, "StockCode": str, "CustomerID": "Int64"})
+    raw = pd.read_csv(
+        data_dir() / "online_retail" / "online_retail.csv.gz",
+        nrows=rows,
+        dtype={"InvoiceNo": str, "StockCode": str, "CustomerID": "Int64"},
+    )
     raw = raw[(raw["Quantity"] > 0) & (raw["UnitPrice"] > 0) & ~raw["InvoiceNo"].str.startswith("C")]
     raw = raw.dropna(subset=["Description"])
-    interactions = pd.DataFrame({
-        "user_id": raw["CustomerID"].astype("string"), "item_id": raw["StockCode"],
-        "ts": pd.to_datetime(raw["InvoiceDate"], utc=True), "event": "purchase", "quantity": raw["Quantity"],
-        "value": raw["Quantity"] * raw["UnitPrice"], "basket_id": raw["InvoiceNo"]})
-    items = raw.groupby("StockCode").agg(title=("Description", lambda s: s.mode().iloc[0]),
-                                          price=("UnitPrice", "median")).reset_index()
+    interactions = pd.DataFrame(
+        {
+            "user_id": raw["CustomerID"].astype("string"),
+            "item_id": raw["StockCode"],
+            "ts": pd.to_datetime(raw["InvoiceDate"], utc=True),
+            "event": "purchase",
+            "quantity": raw["Quantity"],
+            "value": raw["Quantity"] * raw["UnitPrice"],
+            "basket_id": raw["InvoiceNo"],
+        }
+    )
+    items = (
+        raw.groupby("StockCode")
+        .agg(title=("Description", lambda s: s.mode().iloc[0]), price=("UnitPrice", "median"))
+        .reset_index()
+    )
     items = items.rename(columns={"StockCode": "item_id"}).assign(description="", category="")
     users = raw.dropna(subset=["CustomerID"]).drop_duplicates("CustomerID")
     users = pd.DataFrame({"user_id": users["CustomerID"].astype("string"), "country": users["Country"]})
@@ -41,8 +53,12 @@ def retail_slice(rows: int = RETAIL_ROWS) -> dict[str, pd.DataFrame]:
 
 def search_slice(rows: int = SEARCH_ROWS) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(catalogue items, judged queries) from the first `rows` lines of the real Home Depot file."""
-    raw = pd.read_csv(data_dir() / "homedepot" / "search_relevance.csv.gz", nrows=rows, dtype={"product_uid": str})
-    items = raw.drop_duplicates("product_uid").rename(columns={"product_uid": "item_id", "product_title": "title"})
+    raw = pd.read_csv(
+        data_dir() / "homedepot" / "search_relevance.csv.gz", nrows=rows, dtype={"product_uid": str}
+    )
+    items = raw.drop_duplicates("product_uid").rename(
+        columns={"product_uid": "item_id", "product_title": "title"}
+    )
     items = items[["item_id", "title"]].assign(description="", category="", price=0.0)
     return items, raw
 
@@ -64,22 +80,54 @@ def world():
     search_items, queries = search_slice()
     write_table(search_items, root / "search_items.parquet", "items")
     uri = f"sqlite:///{root / 'mlflow.db'}"
-    env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "BENTOML_HOME": str(root / "bentoml"),
-           "SHOPAUG_MODEL_LOADER": "serving_fixture_models:load_model", "HF_HUB_OFFLINE": "1",
-           "SHOPAUG_REQUEST_LOG_DIR": str(root / "requests"), "SHOPAUG_ADMIN_TOKEN": ADMIN_TOKEN,
-           "SHOPAUG_SERVE": json.dumps({"reload_poll_s": 0, "request_log": {"flush_s": 0.5}}),
-           "PYTHONPATH": f"{repo_root()}:{Path(__file__).parent}", "MLFLOW_ENABLE_ASYNC_LOGGING": "false"}
+    env = {
+        **os.environ,
+        "MLFLOW_TRACKING_URI": uri,
+        "BENTOML_HOME": str(root / "bentoml"),
+        "SHOPAUG_MODEL_LOADER": "serving_fixture_models:load_model",
+        "HF_HUB_OFFLINE": "1",
+        "SHOPAUG_REQUEST_LOG_DIR": str(root / "requests"),
+        "SHOPAUG_ADMIN_TOKEN": ADMIN_TOKEN,
+        "SHOPAUG_SERVE": json.dumps({"reload_poll_s": 0, "request_log": {"flush_s": 0.5}}),
+        "PYTHONPATH": f"{repo_root()}:{Path(__file__).parent}",
+        "MLFLOW_ENABLE_ASYNC_LOGGING": "false",
+    }
     os.chdir(root)  # mlflow's default ./mlruns artifact root lands in the temp folder
-    versions = {"recommender": register_fixture_model(uri, "shopaug-recommender", "retail", retail["items"], ""),
-                "search": register_fixture_model(uri, "shopaug-search", "search", search_items, "")}
+    versions = {
+        "recommender": register_fixture_model(uri, "shopaug-recommender", "retail", retail["items"], ""),
+        "search": register_fixture_model(uri, "shopaug-search", "search", search_items, ""),
+    }
     os.chdir(repo_root())
     packaged = subprocess.run(
-        [sys.executable, "-m", "serving.package", "--retail-dir", str(root / "retail"), "--search-items",
-         str(root / "search_items.parquet"), "--no-build", "--out", str(root / "package.json")],
-        env=env, cwd=repo_root(), capture_output=True, text=True, timeout=180)
+        [
+            sys.executable,
+            "-m",
+            "serving.package",
+            "--retail-dir",
+            str(root / "retail"),
+            "--search-items",
+            str(root / "search_items.parquet"),
+            "--no-build",
+            "--out",
+            str(root / "package.json"),
+        ],
+        env=env,
+        cwd=repo_root(),
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
     assert packaged.returncode == 0, packaged.stderr[-3000:]
-    yield {"root": root, "uri": uri, "env": env, "retail": retail, "search_items": search_items,
-            "queries": queries, "versions": versions, "package": json.loads((root / "package.json").read_text())}
+    yield {
+        "root": root,
+        "uri": uri,
+        "env": env,
+        "retail": retail,
+        "search_items": search_items,
+        "queries": queries,
+        "versions": versions,
+        "package": json.loads((root / "package.json").read_text()),
+    }
     shutil.rmtree(root, ignore_errors=True)
 
 
@@ -88,9 +136,24 @@ def server(world) -> str:
     """A real `bentoml serve` of serving.service:Shopaug on a free port; yields its base URL once /readyz is 200."""
     port = free_port()
     log = open(world["root"] / "server.log", "w")
-    proc = subprocess.Popen([sys.executable, "-m", "bentoml", "serve", "serving.service:Shopaug", "--port", str(port),
-                             "--host", "127.0.0.1"], env=world["env"], cwd=repo_root(), stdout=log,
-                            stderr=subprocess.STDOUT, start_new_session=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "bentoml",
+            "serve",
+            "serving.service:Shopaug",
+            "--port",
+            str(port),
+            "--host",
+            "127.0.0.1",
+        ],
+        env=world["env"],
+        cwd=repo_root(),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
@@ -105,7 +168,9 @@ def server(world) -> str:
     else:
         proc.terminate()
     if proc.poll() is not None or time.monotonic() >= deadline:
-        raise RuntimeError(f"bentoml serve did not become ready:\n{(world['root'] / 'server.log').read_text()[-4000:]}")
+        raise RuntimeError(
+            f"bentoml serve did not become ready:\n{(world['root'] / 'server.log').read_text()[-4000:]}"
+        )
     yield base
     proc.terminate()
     try:

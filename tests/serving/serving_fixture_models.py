@@ -48,7 +48,9 @@ class FixtureRecommenderModel:
         self._vectors.update(zip(items["item_id"].astype(str), vectors, strict=True))
         return vectors
 
-    def encode_users(self, histories: list[list[str]], user_features: pd.DataFrame | None = None) -> np.ndarray:
+    def encode_users(
+        self, histories: list[list[str]], user_features: pd.DataFrame | None = None
+    ) -> np.ndarray:
         out = np.ones((len(histories), 384), dtype=np.float32)
         for row, history in enumerate(histories):
             known = [self._vectors[i] for i in history if i in self._vectors]
@@ -70,17 +72,25 @@ def load_model(uri: str):
     return FixtureRecommenderModel(spec["titles"], spec["salt"])
 
 
-def register_fixture_model(tracking_uri: str, name: str, kind: str, items: pd.DataFrame, salt: str,
-                           alias: str = "champion") -> str:
+def register_fixture_model(
+    tracking_uri: str, name: str, kind: str, items: pd.DataFrame, salt: str, alias: str = "champion"
+) -> str:
     """Log a fixture model as a run's artifact, register it as a new version of `name`, point `alias` at it."""
     import mlflow
     from mlflow import MlflowClient
 
     mlflow.set_tracking_uri(tracking_uri)
     client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
-    spec = {"kind": kind, "salt": salt, "item_ids": items["item_id"].tolist(),
-            "titles": dict(zip(items["item_id"], items["title"], strict=True))}
-    with tempfile.TemporaryDirectory() as tmp, mlflow.start_run(run_name=f"fixture-{name}-{salt or 'v1'}") as run:
+    spec = {
+        "kind": kind,
+        "salt": salt,
+        "item_ids": items["item_id"].tolist(),
+        "titles": dict(zip(items["item_id"], items["title"], strict=True)),
+    }
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        mlflow.start_run(run_name=f"fixture-{name}-{salt or 'v1'}") as run,
+    ):
         (Path(tmp) / "fixture.json").write_text(json.dumps(spec))
         mlflow.log_artifacts(tmp, artifact_path="model")
         source = f"{run.info.artifact_uri}/model"

@@ -7,7 +7,6 @@ import time
 import httpx
 import pandas as pd
 import pytest
-
 from serving_fixture_models import ADMIN_TOKEN, register_fixture_model
 
 
@@ -47,8 +46,12 @@ def test_recommend_known_user_is_personal_and_excludes_purchases(server, world):
 
 def test_recommend_unknown_user_falls_back_to_recent_items_then_popularity(server, world):
     item = world["retail"]["items"]["item_id"].iloc[0]
-    from_items = post(server, "recommend", {"user_id": "new-visitor", "k": 3, "recent_item_ids": [item]}).json()
-    assert from_items["strategy"] == "cold_start_items" and item not in [i["item_id"] for i in from_items["items"]]
+    from_items = post(
+        server, "recommend", {"user_id": "new-visitor", "k": 3, "recent_item_ids": [item]}
+    ).json()
+    assert from_items["strategy"] == "cold_start_items" and item not in [
+        i["item_id"] for i in from_items["items"]
+    ]
     popular = post(server, "recommend", {"user_id": "new-visitor", "k": 3}).json()
     assert popular["strategy"] == "popularity_global" and len(popular["items"]) == 3
     country = world["retail"]["users"]["country"].iloc[0]
@@ -70,7 +73,9 @@ def test_search_with_a_known_user_is_reranked_for_them(server, world):
     personal = post(server, "search", {"query": "lamp", "k": 10, "user_id": user}).json()
     assert personal["strategy"] == "search_personalized"
     assert [i["score"] for i in personal["items"]] != [i["score"] for i in plain["items"]]
-    assert post(server, "search", {"query": "lamp", "k": 10, "user_id": "nobody"}).json()["strategy"] == "search"
+    assert (
+        post(server, "search", {"query": "lamp", "k": 10, "user_id": "nobody"}).json()["strategy"] == "search"
+    )
 
 
 def test_similar_answers_from_the_catalogue_holding_the_item(server, world):
@@ -82,21 +87,24 @@ def test_similar_answers_from_the_catalogue_holding_the_item(server, world):
     assert post(server, "similar", {"item_id": search_item, "k": 4}).json()["catalogue"] == "search"
 
 
-@pytest.mark.parametrize("path, body, status, words", [
-    ("search", {"query": ""}, 400, "query"),
-    ("search", {"query": "   \t "}, 400, "query"),
-    ("search", {"query": "x" * 100_000}, 400, "query"),
-    ("search", {"query": "drill", "k": 0}, 400, "k"),
-    ("search", {"query": "drill", "k": 10_000}, 400, "k"),
-    ("search", {"query": "drill", "k": "5"}, 400, "k"),
-    ("search", {"query": 42}, 400, "query"),
-    ("search", {"query": "drill", "colour": "red"}, 400, "colour"),
-    ("recommend", {"user_id": "u", "k": -1}, 400, "k"),
-    ("recommend", {"user_id": "u", "recent_item_ids": ["no-such-item"]}, 404, "no-such-item"),
-    ("recommend", {"k": 3}, 400, "user_id"),
-    ("similar", {"item_id": "no-such-item"}, 404, "no-such-item"),
-    ("similar", ["not", "an", "object"], 400, ""),
-])
+@pytest.mark.parametrize(
+    "path, body, status, words",
+    [
+        ("search", {"query": ""}, 400, "query"),
+        ("search", {"query": "   \t "}, 400, "query"),
+        ("search", {"query": "x" * 100_000}, 400, "query"),
+        ("search", {"query": "drill", "k": 0}, 400, "k"),
+        ("search", {"query": "drill", "k": 10_000}, 400, "k"),
+        ("search", {"query": "drill", "k": "5"}, 400, "k"),
+        ("search", {"query": 42}, 400, "query"),
+        ("search", {"query": "drill", "colour": "red"}, 400, "colour"),
+        ("recommend", {"user_id": "u", "k": -1}, 400, "k"),
+        ("recommend", {"user_id": "u", "recent_item_ids": ["no-such-item"]}, 404, "no-such-item"),
+        ("recommend", {"k": 3}, 400, "user_id"),
+        ("similar", {"item_id": "no-such-item"}, 404, "no-such-item"),
+        ("similar", ["not", "an", "object"], 400, ""),
+    ],
+)
 def test_bad_input_is_a_4xx_with_a_one_line_reason(server, path, body, status, words):
     response = post(server, path, body)
     assert response.status_code == status, response.text
@@ -105,8 +113,12 @@ def test_bad_input_is_a_4xx_with_a_one_line_reason(server, path, body, status, w
 
 
 def test_malformed_json_is_a_400(server):
-    response = httpx.post(f"{server}/search", content=b'{"query": "drill", "k": ', timeout=10,
-                          headers={"content-type": "application/json"})
+    response = httpx.post(
+        f"{server}/search",
+        content=b'{"query": "drill", "k": ',
+        timeout=10,
+        headers={"content-type": "application/json"},
+    )
     assert response.status_code == 400 and "\n" not in response.json()["error"]
 
 
@@ -118,10 +130,17 @@ def test_admin_reload_refuses_a_wrong_token(server):
 def test_reload_to_a_new_champion_under_concurrent_requests_fails_none(server, world):
     user, _ = known_user(world)
     before = post(server, "ping", {}).json()
-    new_search = register_fixture_model(world["uri"], "shopaug-search", "search", world["search_items"], "v2 ")
-    new_rec = register_fixture_model(world["uri"], "shopaug-recommender", "retail", world["retail"]["items"], "v2 ")
-    calls = [("search", {"query": "cordless drill", "k": 5}), ("recommend", {"user_id": user, "k": 5}),
-             ("similar", {"item_id": world["search_items"]["item_id"].iloc[1], "k": 5})]
+    new_search = register_fixture_model(
+        world["uri"], "shopaug-search", "search", world["search_items"], "v2 "
+    )
+    new_rec = register_fixture_model(
+        world["uri"], "shopaug-recommender", "retail", world["retail"]["items"], "v2 "
+    )
+    calls = [
+        ("search", {"query": "cordless drill", "k": 5}),
+        ("recommend", {"user_id": user, "k": 5}),
+        ("similar", {"item_id": world["search_items"]["item_id"].iloc[1], "k": 5}),
+    ]
     switched = threading.Event()
 
     def hammer(worker: int) -> list[tuple[int, str]]:
@@ -158,8 +177,19 @@ def test_request_log_is_written_with_the_contract_columns(server, world):
         files = sorted((world["root"] / "requests").glob("*.parquet"))
     assert files, "no request log file written"
     log = pd.concat([pd.read_parquet(f) for f in files])
-    assert list(log.columns) == ["ts", "request_id", "endpoint", "user_id", "query", "item_id", "k", "strategy",
-                                 "returned_items", "scores", "latency_ms"]
+    assert list(log.columns) == [
+        "ts",
+        "request_id",
+        "endpoint",
+        "user_id",
+        "query",
+        "item_id",
+        "k",
+        "strategy",
+        "returned_items",
+        "scores",
+        "latency_ms",
+    ]
     assert {"search", "recommend", "similar"} <= set(log["endpoint"])
     assert (log["latency_ms"] > 0).all() and log["request_id"].is_unique
 
@@ -177,8 +207,8 @@ def test_fuzzed_requests_from_the_openapi_schema_never_get_a_5xx(server):
     statuses: list[int] = []
     for operation in operations:
         for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
-            @settings(max_examples=12, deadline=None, database=None,
-                      suppress_health_check=list(HealthCheck))
+
+            @settings(max_examples=12, deadline=None, database=None, suppress_health_check=list(HealthCheck))
             @given(case=operation.as_strategy(generation_mode=mode))
             def call(case):
                 response = case.call(base_url=server, timeout=30)

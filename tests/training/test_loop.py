@@ -1,8 +1,8 @@
 """The training loop: it learns, resumes exactly, stops early on validation and keeps the best weights."""
 
 import torch
-
 from toy_job import ToyJob
+
 from training.loop import LoopConfig, autocast_dtype, make_optimizer, train_loop
 
 

@@ -60,6 +60,11 @@ def _len_bucket(n: int) -> int:
     return next((i for i, edge in enumerate(_LEN_EDGES) if n <= edge), len(_LEN_EDGES))
 
 
+def _top(counter: Counter, n: int) -> list[tuple[str, float]]:
+    """The `n` most frequent entries, ties broken alphabetically (Counter.most_common keeps insertion order)."""
+    return sorted(counter.items(), key=lambda kv: (-kv[1], kv[0]))[:n]
+
+
 @lru_cache(maxsize=1 << 16)
 def _title_tokens(title: str) -> tuple[tuple[str, str, int, int], ...]:
     """Distinct title tokens as (surface, norm, position, segment) in title order."""
@@ -113,16 +118,17 @@ class OfflineQueryModel:
                 word_k[key] += kept
                 if kept:
                     kept_pos.append((pos, qpos[key]))
-            title_keys = {key for _, key, _, _ in tokens}
+            title_order = [key for _, key, _, _ in tokens]  # a list, not a set: insertion order must not
+            title_keys = set(title_order)  # depend on PYTHONHASHSEED, or ties in counts differ per process
             added = [w for w, k in zip(q, qnorm, strict=True) if k not in title_keys]
             joint[_len_bucket(len(tokens))][(len(kept_pos), len(added))] += 1
-            for key in title_keys:
+            for key in title_order:
                 title_n[key] += 1
             for i, word in enumerate(q):
                 if qnorm[i] not in title_keys:
                     added_total[word] += 1
                     added_rel[word].append(i / max(len(q) - 1, 1))
-                    for key in title_keys:
+                    for key in title_order:
                         cooc[key][word] += 1
             for a in range(len(kept_pos)):
                 for b in range(a + 1, len(kept_pos)):
@@ -142,12 +148,12 @@ class OfflineQueryModel:
         # Added words must be real words (in the catalogue, or added by several shoppers), not one-off typos.
         known = {w for w, c in added_total.items() if c >= 5 or df.get(norm(w), 0) >= 3}
         total = sum(added_total.values())
-        self.added_global = [(w, norm(w), c / total) for w, c in added_total.most_common(100)]
+        self.added_global = [(w, norm(w), c / total) for w, c in _top(added_total, 100)]
         self.cooc = {}
         for key, counter in cooc.items():
             top = [
                 (w, norm(w), round(c / (title_n[key] + 5), 6))
-                for w, c in counter.most_common(30)
+                for w, c in _top(counter, 30)
                 if c >= 2 and w in known
             ][:15]
             if top:
@@ -293,10 +299,10 @@ class OfflineQueryModel:
                     only_a, only_b = set(a) - set(b), set(b) - set(a)
                     if not only_a or not only_b or len(only_a) > 2 or len(only_b) > 2:
                         continue
-                    for x in only_a:
-                        for y in only_b:
+                    for x in sorted(only_a):
+                        for y in sorted(only_b):
                             pivot[x][b[y]] += 1.0 / (len(only_a) * len(only_b))
-        self.pivot = {x: [(w, round(c, 4)) for w, c in cnt.most_common(10)] for x, cnt in pivot.items()}
+        self.pivot = {x: [(w, round(c, 4)) for w, c in _top(cnt, 10)] for x, cnt in sorted(pivot.items())}
         return self
 
     def paraphrase(self, query: str, n: int, rng: np.random.Generator) -> list[str]:

@@ -1,0 +1,1 @@
+"""Monitoring: the real-vs-synthetic gate (stage `gate`), serving drift and alerting."""
