@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 from feast import FeatureStore
 from feast.data_source import PushMode
+from feast.errors import FeatureViewNotFoundException
 from feast.protos.feast.types.EntityKey_pb2 import EntityKey
 from feast.protos.feast.types.Value_pb2 import Value
 from feast.types import Float32, Int64
@@ -42,7 +43,12 @@ class OnlineFeatureClient:
     def __init__(self, store: FeatureStore | None = None, config: str | Path | None = None):
         self.store = store or open_store(config)
         self._provider = self.store._get_provider()
-        self._views = {kind: self.store.get_feature_view(name) for kind, (name, _, _) in VIEWS.items()}
+        try:
+            self._views = {kind: self.store.get_feature_view(name) for kind, (name, _, _) in VIEWS.items()}
+        except FeatureViewNotFoundException as exc:
+            raise ShopError(
+                f"{exc} (Feast project '{self.store.config.project}'); run `python -m features.build` first"
+            ) from None
         self._dtypes = {kind: {f.name: _numpy_dtype(f) for f in fields} for kind, (_, _, fields) in VIEWS.items()}
         self._defaults = {kind: {f.name: _default(f) for f in fields} for kind, (_, _, fields) in VIEWS.items()}
 

@@ -28,12 +28,22 @@ PRODUCTION_ENV_DEFAULTS = {
 
 def config_path(configured: str | Path | None = None) -> Path:
     """Return the Feast yaml in use: $SHOP_FEAST_CONFIG, else `configured`, else the embedded default."""
-    chosen = os.environ.get(CONFIG_ENV) or configured or DEFAULT_CONFIG
+    chosen = os.environ.get(CONFIG_ENV) or configured or _configured_in_params()
     path = Path(chosen).expanduser()
     path = path if path.is_absolute() else repo_root() / path
     if not path.is_file():
         raise ShopError(f"{path}: Feast configuration not found (set {CONFIG_ENV} or features.store_config)")
     return path
+
+
+def _configured_in_params() -> str:
+    """params.yaml `features.store_config`, or the embedded default where params.yaml is absent (a Bento)."""
+    from pipelines.core import load_params
+
+    try:
+        return load_params().features.store_config
+    except ShopError:
+        return DEFAULT_CONFIG
 
 
 def open_store(config: str | Path | None = None) -> FeatureStore:

@@ -3,6 +3,7 @@
 import csv
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -245,6 +246,7 @@ def main(
     }
     write_json(report, out)
     out.with_suffix(".md").write_text(markdown(report))
+    shutil.rmtree(work, ignore_errors=True)
     typer.echo(markdown(report))
 
 

@@ -16,7 +16,6 @@ from pipelines.core import repo_root
 
 CUTOFF = "2011-11-01"
 REDIS = "127.0.0.1:6379"
-POSTGRES_DB = "shopaug_feast_test"
 
 
 def make_interactions(n_users: int = 30, n_items: int = 25, n_baskets: int = 250, seed: int = 0):
@@ -95,17 +94,14 @@ def sqlite_store(tmp_path_factory, tables):
     return open_store(config)
 
 
-def _postgres_url() -> str:
+def _postgres(sql: str) -> None:
     import psycopg2
 
     conn = psycopg2.connect(host="127.0.0.1", port=5432, user="postgres", dbname="postgres")
     conn.autocommit = True
     with conn.cursor() as cur:
-        cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (POSTGRES_DB,))
-        if cur.fetchone() is None:
-            cur.execute(f"CREATE DATABASE {POSTGRES_DB}")
+        cur.execute(sql)
     conn.close()
-    return f"postgresql+psycopg2://postgres@127.0.0.1:5432/{POSTGRES_DB}"
 
 
 @contextlib.contextmanager
@@ -118,16 +114,18 @@ def production_store(root: Path, tables):
     project = f"shopaug_test_{uuid.uuid4().hex[:10]}"
     yaml_text = (repo_root() / "features" / "feature_store.production.yaml").read_text()
     config = _repo(root, tables, yaml_text)
+    # A database of its own: tearing a SQL registry down drops its tables for every project in the database.
+    _postgres(f"CREATE DATABASE {project}")
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("SHOP_FEAST_PROJECT", project)
-        patch.setenv("SHOP_FEAST_REGISTRY_URL", _postgres_url())
+        patch.setenv("SHOP_FEAST_REGISTRY_URL", f"postgresql+psycopg2://postgres@127.0.0.1:5432/{project}")
         patch.setenv("SHOP_FEAST_REDIS", REDIS)
-        load_to_store(root / "data" / "features", config)
-        store = open_store(config)
         try:
-            yield store
+            load_to_store(root / "data" / "features", config)
+            yield open_store(config)
         finally:
-            store.teardown()
+            open_store(config).teardown()  # a fresh store: its registry lists what to delete
+            _postgres(f"DROP DATABASE IF EXISTS {project} WITH (FORCE)")
 
 
 def redis_keys(project: str) -> int:

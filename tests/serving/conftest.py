@@ -17,7 +17,7 @@ from serving_fixture_models import ADMIN_TOKEN, register_fixture_model
 
 from pipelines.core import data_dir, repo_root, write_table
 
-RETAIL_ROWS, SEARCH_ROWS = 3000, 800
+RETAIL_ROWS, SEARCH_ROWS = 2000, 600
 
 
 def retail_slice(rows: int = RETAIL_ROWS) -> dict[str, pd.DataFrame]:

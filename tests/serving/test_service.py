@@ -156,7 +156,8 @@ def test_reload_to_a_new_champion_under_concurrent_requests_fails_none(server, w
         load = [pool.submit(hammer, w) for w in range(4)]
         reload = post(server, "admin/reload", {}, headers={"authorization": f"Bearer {ADMIN_TOKEN}"})
         deadline = time.monotonic() + 150
-        while time.monotonic() < deadline and post(server, "ping", {}).json() == before:
+        expected = {"recommender": new_rec, "search": new_search}
+        while time.monotonic() < deadline and post(server, "ping", {}).json() != expected:
             time.sleep(0.5)
         time.sleep(1.0)  # keep the load on a moment after the swap
         switched.set()
