@@ -85,6 +85,25 @@ def text_descriptors(frame: pd.DataFrame, text: str, vocab: set[str]) -> pd.Data
                            f"{text}_oov": oov_share(values.tolist(), vocab)})
 
 
+class _Pca2d:
+    """Stand-in for the t-SNE that Evidently's embedding-drift widget draws: PCA to 2-D (the drift score is
+    unchanged; t-SNE of a few hundred points cost about a minute per report on 2 cores)."""
+
+    def __init__(self, n_components: int = 2, **_):
+        self.n_components = n_components
+
+    def fit_transform(self, x):
+        from sklearn.decomposition import PCA
+
+        return PCA(n_components=self.n_components, random_state=0).fit_transform(np.asarray(x))
+
+
+def _fast_embedding_plot() -> None:
+    from evidently.legacy.metrics.data_drift import embeddings_drift
+
+    embeddings_drift.TSNE = _Pca2d
+
+
 def evidently_compare(comp: Comparison, encoder: EncoderCache | None, tests: dict[str, list], vocab: set[str],
                       extra_metrics: Sequence = ()) -> tuple[object, dict[str, float]]:
     """Run one Evidently report (synthetic = current, real = reference); return (snapshot, {check: value}).
@@ -95,27 +114,29 @@ def evidently_compare(comp: Comparison, encoder: EncoderCache | None, tests: dic
     real from synthetic MiniLM embeddings (0.5 = indistinguishable).
     """
     from evidently import DataDefinition, Dataset, Report
-    from evidently.metrics import EmbeddingsDrift, RowCount, ValueDrift
+    from evidently.metrics import EmbeddingsDrift, MeanValue, RowCount, ValueDrift
     from evidently.metrics.embeddings import ModelDriftMethod
 
+    _fast_embedding_plot()
     real, synth = comp.real.reset_index(drop=True), comp.synthetic.reset_index(drop=True)
     numeric = list(comp.numeric)
     emb_cols: list[str] = []
     if comp.text:
         real, synth = text_descriptors(real, comp.text, vocab), text_descriptors(synth, comp.text, vocab)
-        numeric += [f"{comp.text}_chars", f"{comp.text}_words", f"{comp.text}_oov"]
+        numeric += [f"{comp.text}_chars", f"{comp.text}_words"]
         if encoder is not None:
             vr, vs = encoder.encode(real[comp.text].tolist()), encoder.encode(synth[comp.text].tolist())
             emb_cols = [f"emb_{i}" for i in range(vr.shape[1])]
             real = pd.concat([real, pd.DataFrame(vr, columns=emb_cols)], axis=1)
             synth = pd.concat([synth, pd.DataFrame(vs, columns=emb_cols)], axis=1)
-    keep = numeric + comp.categorical + emb_cols
+    oov = [f"{comp.text}_oov"] if comp.text else []  # the real side is 0 by construction: a mean, not a drift
+    keep = numeric + oov + comp.categorical + emb_cols
     for frame in (real, synth):
-        for c in numeric + emb_cols:
+        for c in numeric + oov + emb_cols:
             frame[c] = pd.to_numeric(frame[c], errors="coerce").astype(float)
         for c in comp.categorical:
             frame[c] = frame[c].astype(str)
-    definition = DataDefinition(numerical_columns=numeric + emb_cols, categorical_columns=comp.categorical,
+    definition = DataDefinition(numerical_columns=numeric + oov + emb_cols, categorical_columns=comp.categorical,
                                 embeddings={EMBEDDING: emb_cols} if emb_cols else None)
     metrics: list = [RowCount()]
     names: list[str] = ["rows"]
@@ -125,12 +146,15 @@ def evidently_compare(comp: Comparison, encoder: EncoderCache | None, tests: dic
     for c in comp.categorical:
         metrics.append(ValueDrift(column=c, method="jensenshannon", tests=tests.get(f"drift:{c}", [])))
         names.append(f"drift:{c}")
+    if oov:
+        metrics.append(MeanValue(column=oov[0], tests=tests.get("oov", [])))
+        names.append("oov_mean")
     if emb_cols:
         metrics.append(EmbeddingsDrift(embeddings_name=EMBEDDING, drift_method=ModelDriftMethod(),
                                        tests=tests.get("embedding_drift", [])))
         names.append("embedding_drift")
     metrics += list(extra_metrics)
-    names += [getattr(m, "_check_name", type(m).__name__) for m in extra_metrics]
+    names += [type(m).__name__ for m in extra_metrics]
     snapshot = Report(metrics).run(Dataset.from_pandas(synth[keep], data_definition=definition),
                                    Dataset.from_pandas(real[keep], data_definition=definition))
     values = {}

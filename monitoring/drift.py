@@ -18,6 +18,7 @@ webhook (retries, cool-down), is appended to the alert log, and the command exit
 
 import datetime as dt
 import logging
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -60,18 +61,25 @@ def split_window(log: pd.DataFrame, hours: float, now: dt.datetime | None) -> tu
 class Reference:
     """Training-side reference: queries, per-user and per-item features, purchases (for recsys metrics)."""
 
-    def __init__(self, splits: Path, canonical: Path):
-        self.queries = read_table(splits / "search" / "train.parquet", "queries")["query"].astype(str)
-        train = read_table(splits / "retail" / "train.parquet", "interactions")
+    @classmethod
+    def from_files(cls, splits: Path, canonical: Path) -> "Reference":
+        return cls(read_table(splits / "search" / "train.parquet", "queries"),
+                   read_table(splits / "retail" / "train.parquet", "interactions"),
+                   read_table(canonical / "retail" / "users.parquet", "users"),
+                   read_table(canonical / "retail" / "items.parquet", "items"))
+
+    def __init__(self, queries: pd.DataFrame, train: pd.DataFrame, users: pd.DataFrame, items: pd.DataFrame):
+        self.queries = queries["query"].astype(str)
         self.purchases = train[train["user_id"].notna()][["user_id", "item_id", "basket_id", "value"]]
+        self.basket_users = self.purchases.drop_duplicates("basket_id")["user_id"].astype(str)
         by_user = self.purchases.groupby("user_id", observed=True)
         self.users = pd.DataFrame({"log_baskets": np.log1p(by_user["basket_id"].nunique()),
                                    "log_items": np.log1p(by_user["item_id"].nunique()),
                                    "log_spend": np.log1p(by_user["value"].sum().clip(lower=0))})
-        users = read_table(canonical / "retail" / "users.parquet", "users").set_index("user_id")
+        users = users.set_index("user_id")
         self.users["country"] = users["country"].reindex(self.users.index).fillna("Unspecified").astype(str)
         self.users.index = self.users.index.astype(str)
-        items = read_table(canonical / "retail" / "items.parquet", "items").set_index("item_id")
+        items = items.set_index("item_id")
         self.popularity = self.purchases.groupby("item_id", observed=True)["user_id"].nunique()
         self.popularity.index = self.popularity.index.astype(str)
         self.items = pd.DataFrame({"log_price": np.log1p(items["price"].astype(float).clip(lower=0))})
@@ -117,7 +125,8 @@ def run_drift(params: Params, current: pd.DataFrame, previous: pd.DataFrame, ref
         comp = Comparison(pd.DataFrame({"query": real_q.to_numpy()}), pd.DataFrame({"query": cur_q.to_numpy()}),
                           numeric=[], text="query")
         tests = {"embedding_drift": [lte(d.query_embedding_max)],
-                 **{f"drift:query_{c}": [lte(d.feature_drift_max)] for c in ("chars", "words", "oov")}}
+                 "oov": [lte(d.max_query_oov)],
+                 **{f"drift:query_{c}": [lte(d.feature_drift_max)] for c in ("chars", "words")}}
         record("queries", *evidently_compare(comp, encoder, tests, vocab))
 
     users = current["user_id"].dropna().astype(str)
@@ -126,8 +135,9 @@ def run_drift(params: Params, current: pd.DataFrame, previous: pd.DataFrame, ref
         cur_users = ref.users.reindex(users[known]).reset_index(drop=True).assign(unknown=0.0)
         cur_users = pd.concat([cur_users, pd.DataFrame({"unknown": np.ones(int((~known).sum()))})],
                               ignore_index=True)
-        ref_users = ref.users.sample(n=min(d.reference_rows, len(ref.users)), random_state=seed)
-        ref_users = ref_users.reset_index(drop=True).assign(unknown=0.0)
+        # reference: the users behind training baskets (a request is an event, so active users weigh more)
+        basket_users = ref.basket_users.sample(n=min(d.reference_rows, len(ref.basket_users)), random_state=seed)
+        ref_users = ref.users.reindex(basket_users).reset_index(drop=True).assign(unknown=0.0)
         num = ["log_baskets", "log_items", "log_spend"]
         metrics = [RowCount(), MeanValue(column="unknown", tests=[lte(d.max_unknown_user_share)])]
         if known.any():
@@ -217,7 +227,8 @@ def main(
         from pipelines.core.encoder import TextEncoder
 
         encoder = EncoderCache(lambda: TextEncoder(params.encoder.model, 32, params.encoder.batch_size))
-    sections, snapshots = run_drift(params, current, previous, Reference(rel(splits), rel(canonical)), encoder)
+    reference = Reference.from_files(rel(splits), rel(canonical))
+    sections, snapshots = run_drift(params, current, previous, reference, encoder)
     out = rel(out)
     out.mkdir(parents=True, exist_ok=True)
     for name, snapshot in snapshots.items():
@@ -240,7 +251,7 @@ def main(
     else:
         delivery = "disabled"
     print(f"alert: {len(failed)} drift test(s) failed ({'; '.join(failed[:3])}); delivery {delivery}; see {out}")
-    raise typer.Exit(1)
+    sys.exit(1)  # run_cli runs Typer in non-standalone mode, where typer.Exit would not set the status
 
 
 def save_to_workspace(path: Path, snapshots: dict) -> None:

@@ -158,6 +158,8 @@ def eval_step(job: Job, model: nn.Module, rank: int) -> float:
         value = torch.tensor([metric], dtype=torch.float64)
         dist.broadcast(value, 0)
         metric = float(value[0])
+    if math.isnan(metric):
+        raise ValueError("validation metric is NaN: early stopping cannot compare it")
     return metric
 
 

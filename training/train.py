@@ -5,6 +5,8 @@ Run: `python -m training.train --task retail --variant aug` (one process), or un
 real validation split only; the test split is never read here.
 """
 
+import hashlib
+import json
 import logging
 import time
 from dataclasses import dataclass
@@ -207,7 +209,8 @@ class SearchJob:
         q = net.query_tower.encode([text for text, _ in groups])
         top = _top_k(q @ items.T, 10)
         ids = self.items["item_id"].astype(str).to_numpy()
-        return float(np.mean([ndcg_at_k(list(ids[row]), dict(zip(g["item_id"].astype(str), g["relevance"],
+        # nanmean: a query whose judged items all have relevance 0 has no ideal DCG (the harness skips it too)
+        return float(np.nanmean([ndcg_at_k(list(ids[row]), dict(zip(g["item_id"].astype(str), g["relevance"],
                                                                    strict=True)), 10)
                               for row, (_, g) in zip(top, groups, strict=True)]))
 
@@ -253,6 +256,7 @@ class TrainOutcome:
     result: LoopResult
     data_path: Path
     seconds: float
+    job: "RetailJob | SearchJob"
 
     def metrics(self) -> dict:
         return {"valid_ndcg@10": self.result.best_metric, "best_step": self.result.best_step,
@@ -281,7 +285,17 @@ def train_task(params: Params, task: Literal["retail", "search"], variant: str =
     job, path = (build_retail_job if task == "retail" else build_search_job)(params, root, variant)
     result = train_loop(job, loop_config(params, task, checkpoint_dir, **loop_overrides))
     job.model.cpu()
-    return TrainOutcome(job.wrap(job.model), result, path, time.perf_counter() - start)
+    return TrainOutcome(job.wrap(job.model), result, path, time.perf_counter() - start, job)
+
+
+def run_fingerprint(params: Params, task: str, variant: str, root: Path) -> str:
+    """Short hash of what a checkpoint depends on (params, encoder, training-file stats): resume only a match."""
+    fused = root / "data" / "fused" / task / f"{variant}.parquet"
+    data = fused if fused.exists() else root / "data" / "splits" / task / "train.parquet"
+    stat = data.stat() if data.exists() else None
+    key = json.dumps([params.seed, params.encoder.model_dump(), getattr(params.train, task).model_dump(),
+                      str(data), stat and (stat.st_size, stat.st_mtime_ns)], sort_keys=True, default=str)
+    return hashlib.sha256(key.encode()).hexdigest()[:12]
 
 
 @app.command()
@@ -289,7 +303,8 @@ def main(
     task: Annotated[str, typer.Option(help="retail (two-tower recommender), search (bi-encoder) or all")] = "all",
     variant: Annotated[str, typer.Option(help="fused training set data/fused/<task>/<variant>.parquet")] = "aug",
     out: Annotated[Path, typer.Option(help="model folders go to <out>/<task>/<variant>")] = Path("models"),
-    resume: Annotated[bool, typer.Option(help="continue from <out>/checkpoints/<task>-<variant>/last.pt")] = True,
+    resume: Annotated[bool, typer.Option(help="continue an interrupted run from <out>/checkpoints/ (same params "
+                                          "and data only)")] = True,
     track: Annotated[bool, typer.Option(help="log the run, datasets and model to MLflow (training.tracking)")] = True,
     params_file: Annotated[Path | None, typer.Option("--params", help="params.yaml to read")] = None,
 ) -> None:
@@ -300,7 +315,7 @@ def main(
     if any(t not in ("retail", "search") for t in tasks):
         raise ShopError(f"--task {task}: expected retail, search or all")
     for name in tasks:
-        ckpt = root / out / "checkpoints" / f"{name}-{variant}"
+        ckpt = root / out / "checkpoints" / f"{name}-{variant}-{run_fingerprint(params, name, variant, root)}"
         outcome = train_task(params, name, variant, root, ckpt if resume else None)
         rank = dist.get_rank() if dist.is_initialized() else 0
         if rank != 0:

@@ -369,8 +369,8 @@ class GateParams(Section):
 
     generators: list[str] = ["synthetic_queries", "query_rewrites", "hard_negatives", "cf_interactions",
                              "sequence_aug", "synthetic_users", "item_enrichment"]
-    sample_rows: int = Field(1000, ge=50, description="rows per side (seeded) in the Evidently report and SDMetrics")
-    dcr_rows: int = Field(2000, ge=20, description="synthetic records whose distance to the closest real one is measured")
+    sample_rows: int = Field(500, ge=50, description="rows per side (seeded) in the Evidently report and SDMetrics")
+    dcr_rows: int = Field(2000, ge=20, description="synthetic records measured for distance to the closest real one")
     drift_drop: float = Field(0.5, gt=0, description="largest column drift (normed Wasserstein / Jensen-Shannon)")
     drift_fail: float = Field(1.5, gt=0)
     embedding_drop: float = Field(0.9, ge=0.5, le=1, description="ROC AUC of a real-vs-synthetic text classifier")
@@ -396,6 +396,7 @@ class DriftParams(Section):
     reference_rows: int = Field(5000, ge=100, description="reference rows sampled per feature table")
     query_embedding_max: float = Field(0.8, ge=0.5, le=1, description="ROC AUC of a window-vs-training classifier")
     feature_drift_max: float = Field(0.5, gt=0, description="normed Wasserstein / Jensen-Shannon per feature")
+    max_query_oov: float = Field(0.3, ge=0, le=1, description="mean share of query words unseen in training queries")
     score_drift_max: float = Field(0.5, gt=0, description="score distribution vs the previous window")
     max_unknown_user_share: float = Field(0.8, ge=0, le=1)
     min_coverage: float = Field(0.01, ge=0, le=1, description="share of the catalogue recommended in the window")

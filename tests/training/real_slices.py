@@ -51,7 +51,7 @@ def retail_slice(root: Path, n_users: int = 120, n_items: int = 300) -> Path:
     return root
 
 
-def search_slice(root: Path, n_rows: int = 2500, seed: int = 0) -> Path:
+def search_slice(root: Path, n_rows: int = 1200, seed: int = 0) -> Path:
     """The first judged pairs of Home Depot: catalogue = their products; queries split by text 75/25."""
     raw = pd.read_csv(data_dir() / "homedepot/search_relevance.csv.gz", nrows=n_rows, dtype={"product_uid": str})
     items = raw.groupby("product_uid")["product_title"].first().reset_index()

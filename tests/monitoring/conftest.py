@@ -1,0 +1,19 @@
+"""Fixtures shared by the monitoring tests (helpers live in monitoring_fixtures.py)."""
+
+import pytest
+from monitoring_fixtures import Receiver
+
+from pipelines.core import load_params
+
+
+@pytest.fixture
+def params():
+    return load_params(overrides={"monitoring": {"gate": {"sample_rows": 300, "dcr_rows": 200},
+                                                 "drift": {"min_requests": 5, "embedding_rows": 100}}})
+
+
+@pytest.fixture
+def receiver():
+    r = Receiver(fail_first=1)
+    yield r
+    r.close()
