@@ -40,9 +40,12 @@ def test_planned_runs_add_ablation_variants_that_exist(tmp_path):
         (fused / f"{variant}.parquet").write_bytes(b"")
     (fused / "manifest.json").write_text(json.dumps(
         {"variants": {"noaug": {}, "aug": {}, "minus_cf_interactions": {}, "minus_sequence_aug": {}}}))
-    params = load_params(overrides={"experiments": {"runs": ["retail/noaug", "retail/aug", "search/aug"]}})
+    runs = ["retail/noaug", "retail/aug", "search/aug"]
+    params = load_params(overrides={"experiments": {"runs": runs, "ablation": True}})
     assert results.planned_runs(params, tmp_path) == [
         ("retail", "noaug"), ("retail", "aug"), ("retail", "minus_cf_interactions")]
+    no_ablation = load_params(overrides={"experiments": {"runs": runs, "ablation": False}})
+    assert results.planned_runs(no_ablation, tmp_path) == [("retail", "noaug"), ("retail", "aug")]
     bad = load_params(overrides={"experiments": {"runs": ["books/aug"]}})
     with pytest.raises(ShopError, match="books/aug"):
         results.planned_runs(bad, tmp_path)
