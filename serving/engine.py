@@ -125,10 +125,12 @@ class ServingEngine:
                 )
             vector = await live.batcher.submit((history, features))
             seen, strategy = set(history) if req.exclude_purchased else set(), "personalized"
+            positions, scores = self._nearest(bundle, vector, req.k, exclude=seen)
         elif req.recent_item_ids:
             self._require_items(bundle, req.recent_item_ids)
             vector = await live.batcher.submit((list(req.recent_item_ids), None))
             seen, strategy = set(req.recent_item_ids) if req.exclude_purchased else set(), "cold_start_items"
+            positions, scores = self._nearest(bundle, vector, req.k, exclude=seen)
         else:
             country = (req.country or GLOBAL).strip().lower()
             strategy = (
@@ -140,18 +142,6 @@ class ServingEngine:
             ids = [i for i, _ in ranked[: req.k] if i in bundle.index.position]
             positions = np.array([bundle.index.position[i] for i in ids], dtype=np.int64)
             scores = np.array([s for i, s in ranked[: req.k] if i in bundle.index.position], dtype=np.float32)
-            items = self._scored(live, positions, scores)
-            return self._respond(
-                schemas.RecommendResponse,
-                started,
-                "recommend",
-                strategy,
-                bundle,
-                items,
-                k=req.k,
-                user_id=req.user_id,
-            )
-        positions, scores = self._nearest(bundle, vector, req.k, exclude=seen)
         items = self._scored(live, positions, scores)
         return self._respond(
             schemas.RecommendResponse,
