@@ -10,7 +10,7 @@ import pandas as pd
 
 from pipelines.core.errors import ShopError
 from pipelines.core.io import read_table
-from training.models import ContextFeatures, bucket_edges, bucketize, history_inputs
+from training.models import USER_CONTEXT, ContextFeatures, bucket_edges, bucketize, history_inputs
 
 log = logging.getLogger(__name__)
 SNAPSHOT_DAYS = 14  # item-context snapshot spacing: staleness vs. candidate matrices per batch
@@ -62,6 +62,8 @@ class RetailExamples:
     user_feats: np.ndarray  # (N, U)
     targets: list[list[int]]
     weight: np.ndarray
+    users: list[str]  # the example's user and basket time (for point-in-time user context)
+    ts: np.ndarray
 
 
 def user_history_features(state_len: int, distinct: int) -> list[float]:
@@ -100,7 +102,7 @@ def retail_examples(interactions: pd.DataFrame, items: pd.DataFrame, before: pd.
     change = np.ones(len(known), dtype=bool)
     change[1:] = (users[1:] != users[:-1]) | (baskets[1:] != baskets[:-1]) | (ts_arr[1:] != ts_arr[:-1])
     starts = np.flatnonzero(change).tolist() + [len(known)]
-    out = {k: [] for k in ("week", "hist", "rep", "rep_feats", "user_feats", "targets", "weight")}
+    out = {k: [] for k in ("week", "hist", "rep", "rep_feats", "user_feats", "targets", "weight", "users", "ts")}
     state: dict = {}
     n_events = 0
     for lo, hi in zip(starts[:-1], starts[1:], strict=True):
@@ -119,6 +121,8 @@ def retail_examples(interactions: pd.DataFrame, items: pd.DataFrame, before: pd.
             out["user_feats"].append(user_history_features(n_events, len(state)))
             out["targets"].append(targets)
             out["weight"].append(float(weights[lo:hi].mean()))
+            out["users"].append(users[lo])
+            out["ts"].append(ts_arr[lo])
         for item in item_arr[lo:hi]:
             state[item] = state.pop(item, 0) + 1
             n_events += 1
@@ -126,7 +130,28 @@ def retail_examples(interactions: pd.DataFrame, items: pd.DataFrame, before: pd.
         raise ShopError(f"no identified basket with an earlier purchase before {before}: nothing to train on")
     return RetailExamples(item_ids, buckets, edges, np.asarray(out["week"]), out["hist"], out["rep"],
                           out["rep_feats"], np.asarray(out["user_feats"], dtype=np.float32), out["targets"],
-                          np.asarray(out["weight"], dtype=np.float32))
+                          np.asarray(out["weight"], dtype=np.float32), out["users"],
+                          np.asarray(out["ts"], dtype="datetime64[ns]"))
+
+
+def user_context(user_ids: list[str], at, store) -> pd.DataFrame:
+    """Feast `user_stats` (USER_CONTEXT columns) as of each user's time `at` (one time or one per user).
+
+    Row-aligned with `user_ids`; NaN where the store has no snapshot of the user at that time. Raises ShopError
+    naming the store when it cannot be read (not built: `python -m features.build`).
+    """
+    from pipelines.augment.context import add_context
+
+    frame = pd.DataFrame({"user_id": [str(u) for u in user_ids],
+                          "ts": pd.to_datetime(pd.Series(at if np.ndim(at) else [at] * len(user_ids)), utc=True)})
+    try:
+        out = add_context(frame, users=True, items=False, user_features=USER_CONTEXT, store=store)
+    except ShopError:
+        raise
+    except Exception as exc:  # Feast raises registry / file errors of many types
+        raise ShopError(f"Feast user context: {str(exc).splitlines()[0]} (build the store with "
+                        "`python -m features.build`, or set train.retail.user_context=false)") from None
+    return out[[f"user_{name}" for name in USER_CONTEXT]].set_axis(USER_CONTEXT, axis=1)
 
 
 def user_histories(history: pd.DataFrame, user_ids: list[str]) -> list[list[str]]:

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from features.definitions import HOUR_BUCKETS, N_TEXT_CLUSTERS, WEEKDAYS
 from pipelines.core.encoder import load_encoder, mean_pool
 from pipelines.core.errors import ShopError
 
@@ -131,6 +132,32 @@ class BiEncoder(nn.Module):
 # --------------------------------------------------------------------------------------------- recommendation
 ITEM_FEATURES = ["buyers_30d", "buyers_all", "days_since_first", "days_since_last", "log_price"]
 REPEAT_FEATURES = 3  # log1p(recency rank), log1p(times bought), log1p(distinct items in history)
+# Feast `user_stats` features (features/definitions.py) the user tower reads; the first ones enter as log1p.
+USER_CONTEXT_LOG = ["frequency", "recency_days", "monetary", "n_lines", "avg_basket_size", "avg_basket_value",
+                    "days_since_first_purchase"]
+USER_CONTEXT = [*USER_CONTEXT_LOG, *[f"share_{b}" for b in HOUR_BUCKETS], *[f"share_{d}" for d in WEEKDAYS],
+                *[f"share_cluster_{k}" for k in range(N_TEXT_CLUSTERS)], "top_category_share"]
+
+
+def user_context_inputs(frame: pd.DataFrame | None, n: int) -> np.ndarray:
+    """(n, len(USER_CONTEXT) + 1) user-tower inputs from `n` row-aligned Feast `user_stats` rows.
+
+    Counts, money and days enter as log1p, shares as they are; the last column is 1 where the user has no
+    snapshot (unknown or synthetic users, Feast's default row with frequency 0, or `frame` None).
+    """
+    out = np.zeros((n, len(USER_CONTEXT) + 1), dtype=np.float32)
+    if frame is None:
+        out[:, -1] = 1.0
+        return out
+    if len(frame) != n:
+        raise ShopError(f"user features: {len(frame)} rows for {n} users")
+    values = frame.reindex(columns=USER_CONTEXT).apply(pd.to_numeric, errors="coerce").to_numpy(float)
+    logs = len(USER_CONTEXT_LOG)
+    values[:, :logs] = np.log1p(np.clip(values[:, :logs], 0, None))
+    missing = ~(np.nan_to_num(values[:, 0]) > 0)  # frequency: every stored snapshot has at least one basket
+    out[:, :-1] = np.where(missing[:, None], 0.0, np.nan_to_num(values))
+    out[:, -1] = missing
+    return out
 
 
 def item_context_features(interactions: pd.DataFrame, items: pd.DataFrame, at: pd.Timestamp) -> pd.DataFrame:
@@ -251,7 +278,8 @@ def history_inputs(state: dict, history_len: int, repeat_history: int) -> tuple[
 
 
 class TwoTower(nn.Module):
-    """Item tower: frozen text vector -> MLP, + item context buckets; user tower: transformer over recent items.
+    """Item tower: frozen text vector -> MLP, + item context buckets; user tower: transformer over recent items,
+    whose first token carries the user's features (history counts and, when configured, Feast user context).
 
     score(user, item) = <user_vec, item_vec> + <repeat_vec, code(item)>: the second term is a learned
     repeat/recency score (weights from recency rank and purchase count) over the user's own past items.

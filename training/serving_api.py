@@ -17,7 +17,7 @@ import torch
 from pipelines.core.encoder import TextEncoder, resolve_encoder
 from pipelines.core.errors import ShopError
 from pipelines.core.paths import repo_root
-from training.data import user_histories, user_history_features
+from training.data import user_context, user_histories, user_history_features
 from training.models import (
     ITEM_FEATURES,
     BiEncoder,
@@ -30,6 +30,7 @@ from training.models import (
     item_context_features,
     item_texts,
     n_buckets,
+    user_context_inputs,
 )
 
 log = logging.getLogger(__name__)
@@ -164,6 +165,7 @@ class RecommenderModel:
         self.item_ids: list[str] = self.items["item_id"].astype(str).tolist()
         self.text_vectors, self.buckets = text_vectors, buckets  # training catalogue, at the training cutoff
         self.edges = config["edges"]
+        self.feature_store = None  # Feast store for user context in `recommend`; None = the configured one
         self._content: dict[str, np.ndarray] = {}
         self._remember(self.item_ids, self._content_vectors(text_vectors, buckets))
 
@@ -202,7 +204,8 @@ class RecommenderModel:
     @torch.inference_mode()
     def encode_users(self, histories: list[list[str]], user_features: pd.DataFrame | None = None) -> np.ndarray:
         """[user tower | weighted repeat codes] per chronological history; items never seen by `encode_items`
-        or training only enter the repeat path."""
+        or training only enter the repeat path. `user_features`: row-aligned Feast `user_stats` (models trained
+        with user context; None = no snapshot for anyone)."""
         cfg, dim = self.config, self.net.user_token.shape[0]
         length = max(1, cfg["history_len"])
         hist = np.zeros((len(histories), length, dim), dtype=np.float32)
@@ -219,9 +222,12 @@ class RecommenderModel:
                 weights = self.net.repeat_weights(torch.from_numpy(feats),
                                                   torch.ones(len(rep))).numpy()
                 repeat[row] = weights @ item_codes(rep, cfg["repeat_dims"])
+        user_feats = np.asarray(user_feats, dtype=np.float32).reshape(len(histories), -1)
+        if cfg.get("user_context"):
+            user_feats = np.concatenate([user_feats, user_context_inputs(user_features, len(histories))], axis=1)
         device = self.net.log_scale.device
         users = self.net.user_vectors(torch.from_numpy(hist).to(device), torch.from_numpy(mask).to(device),
-                                      torch.tensor(user_feats, dtype=torch.float32, device=device))
+                                      torch.from_numpy(user_feats).to(device))
         return np.concatenate([users.cpu().numpy(), repeat], axis=1).astype(np.float32)
 
     # Recommender protocol
@@ -230,20 +236,41 @@ class RecommenderModel:
         extra = items[~items["item_id"].astype(str).isin(self.item_ids)]
         self.items = pd.concat([self.items, extra], ignore_index=True)
 
-    def recommend(self, history: pd.DataFrame, user_ids: list[str], k: int) -> dict[str, list[str]]:
-        """Top-k over the items seen in `history`, with item context as of the end of `history`."""
+    def recommend(self, history: pd.DataFrame, user_ids: list[str], k: int,
+                  user_features: pd.DataFrame | None = None) -> dict[str, list[str]]:
+        """Top-k over the items seen in `history`, with item and user context as of the end of `history`.
+
+        User context: `user_features` (row-aligned with `user_ids`), else Feast point-in-time lookups.
+        """
         ids = sorted(history["item_id"].astype(str).unique())
         table = self.items.assign(item_id=self.items["item_id"].astype(str)).drop_duplicates("item_id")
         cat = table.set_index("item_id").reindex(ids).reset_index()
         cat[["title", "description", "category"]] = cat[["title", "description", "category"]].fillna("")
         feats = item_context_features(history, cat, history["ts"].max() + pd.Timedelta(seconds=1)).reset_index()
         items = self.encode_items(cat, feats)
-        users = self.encode_users(user_histories(history, user_ids))
+        at = history["ts"].max() + pd.Timedelta(seconds=1)
+        if user_features is None and self.config.get("user_context"):
+            user_features = self._user_context(user_ids, at)
+        users = self.encode_users(user_histories(history, user_ids), user_features)
         out = {}
         for start in range(0, len(users), 512):
             top = _top_k(users[start:start + 512] @ items.T, k)
             out.update({u: [ids[j] for j in row] for u, row in zip(user_ids[start:start + 512], top, strict=True)})
         return out
+
+
+    def _user_context(self, user_ids: list[str], at: pd.Timestamp) -> pd.DataFrame | None:
+        """Feast user context as of `at` from `feature_store` or the configured store; None (with a warning)
+        when no store can be read, e.g. scoring a dataset the feature store was never built for."""
+        try:
+            if self.feature_store is None:
+                import features
+
+                self.feature_store = features.open_store()
+            return user_context(user_ids, at, self.feature_store)
+        except ShopError as exc:
+            log.warning("%s: scoring users without user context", exc)
+            return None
 
 
 # --------------------------------------------------------------------------------------------- save / load

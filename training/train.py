@@ -29,11 +29,12 @@ from training.data import (
     retail_examples,
     search_pairs,
     training_table,
+    user_context,
     valid_cutoff,
 )
 from training.loop import LoopConfig, LoopResult, train_loop
 from training.metrics import binary_metrics, ndcg_at_k
-from training.models import BiEncoder, TextTower, item_texts
+from training.models import USER_CONTEXT, BiEncoder, TextTower, item_texts, user_context_inputs
 from training.serving_api import (
     FrozenTextVectors,
     RecommenderModel,
@@ -82,9 +83,15 @@ class RetailJob:
     """Two-tower training on basket examples; validation = NDCG@10 on the real valid split via the serving path."""
 
     def __init__(self, ex: RetailExamples, cfg: RetailTrainParams, config: dict, items: pd.DataFrame,
-                 text_vectors: np.ndarray, item_text: FrozenTextVectors, valid: tuple | None, seed: int):
+                 text_vectors: np.ndarray, item_text: FrozenTextVectors, valid: tuple | None, seed: int,
+                 feature_store=None):
         self.ex, self.cfg, self.config, self.items, self.seed = ex, cfg, config, items, seed
         self.text_vectors, self.item_text, self.valid = text_vectors, item_text, valid
+        self.feature_store = feature_store
+        self.valid_context = None
+        if valid is not None and feature_store is not None:
+            users = sorted(valid[1]["user_id"].astype(str).unique())
+            self.valid_context = user_context(users, valid[0]["ts"].max() + pd.Timedelta(seconds=1), feature_store)
         self.model = build_two_tower(config)
         self.cand_text = torch.from_numpy(text_vectors)
         onehot = np.zeros((*ex.buckets.shape[:2], self.model.feat_emb.num_embeddings), dtype=np.float32)
@@ -111,15 +118,17 @@ class RetailJob:
                 "mixup": _mixup_hook(self.cfg.mixup_alpha, self.seed, epoch, index)}
 
     def wrap(self, net: torch.nn.Module) -> RecommenderModel:
-        return RecommenderModel(net, self.items, self.config, self.item_text, self.text_vectors,
-                                self.ex.buckets[-1])
+        model = RecommenderModel(net, self.items, self.config, self.item_text, self.text_vectors,
+                                 self.ex.buckets[-1])
+        model.feature_store = self.feature_store
+        return model
 
     def validate(self, net: torch.nn.Module) -> float:
         if self.valid is None:
             return 0.0
         history, targets = self.valid
         users = sorted(targets["user_id"].astype(str).unique())
-        ranked = self.wrap(net).recommend(history, users, 10)
+        ranked = self.wrap(net).recommend(history, users, 10, self.valid_context)
         wanted = targets.groupby(targets["user_id"].astype(str))["item_id"].agg(lambda s: set(s.astype(str)))
         return float(np.mean([binary_metrics(ranked[u], wanted[u], 10, [10])["ndcg@10"] for u in users]))
 
@@ -131,6 +140,15 @@ def build_retail_job(params: Params, root: Path, variant: str) -> tuple[RetailJo
     before = valid_cutoff(root)
     ex = retail_examples(interactions, items, before, cfg.history_len, cfg.repeat_history, cfg.feature_buckets,
                          cfg.max_targets, params.seed)
+    store = None
+    if cfg.user_context:  # Feast user_stats as of each basket: point-in-time, so never from the future
+        import features
+
+        store = features.open_store(params.features.store_config)
+        context = user_context(ex.users, ex.ts, store)
+        inputs = user_context_inputs(context, len(ex.users))
+        ex.user_feats = np.concatenate([ex.user_feats, inputs], axis=1)
+        log.info("retail: Feast user context for %d of %d examples", int((inputs[:, -1] == 0).sum()), len(ex.users))
     table = items.assign(item_id=items["item_id"].astype(str)).drop_duplicates("item_id").set_index("item_id")
     cat = table.reindex(ex.item_ids).reset_index()
     cat[["title", "description", "category"]] = cat[["title", "description", "category"]].fillna("")
@@ -147,9 +165,11 @@ def build_retail_job(params: Params, root: Path, variant: str) -> tuple[RetailJo
               "user_heads": cfg.user_heads, "dropout": cfg.dropout, "repeat_dims": cfg.repeat_dims,
               "repeat_history": cfg.repeat_history, "n_user_feats": int(ex.user_feats.shape[1]),
               "temperature": cfg.temperature, "item_max_length": params.encoder.max_length,
-              "encoder": cfg.model or params.encoder.model, "trained_before": str(before), "variant": variant}
+              "encoder": cfg.model or params.encoder.model, "trained_before": str(before), "variant": variant,
+              "user_context": list(USER_CONTEXT) if cfg.user_context else []}
     log.info("retail: %d examples over %d items from %s", len(ex.week), len(ex.item_ids), path)
-    return RetailJob(ex, cfg, config, cat, text_vectors, item_text, (history, valid_targets), params.seed), path
+    job = RetailJob(ex, cfg, config, cat, text_vectors, item_text, (history, valid_targets), params.seed, store)
+    return job, path
 
 
 # --------------------------------------------------------------------------------------------- search

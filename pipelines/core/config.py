@@ -316,6 +316,8 @@ class RetailTrainParams(TrainCommonParams):
     repeat_dims: int = Field(1024, ge=0, description="hashed item-id code size of the repeat path; 0 = off")
     feature_buckets: int = Field(8, ge=2, description="quantile buckets per item context feature")
     max_targets: int = Field(64, ge=1, description="target items per basket kept for the loss")
+    user_context: bool = Field(True, description="Feast user_stats (point-in-time) into the user tower; "
+                                                 "false = the user's history only")
 
 
 class SearchTrainParams(TrainCommonParams):

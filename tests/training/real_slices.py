@@ -51,6 +51,27 @@ def retail_slice(root: Path, n_users: int = 120, n_items: int = 300) -> Path:
     return root
 
 
+def feast_store(root: Path) -> Path:
+    """A real Feast repo (file offline store, SQLite online) over the retail slice's train split; its yaml path."""
+    import shutil
+
+    import features
+    from features.build import compute_tables
+    from features.store import apply_definitions
+    from pipelines.core.paths import repo_root
+
+    train = pd.read_parquet(root / "data/splits/retail/train.parquet")
+    items = pd.read_parquet(root / "data/canonical/retail/items.parquet")
+    users, item_rows = compute_tables(train, items, None, None, CUTOFF)
+    _write(root, "data/features/user_features.parquet", users)
+    _write(root, "data/features/item_features.parquet", item_rows)
+    config = root / "features" / "feature_store.yaml"
+    config.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy(repo_root() / "features" / "feature_store.yaml", config)
+    apply_definitions(features.open_store(config))
+    return config
+
+
 def search_slice(root: Path, n_rows: int = 1200, seed: int = 0) -> Path:
     """The first judged pairs of Home Depot: catalogue = their products; queries split by text 75/25."""
     raw = pd.read_csv(data_dir() / "homedepot/search_relevance.csv.gz", nrows=n_rows, dtype={"product_uid": str})

@@ -4,13 +4,14 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from real_slices import VALID_CUTOFF, retail_slice, search_slice
+from real_slices import VALID_CUTOFF, feast_store, retail_slice, search_slice
 
 from pipelines.core.config import EvaluationParams, load_params
 from pipelines.core.encoder import load_encoder
 from training.baselines import RandomRecommender
+from training.data import user_context
 from training.harness import evaluate_recommender, evaluate_retriever
-from training.models import TextTower
+from training.models import USER_CONTEXT, TextTower
 from training.serving_api import RecommenderModel, SearchModel, load_model, save_model
 from training.train import build_search_job, train_task
 
@@ -23,7 +24,8 @@ TINY = {"dim": 32, "history_len": 5, "repeat_history": 20, "repeat_dims": 64, "u
 @pytest.fixture(scope="module")
 def retail(tmp_path_factory):
     root = retail_slice(tmp_path_factory.mktemp("retail"))
-    params = load_params(overrides={"train": {"retail": TINY, "cache_dir": str(root / "cache")}})
+    params = load_params(overrides={"train": {"retail": TINY, "cache_dir": str(root / "cache")},
+                                    "features": {"store_config": str(feast_store(root))}})
     return root, train_task(params, "retail", "noaug", root)
 
 
@@ -108,6 +110,26 @@ def test_recommender_serves_unseen_items_from_text_and_unseen_users_from_history
     scores = users @ vectors.T
     assert np.isfinite(scores).all()
     assert scores[0, 2] > scores[1, 2]  # having bought the new item raises its score (repeat path, any id)
+
+
+def test_user_tower_reads_point_in_time_feast_context_and_flags_users_without_it(retail):
+    root, outcome = retail
+    job, model = outcome.job, outcome.model
+    assert model.config["user_context"] == USER_CONTEXT
+    context = job.ex.user_feats[:, -len(USER_CONTEXT) - 1:]
+    assert (context[:, -1] == 0).mean() > 0.9  # real users of the slice: a snapshot before nearly every basket
+    frequency = np.expm1(context[:, 0])  # log1p(distinct baskets so far): never counts the example's basket
+    user = pd.Series(job.ex.users)
+    first = ~user.duplicated().to_numpy()
+    assert (frequency[first] <= 1).all() and frequency.max() > 5
+    last = int(np.flatnonzero(user == user[0])[-1])
+    features = user_context([user[0], "unknown-user"], [job.ex.ts[last]] * 2, job.feature_store)
+    assert np.isclose(features["frequency"].iloc[0], frequency[last], rtol=1e-4)
+    assert pd.isna(features["frequency"].iloc[1])
+    history = [model.item_ids[:3]] * 2
+    with_context = model.encode_users(history, features)
+    assert not np.allclose(with_context[0], with_context[1])  # the features enter the tower
+    np.testing.assert_allclose(with_context[1], model.encode_users(history[:1])[0], atol=1e-6)  # missing = None
 
 
 def test_lora_trains_only_adapters_and_exports_a_plain_encoder(tmp_path):
