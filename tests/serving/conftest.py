@@ -1,5 +1,6 @@
 """Fixtures: real data slices, a real MLflow SQLite registry with fixture champions, packaging, `bentoml serve`."""
 
+import contextlib
 import json
 import os
 import shutil
@@ -8,6 +9,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -18,6 +20,7 @@ from serving_fixture_models import ADMIN_TOKEN, register_fixture_model
 from pipelines.core import data_dir, repo_root, write_table
 
 RETAIL_ROWS, SEARCH_ROWS = 2000, 600
+POLL_S = 1  # the polling server's serve.reload_poll_s
 
 
 def retail_slice(rows: int = RETAIL_ROWS) -> dict[str, pd.DataFrame]:
@@ -131,11 +134,13 @@ def world():
     shutil.rmtree(root, ignore_errors=True)
 
 
-@pytest.fixture(scope="session")
-def server(world) -> str:
-    """A real `bentoml serve` of serving.service:Shopaug on a free port; yields its base URL once /readyz is 200."""
+@contextlib.contextmanager
+def serving(root: Path, env: dict[str, str], name: str = "server") -> Iterator[str]:
+    """Run a real `bentoml serve` of serving.service:Shopaug with `env` on a free port; yield its base URL once
+    /readyz is 200, then stop it. Its output goes to `root/<name>.log`, kept in the temp dir after it stops."""
     port = free_port()
-    log = open(world["root"] / "server.log", "w")
+    log_path = root / f"{name}.log"
+    log = open(log_path, "w")
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -148,7 +153,7 @@ def server(world) -> str:
             "--host",
             "127.0.0.1",
         ],
-        env=world["env"],
+        env=env,
         cwd=repo_root(),
         stdout=log,
         stderr=subprocess.STDOUT,
@@ -168,14 +173,41 @@ def server(world) -> str:
     else:
         proc.terminate()
     if proc.poll() is not None or time.monotonic() >= deadline:
-        raise RuntimeError(
-            f"bentoml serve did not become ready:\n{(world['root'] / 'server.log').read_text()[-4000:]}"
-        )
-    yield base
-    proc.terminate()
+        log.close()
+        raise RuntimeError(f"bentoml serve did not become ready:\n{log_path.read_text()[-4000:]}")
     try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-    log.close()
-    shutil.copy(world["root"] / "server.log", Path(tempfile.gettempdir()) / "shopaug-serving-last-server.log")
+        yield base
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+        shutil.copy(log_path, Path(tempfile.gettempdir()) / f"shopaug-serving-last-{name}.log")
+
+
+@pytest.fixture(scope="session")
+def server(world) -> Iterator[str]:
+    """A real `bentoml serve` of serving.service:Shopaug on a free port (no polling: reload by admin endpoint)."""
+    with serving(world["root"], world["env"]) as base:
+        yield base
+
+
+@pytest.fixture(scope="module")
+def polling_server(world) -> Iterator[str]:
+    """A second real `bentoml serve`, polling the registry every POLL_S seconds, with no admin token at all (so
+    only the poll can switch it), its own request log and its own BentoML home (a copy of the packaged models:
+    `bentoml serve` empties the home's Prometheus folder at start, which the session server uses)."""
+    root = world["root"]
+    home = root / "bentoml-polling"
+    shutil.copytree(root / "bentoml" / "models", home / "models", symlinks=True, dirs_exist_ok=True)
+    env = {
+        **world["env"],
+        "SHOPAUG_SERVE": json.dumps({"reload_poll_s": POLL_S, "request_log": {"flush_s": 0.5}}),
+        "SHOPAUG_REQUEST_LOG_DIR": str(root / "requests-polling"),
+        "BENTOML_HOME": str(home),
+    }
+    del env["SHOPAUG_ADMIN_TOKEN"]
+    with serving(root, env, name="polling-server") as base:
+        yield base
