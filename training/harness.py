@@ -35,7 +35,7 @@ def _clean(stats: dict) -> dict:
 
 def evaluate_recommender(model: Recommender, history: pd.DataFrame, targets: pd.DataFrame,
                          items: pd.DataFrame, params: EvaluationParams, cutoff: pd.Timestamp | None = None,
-                         seed: int = 42) -> dict:
+                         seed: int = 42, per_unit: dict | None = None) -> dict:
     """Score a fitted recommender on each target user's basket against the full catalogue.
 
     `history`: canonical interactions visible to the model (ts before the cutoff, guest rows allowed);
@@ -45,7 +45,8 @@ def evaluate_recommender(model: Recommender, history: pd.DataFrame, targets: pd.
     items, and `*_new`: the target items not in the user's history against the ranking with the user's past
     items removed (what the model would show when asked for something new). Segments: `cold_users` (at most
     `cold_user_max_purchases` past baskets) and `new_items` (recall of target items first seen within
-    `new_item_days` before the cutoff). Refuses empty targets or target users without history.
+    `new_item_days` before the cutoff). Refuses empty targets or target users without history. `per_unit`, when
+    given, receives the per-user metric table (index = user id) for paired comparisons between models.
     """
     if targets.empty:
         raise ShopError("evaluation targets are empty: no user has a basket after the cutoff")
@@ -85,6 +86,8 @@ def evaluate_recommender(model: Recommender, history: pd.DataFrame, targets: pd.
                                  for r in params.recall_ks})
     per_user = pd.DataFrame(rows)
     cold_mask = np.array(cold)
+    if per_unit is not None:
+        per_unit["table"] = per_user.set_axis(pd.Index(user_ids, name="user_id")).assign(cold_user=cold_mask)
     result = _summarise(per_user, params, seed)
     result["segments"] = {
         "cold_users": _summarise(per_user[cold_mask].reset_index(drop=True), params, seed),
@@ -96,14 +99,15 @@ def evaluate_recommender(model: Recommender, history: pd.DataFrame, targets: pd.
 
 
 def evaluate_retriever(model: Retriever, queries: pd.DataFrame, items: pd.DataFrame, params: EvaluationParams,
-                       seed: int = 42) -> dict:
+                       seed: int = 42, per_unit: dict | None = None) -> dict:
     """Score a fitted retriever on judged queries: catalogue retrieval and judged-candidate re-ranking.
 
     `queries`: canonical judged (query_id, query, item_id, relevance 0..1) rows; `items`: the catalogue the
     model indexed (results outside it are dropped). Metrics: `ndcg@k` (graded, unjudged gain 0) and
     `recall@catalogue_recall_k` (judged items with relevance >= relevant_threshold) over the catalogue;
     `rerank_ndcg@k` and `pairwise_accuracy` over each query's judged items (score ties broken by item id,
-    counted 1/2 in pairwise accuracy). Refuses empty queries.
+    counted 1/2 in pairwise accuracy). Refuses empty queries. `per_unit`, when given, receives the per-query
+    metric table (index = query id) for paired comparisons between models.
     """
     if queries.empty:
         raise ShopError("evaluation queries are empty")
@@ -132,7 +136,10 @@ def evaluate_retriever(model: Retriever, queries: pd.DataFrame, items: pd.DataFr
             f"rerank_ndcg@{k}": ndcg_at_k(rerank(group["item_id"].tolist(), group_scores), gains, k),
             "pairwise_accuracy": pairwise_accuracy(group["relevance"], group_scores),
         })
-    result = _summarise(pd.DataFrame(rows), params, seed)
+    table = pd.DataFrame(rows, index=pd.Index([query_id for query_id, _ in groups], name="query_id"))
+    if per_unit is not None:
+        per_unit["table"] = table
+    result = _summarise(table.reset_index(drop=True), params, seed)
     result["segments"] = {}
     log.info("%s: %d queries, %s=%.4f", getattr(model, "name", "model"), len(groups), f"ndcg@{k}",
              result[f"ndcg@{k}"]["value"] or float("nan"))

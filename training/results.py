@@ -1,6 +1,7 @@
 """The evaluate stage: every trained model and the baselines on the real test split; uplifts, ablation, sweep.
 
-Writes `metrics/results.json` ({task: {baselines, models, synthetic_share, uplift, ablation}}), appends one
+Writes `metrics/results.json` ({task: {baselines, models, synthetic_share, uplift, ablation, versus_twin}};
+differences between models carry paired bootstrap CIs over the same test users/queries), appends one
 row per model to `metrics/sweep/<task>.csv` (NDCG@10 against the synthetic share, for `dvc plots`), and logs
 each model's test metrics and the test split into the MLflow run that trained it.
 """
@@ -28,6 +29,7 @@ HEADLINE = {
     "search": ["ndcg@10", "recall@100", "pairwise_accuracy"],
 }
 REFERENCE_VARIANT = "noaug"
+PAIRED = {"retail": ["ndcg@10", "cold_users.ndcg@10"], "search": ["ndcg@10"]}  # paired-bootstrap differences
 
 
 # --------------------------------------------------------------------------------------------- scoring
@@ -47,17 +49,19 @@ def load_test_inputs(task: str, params: Params, root: Path) -> dict:
             "items": read_table(canonical / "items.parquet", "items"), "test_path": splits / "test.parquet"}
 
 
-def score_model(model, task: str, params: Params, inputs: dict) -> dict:
-    """Fit (index) a trained model on the training data visible at test time and score it with the harness."""
+def score_model(model, task: str, params: Params, inputs: dict, per_unit: dict | None = None) -> dict:
+    """Fit (index) a trained model on the training data visible at test time and score it with the harness
+    (`per_unit` receives the per-user/query metric table)."""
     from training.harness import evaluate_recommender, evaluate_retriever
 
     if task == "retail":
         model.fit(inputs["history"], inputs["items"])
         cutoff = pd.Timestamp(params.split.retail.cutoff, tz="UTC")
         return evaluate_recommender(model, inputs["history"], inputs["targets"], inputs["items"],
-                                    params.evaluation, cutoff=cutoff, seed=params.seed)
+                                    params.evaluation, cutoff=cutoff, seed=params.seed, per_unit=per_unit)
     model.fit(inputs["train"], inputs["items"])
-    return evaluate_retriever(model, inputs["test"], inputs["items"], params.evaluation, seed=params.seed)
+    return evaluate_retriever(model, inputs["test"], inputs["items"], params.evaluation, seed=params.seed,
+                              per_unit=per_unit)
 
 
 def load_trained(folder_or_uri: str | Path, params: Params, root: Path):
@@ -130,8 +134,10 @@ def compare(task: str, models: dict[str, dict], baselines: dict[str, dict]) -> d
     return out
 
 
-def ablation(task: str, models: dict[str, dict]) -> dict:
-    """Each generator's contribution: metric of `aug` minus `minus_<generator>`'s (positive = it helps)."""
+def ablation(task: str, models: dict[str, dict], units: dict[str, pd.DataFrame] | None = None,
+             params: Params | None = None) -> dict:
+    """Each generator's contribution: metric of `aug` minus `minus_<generator>`'s (positive = it helps), plus
+    `<metric>_ci`, the paired bootstrap CI of that difference, when per-unit tables are given."""
     if "aug" not in models:
         return {}
     out = {}
@@ -142,7 +148,31 @@ def ablation(task: str, models: dict[str, dict]) -> dict:
                 else round(value(models["aug"], key) - value(result, key), 4)
                 for key in HEADLINE[task]
             }
+            if units and params and variant in units and "aug" in units:
+                for key in PAIRED[task]:
+                    diff = paired_difference(units["aug"], units[variant], key, params)
+                    out[variant.removeprefix("minus_")][f"{key}_ci"] = [diff["ci_low"], diff["ci_high"]]
     return out
+
+
+def paired_difference(a: pd.DataFrame, b: pd.DataFrame, key: str, params: Params) -> dict:
+    """Mean per-user/query difference a - b of `key` (`cold_users.<metric>` = cold users only) over the units
+    both define, with a paired bootstrap CI: same units resampled for both models."""
+    from training.metrics import bootstrap_ci
+
+    segment, _, metric = key.rpartition(".")
+    rows = a.index[a["cold_user"]] if segment == "cold_users" else a.index
+    diff = (a.loc[rows, metric] - b.reindex(rows)[metric]).to_numpy(float)
+    stats = bootstrap_ci(diff, params.evaluation.bootstrap_samples, params.seed)
+    return {name: round(v, 4) if isinstance(v, float) else v for name, v in stats.items()}
+
+
+def versus_twin(task: str, units: dict[str, pd.DataFrame], params: Params) -> dict:
+    """Every model against the no-augmentation twin on the same units: {variant: {metric: difference + CI}}."""
+    if REFERENCE_VARIANT not in units:
+        return {}
+    return {variant: {key: paired_difference(table, units[REFERENCE_VARIANT], key, params) for key in PAIRED[task]}
+            for variant, table in units.items() if variant != REFERENCE_VARIANT}
 
 
 def log_test_metrics(folder: Path, result: dict, test_path: Path, params: Params, root: Path) -> None:
@@ -197,11 +227,13 @@ def evaluate_all(params: Params, root: Path, models_dir: Path, baselines_path: P
             continue
         inputs = load_test_inputs(task, params, root)
         manifest = fused_manifest(root, task).get("variants", {})
-        models = {}
+        models, units = {}, {}
         for variant in variants:
             folder = models_dir / task / variant
             log.info("evaluating %s/%s", task, variant)
-            models[variant] = score_model(load_trained(folder, params, root), task, params, inputs)
+            per_unit: dict = {}
+            models[variant] = score_model(load_trained(folder, params, root), task, params, inputs, per_unit)
+            units[variant] = per_unit["table"]
             log_test_metrics(folder, models[variant], inputs["test_path"], params, root)
         shares = {v: manifest.get(v, {}).get("synthetic_share") for v in variants}
         results[task] = {
@@ -209,7 +241,8 @@ def evaluate_all(params: Params, root: Path, models_dir: Path, baselines_path: P
             "models": models,
             "synthetic_share": shares,
             "uplift": compare(task, models, baselines.get(task, {})),
-            "ablation": ablation(task, models),
+            "ablation": ablation(task, models, units, params),
+            "versus_twin": versus_twin(task, units, params),
             "test_split": {"path": f"data/splits/{task}/test.parquet",
                            "digest": tracking.dataset_digest(inputs["test_path"], root)[0]},
         }

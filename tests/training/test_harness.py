@@ -40,7 +40,10 @@ class Fixed:
 def test_recommender_metrics_new_to_user_and_segments_follow_the_protocol():
     # "zzz" is outside the catalogue (never in the history) and is dropped before scoring.
     model = Fixed({"cold": ["zzz", "a", "b", "n"], "warm": ["a", "c", "b"]})
-    out = evaluate_recommender(model, HISTORY, TARGETS, ITEMS, PARAMS, cutoff=CUTOFF)
+    units: dict = {}
+    out = evaluate_recommender(model, HISTORY, TARGETS, ITEMS, PARAMS, cutoff=CUTOFF, per_unit=units)
+    assert units["table"].loc["cold", "cold_user"] and not units["table"].loc["warm", "cold_user"]
+    assert units["table"]["hr@2"].mean() == out["hr@2"]["value"]  # the rows the summary was computed from
     # cold: [a, b] -> 1 hit of {b, n}; warm: [a, c] -> 1 hit of {a, d} ("d" unseen: an unavoidable miss)
     assert out["hr@2"]["value"] == 1.0
     assert out["recall@2"]["value"] == pytest.approx(0.5)
@@ -77,7 +80,9 @@ def test_retriever_catalogue_and_rerank_metrics_match_hand_computation():
     queries = pd.DataFrame({"query_id": ["q"] * 3, "query": ["red lamp"] * 3, "item_id": ["a", "b", "c"],
                             "relevance": [1.0, 0.5, 0.0]})
     items = pd.DataFrame({"item_id": ["a", "b", "c", "x"]})
-    out = evaluate_retriever(FixedRetriever(), queries, items, PARAMS)
+    units: dict = {}
+    out = evaluate_retriever(FixedRetriever(), queries, items, PARAMS, per_unit=units)
+    assert list(units["table"].index) == ["q"] and units["table"].loc["q", "ndcg@2"] == out["ndcg@2"]["value"]
     ideal = 1.0 + 0.5 / 1.5849625007211563
     assert out["ndcg@2"]["value"] == pytest.approx((1.0 / 1.5849625007211563) / ideal)  # x unjudged: gain 0
     assert out["recall@3"]["value"] == 1.0  # only "a" reaches relevant_threshold 0.75

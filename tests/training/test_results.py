@@ -2,6 +2,7 @@
 
 import json
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -31,6 +32,29 @@ def test_ablation_is_aug_minus_leave_one_out():
     out = results.ablation("retail", models)
     assert out["cf_interactions"]["ndcg@10"] == pytest.approx(0.03)
     assert out["sequence_aug"]["ndcg@10"] == pytest.approx(-0.01)
+
+
+def test_differences_carry_paired_bootstrap_cis_over_the_same_users():
+    rng = np.random.default_rng(0)
+    users = pd.Index([f"u{i}" for i in range(400)], name="user_id")
+    base = rng.uniform(0, 1, len(users))
+    cold = np.arange(len(users)) % 4 == 0
+    table = {  # aug is better by 0.05 on every user; minus_x equals aug; noise is shared (paired)
+        "noaug": pd.DataFrame({"ndcg@10": base, "cold_user": cold}, index=users),
+        "aug": pd.DataFrame({"ndcg@10": base + 0.05, "cold_user": cold}, index=users),
+        "minus_x": pd.DataFrame({"ndcg@10": base + 0.05, "cold_user": cold}, index=users),
+    }
+    params = load_params(overrides={"evaluation": {"bootstrap_samples": 200}})
+    twin = results.versus_twin("retail", table, params)
+    assert twin["aug"]["ndcg@10"]["value"] == pytest.approx(0.05)
+    assert twin["aug"]["ndcg@10"]["ci_low"] == pytest.approx(0.05)  # paired: the shared noise cancels
+    assert twin["aug"]["cold_users.ndcg@10"]["n"] == cold.sum()
+    models = {v: {"ndcg@10": {"value": float(t["ndcg@10"].mean())}} for v, t in table.items()}
+    out = results.ablation("retail", models, table, params)
+    assert out["x"]["ndcg@10"] == pytest.approx(0.0) and out["x"]["ndcg@10_ci"] == [0.0, 0.0]
+    unpaired = {**table, "noaug": table["noaug"].sample(frac=1, random_state=0).set_axis(users)}
+    shuffled = results.versus_twin("retail", unpaired, params)["aug"]["ndcg@10"]
+    assert shuffled["ci_high"] - shuffled["ci_low"] > 0.05  # different users per row: the noise stays
 
 
 def test_planned_runs_add_ablation_variants_that_exist(tmp_path):
