@@ -31,6 +31,7 @@ from serving.schemas import (
 )
 
 logger = logging.getLogger(__name__)
+logging.getLogger("serving").setLevel(logging.INFO)  # reloads and Feast fallbacks reach the `bentoml serve` log
 
 RECOMMENDER, SEARCH = "shopaug-recommender", "shopaug-search"  # = params.yaml mlflow.*_model (BentoML tags)
 
