@@ -414,7 +414,7 @@ def fuse_task(task: str, params: Params, root: Path, gate: dict[str, str], out_d
     if items is not None:
         items = {
             name: "data/synthetic/item_enrichment.parquet"
-            if enriched and name != "minus_item_enrichment"
+            if enriched and name not in ("noaug", "minus_item_enrichment")  # the twin has no synthetic text
             else "data/canonical/retail/items.parquet"
             for name in variants
         }

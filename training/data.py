@@ -38,6 +38,17 @@ def training_table(root: Path, task: str, variant: str) -> tuple[pd.DataFrame, P
     return df[df["weight"] > 0].reset_index(drop=True), path
 
 
+def items_table(root: Path, task: str, variant: str) -> pd.DataFrame:
+    """The items table the fused manifest names for `variant` (enriched item text for augmented retail
+    variants), else the canonical items."""
+    manifest = root / "data" / "fused" / task / "manifest.json"
+    named = json.loads(manifest.read_text()).get("variants", {}).get(variant, {}).get("items") \
+        if manifest.is_file() else None
+    path = root / (named or f"data/canonical/{task}/items.parquet")
+    log.info("%s/%s: items from %s", task, variant, path.relative_to(root) if path.is_relative_to(root) else path)
+    return read_table(path, "items")
+
+
 def valid_cutoff(root: Path) -> pd.Timestamp:
     path = root / "data" / "splits" / "retail" / "split.json"
     try:

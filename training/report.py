@@ -57,7 +57,8 @@ def task_table(task: str, doc: dict) -> list[str]:
     for name, result in doc["baselines"].items():
         label = name.replace("_", " ") + (" (best baseline)" if name == best else "")
         lines.append(f"| {label} | 0 | " + " | ".join(cell(result, k) for _, k in columns) + " | |")
-    for variant, result in doc["models"].items():
+    order = ["noaug", "aug", "synthetic_only"]
+    for variant, result in sorted(doc["models"].items(), key=lambda kv: (order + [kv[0]]).index(kv[0])):
         label = f"{MODEL[task]}, " + NAMES.get(variant, variant.replace("minus_", "augmented without "))
         share = doc["synthetic_share"].get(variant)
         twin = doc.get("versus_twin", {}).get(variant, {}).get("ndcg@10")

@@ -26,6 +26,7 @@ from pipelines.core.paths import repo_root
 from training.data import (
     RetailExamples,
     SearchPairs,
+    items_table,
     retail_examples,
     search_pairs,
     training_table,
@@ -136,7 +137,7 @@ class RetailJob:
 def build_retail_job(params: Params, root: Path, variant: str) -> tuple[RetailJob, Path]:
     cfg = params.train.retail
     interactions, path = training_table(root, "retail", variant)
-    items = read_table(root / "data/canonical/retail/items.parquet", "items")
+    items = items_table(root, "retail", variant)
     before = valid_cutoff(root)
     ex = retail_examples(interactions, items, before, cfg.history_len, cfg.repeat_history, cfg.feature_buckets,
                          cfg.max_targets, params.seed)

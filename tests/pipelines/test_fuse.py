@@ -208,6 +208,7 @@ def test_ablation_variants_leave_out_exactly_one_generator(root):
         assert set(minus["source"]) == set(retail["aug"]["source"]) - {generator}
     items = retail["_manifest"]["variants"]
     assert items["minus_item_enrichment"]["items"] == "data/canonical/retail/items.parquet"
+    assert items["noaug"]["items"] == "data/canonical/retail/items.parquet"  # the twin: no synthetic item text
     assert items["aug"]["items"] == "data/synthetic/item_enrichment.parquet"
     only = search["synthetic_only"]
     assert only["is_synthetic"].all() and not only["relabels_real"].any()  # smoothed real pairs are not in it

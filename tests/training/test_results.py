@@ -85,3 +85,20 @@ def test_sweep_rows_accumulate_and_a_rerun_replaces_its_own(tmp_path):
     sweep = pd.read_csv(path)
     assert len(sweep) == 3
     assert sweep.loc[sweep["max_synthetic_share"] == 0.5].set_index("variant")["ndcg@10"]["aug"] == 0.21
+
+
+def test_training_reads_the_items_table_the_fused_manifest_names(tmp_path):
+    from training.data import items_table
+
+    for rel, title in (("data/canonical/retail/items.parquet", "LAMP"),
+                       ("data/synthetic/item_enrichment.parquet", "LAMP | lighting")):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        pd.DataFrame({"item_id": ["1"], "title": [title], "description": [""], "category": [""],
+                      "price": [1.0]}).to_parquet(tmp_path / rel)
+    assert items_table(tmp_path, "retail", "aug")["title"].iloc[0] == "LAMP"  # no manifest: canonical
+    (tmp_path / "data/fused/retail").mkdir(parents=True)
+    (tmp_path / "data/fused/retail/manifest.json").write_text(json.dumps({"variants": {
+        "aug": {"items": "data/synthetic/item_enrichment.parquet"},
+        "noaug": {"items": "data/canonical/retail/items.parquet"}}}))
+    assert items_table(tmp_path, "retail", "aug")["title"].iloc[0] == "LAMP | lighting"
+    assert items_table(tmp_path, "retail", "noaug")["title"].iloc[0] == "LAMP"
