@@ -1,14 +1,17 @@
 """Locust load for the benchmark: one endpoint per run, bodies cycled from a JSON file (serving/benchmark.py).
 
 Environment: BENCH_ENDPOINT (recommend | search | ping), BENCH_PAYLOADS (JSON list of request bodies),
-BENCH_RATE (total requests per second over all users; 0 = closed loop, each user sends as fast as it can).
+BENCH_RATE (total requests per second over all users, as Poisson arrivals: each user waits an exponential time
+with mean USERS / RATE; 0 = closed loop, each user sends as fast as it can). Fixed per-user cadences would make
+users started together fire in synchronised bursts, measuring burst queueing rather than a steady rate.
 """
 
 import itertools
 import json
 import os
+import random
 
-from locust import FastHttpUser, constant, constant_throughput, task
+from locust import FastHttpUser, constant, task
 
 ENDPOINT = os.environ.get("BENCH_ENDPOINT", "ping")
 PAYLOADS = json.loads(open(os.environ["BENCH_PAYLOADS"]).read()) if os.environ.get("BENCH_PAYLOADS") else [{}]
@@ -18,7 +21,11 @@ _bodies = itertools.cycle(PAYLOADS)
 
 
 class ServiceUser(FastHttpUser):
-    wait_time = constant_throughput(RATE / USERS) if RATE > 0 else constant(0)
+    wait_time = (lambda self: random.expovariate(RATE / USERS)) if RATE > 0 else constant(0)
+
+    def on_start(self) -> None:
+        if RATE > 0:  # users spawn together: start each one a random wait later, not all in one burst
+            self.wait()
 
     @task
     def call(self) -> None:

@@ -151,7 +151,14 @@ def user_context_inputs(frame: pd.DataFrame | None, n: int) -> np.ndarray:
         return out
     if len(frame) != n:
         raise ShopError(f"user features: {len(frame)} rows for {n} users")
-    values = frame.reindex(columns=USER_CONTEXT).apply(pd.to_numeric, errors="coerce").to_numpy(float)
+    columns = []  # plain numpy per column: pandas-level conversions would cost most of a serving request
+    for name in USER_CONTEXT:
+        try:
+            columns.append(frame[name].to_numpy(dtype="float64", na_value=np.nan) if name in frame.columns
+                           else np.full(n, np.nan))
+        except (TypeError, ValueError):
+            raise ShopError(f"user features: column '{name}' is not numeric") from None
+    values = np.column_stack(columns)
     logs = len(USER_CONTEXT_LOG)
     values[:, :logs] = np.log1p(np.clip(values[:, :logs], 0, None))
     missing = ~(np.nan_to_num(values[:, 0]) > 0)  # frequency: every stored snapshot has at least one basket
