@@ -7,16 +7,15 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Annotated
 
-import httpx
 import pandas as pd
 import typer
 
 from pipelines.core import data_dir, repo_root, run_cli, write_json
 from pipelines.core.errors import ShopError
+from serving.launch import start_service, stop_service
 
 app = typer.Typer(add_completion=False, help=__doc__)
 
@@ -45,34 +44,7 @@ def payloads(bentoml_home: Path, n: int = 200) -> dict[str, list[dict]]:
 def start_server(port: int, batching: bool, log: Path) -> subprocess.Popen:
     """`bentoml serve` of the service with batching on or off; returns once /readyz answers 200."""
     env = {**os.environ, "SHOPAUG_SERVE": json.dumps({"batching": {"enabled": batching}, "reload_poll_s": 0})}
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "bentoml",
-            "serve",
-            "serving.service:Shopaug",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-        ],
-        env=env,
-        cwd=repo_root(),
-        stdout=log.open("w"),
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline and proc.poll() is None:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
-                return proc
-        except httpx.HTTPError:
-            pass
-        time.sleep(1)
-    proc.kill()
-    raise ShopError(f"bentoml serve did not become ready; see {log}")
+    return start_service(port, env, log)
 
 
 def run_locust(
@@ -235,8 +207,7 @@ def main(
                     )
                     typer.echo(runs[-1])
         finally:
-            server.terminate()
-            server.wait(timeout=30)
+            stop_service(server, within_s=30)
     report = {
         "machine": f"{os.cpu_count()} CPUs, load average before {os.getloadavg()[0]:.1f}",
         "command": "python -m serving.benchmark",

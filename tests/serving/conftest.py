@@ -8,16 +8,15 @@ import socket
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pandas as pd
 import pytest
 from serving_fixture_models import ADMIN_TOKEN, register_fixture_model
 
 from pipelines.core import data_dir, repo_root, write_table
+from serving.launch import start_service, stop_service
 
 RETAIL_ROWS, SEARCH_ROWS = 2000, 600
 POLL_S = 1  # the polling server's serve.reload_poll_s
@@ -138,53 +137,13 @@ def world():
 def serving(root: Path, env: dict[str, str], name: str = "server") -> Iterator[str]:
     """Run a real `bentoml serve` of serving.service:Shopaug with `env` on a free port; yield its base URL once
     /readyz is 200, then stop it. Its output goes to `root/<name>.log`, kept in the temp dir after it stops."""
-    port = free_port()
-    log_path = root / f"{name}.log"
-    log = open(log_path, "w")
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "bentoml",
-            "serve",
-            "serving.service:Shopaug",
-            "--port",
-            str(port),
-            "--host",
-            "127.0.0.1",
-        ],
-        env=env,
-        cwd=repo_root(),
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            break
-        try:
-            if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    else:
-        proc.terminate()
-    if proc.poll() is not None or time.monotonic() >= deadline:
-        log.close()
-        raise RuntimeError(f"bentoml serve did not become ready:\n{log_path.read_text()[-4000:]}")
+    port, log = free_port(), root / f"{name}.log"
+    proc = start_service(port, env, log, ready_within_s=120)
     try:
-        yield base
+        yield f"http://127.0.0.1:{port}"
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
-        shutil.copy(log_path, Path(tempfile.gettempdir()) / f"shopaug-serving-last-{name}.log")
+        stop_service(proc)
+        shutil.copy(log, Path(tempfile.gettempdir()) / f"shopaug-serving-last-{name}.log")
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,45 @@
+"""Start `bentoml serve serving.service:Shopaug` as a child process and wait until it is ready (benchmark, tests)."""
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from pipelines.core.errors import ShopError
+from pipelines.core.paths import repo_root
+
+
+def start_service(port: int, env: dict[str, str], log: Path, ready_within_s: float = 300) -> subprocess.Popen:
+    """Run the service on 127.0.0.1:`port` with environment `env`, output to `log`; return once /readyz is 200.
+
+    Raises ShopError with the log's tail when the process exits or is not ready in time (the process is killed).
+    """
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "bentoml", "serve", "serving.service:Shopaug", "--host", "127.0.0.1",
+             "--port", str(port)],
+            env=env, cwd=repo_root(), stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+    deadline = time.monotonic() + ready_within_s
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
+                return proc
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    proc.kill()
+    proc.wait()
+    raise ShopError(f"bentoml serve did not become ready (see {log}):\n{log.read_text()[-4000:]}")
+
+
+def stop_service(proc: subprocess.Popen, within_s: float = 20) -> None:
+    """Terminate the service; kill it if it has not exited within `within_s`."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=within_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
