@@ -246,9 +246,8 @@ class RecommenderModel:
         table = self.items.assign(item_id=self.items["item_id"].astype(str)).drop_duplicates("item_id")
         cat = table.set_index("item_id").reindex(ids).reset_index()
         cat[["title", "description", "category"]] = cat[["title", "description", "category"]].fillna("")
-        feats = item_context_features(history, cat, history["ts"].max() + pd.Timedelta(seconds=1)).reset_index()
-        items = self.encode_items(cat, feats)
         at = history["ts"].max() + pd.Timedelta(seconds=1)
+        items = self.encode_items(cat, item_context_features(history, cat, at).reset_index())
         if user_features is None and self.config.get("user_context"):
             user_features = self._user_context(user_ids, at)
         users = self.encode_users(user_histories(history, user_ids), user_features)
@@ -257,7 +256,6 @@ class RecommenderModel:
             top = _top_k(users[start:start + 512] @ items.T, k)
             out.update({u: [ids[j] for j in row] for u, row in zip(user_ids[start:start + 512], top, strict=True)})
         return out
-
 
     def _user_context(self, user_ids: list[str], at: pd.Timestamp) -> pd.DataFrame | None:
         """Feast user context as of `at` from `feature_store` or the configured store; None (with a warning)
