@@ -34,15 +34,20 @@ Evaluator = Callable[[str, str], dict]
 PREVIOUS_TAG = "promotion.previous_champion"
 
 
-def metric_value(result: dict, key: str) -> float | None:
-    """Read `ndcg@10` or a segment metric `cold_users.ndcg@10` from a harness result (None if absent)."""
+def metric_stats(result: dict, key: str) -> dict:
+    """The stats ({value, ci_low, ci_high, n}) of `ndcg@10` or a segment metric `cold_users.ndcg@10` in a
+    harness result ({} if absent)."""
     node: object = result.get(key)
     if node is None and "." in key:
         segment, metric = key.split(".", 1)
         node = (result.get("segments") or {}).get(segment, {}).get(metric)
-    if isinstance(node, dict):
-        node = node.get("value")
-    return None if node is None else float(node)
+    return node if isinstance(node, dict) else ({} if node is None else {"value": node})
+
+
+def metric_value(result: dict, key: str) -> float | None:
+    """Read `ndcg@10` or a segment metric `cold_users.ndcg@10` from a harness result (None if absent)."""
+    value = metric_stats(result, key).get("value")
+    return None if value is None else float(value)
 
 
 def guardrails_for(cfg: PromoteParams, task: str) -> list[str]:

@@ -13,6 +13,7 @@ import typer
 from pipelines.core.errors import ShopError, run_cli
 from pipelines.core.io import atomic_path
 from pipelines.core.paths import repo_root
+from training.promote import metric_stats
 
 COLUMNS = {
     "retail": [("NDCG@10", "ndcg@10"), ("HR@10", "hr@10"), ("NDCG@10 new-to-user", "ndcg@10_new"),
@@ -24,17 +25,9 @@ NAMES = {"noaug": "no augmentation (twin)", "aug": "augmented", "synthetic_only"
 MODEL = {"retail": "two-tower", "search": "bi-encoder"}
 
 
-def _metric(result: dict, key: str) -> dict:
-    node = result
-    for part in key.replace("cold_users.", "segments.cold_users.").replace(
-            "new_items.", "segments.new_items.").split("."):
-        node = (node or {}).get(part) or {}
-    return node
-
-
 def cell(result: dict, key: str) -> str:
     """'0.234 [0.221, 0.246]' (value and 95% bootstrap CI), or '–' when the metric is undefined."""
-    stats = _metric(result, key)
+    stats = metric_stats(result, key)
     if stats.get("value") is None:
         return "–"
     if stats.get("ci_low") is None or stats["ci_low"] == stats["ci_high"]:
@@ -50,7 +43,7 @@ def signed(stats: dict | None) -> str:
 
 def task_table(task: str, doc: dict) -> list[str]:
     columns = COLUMNS[task]
-    n = _metric(next(iter(doc["models"].values())), "ndcg@10").get("n")
+    n = metric_stats(next(iter(doc["models"].values())), "ndcg@10").get("n")
     lines = [f"| {TITLES[task]} ({n}) | synthetic share | " + " | ".join(c for c, _ in columns)
              + " | NDCG@10 − twin [paired CI] |", "|" + " --- |" * (len(columns) + 3)]
     best = doc["uplift"].get("best_baseline")
