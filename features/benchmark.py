@@ -19,7 +19,10 @@ from feast.protos.feast.types.Value_pb2 import Value
 from features.build import load_to_store
 from features.client import OnlineFeatureClient
 from features.store import open_store
-from pipelines.core import ShopError, repo_root, run_cli, write_json
+from core import cli
+from core.errors import ShopError
+from core.io import write_json
+from core.paths import repo_root
 
 log = logging.getLogger(__name__)
 app = typer.Typer(add_completion=False, help=__doc__)
@@ -166,4 +169,4 @@ def main(
 
 
 if __name__ == "__main__":
-    run_cli(app)
+    cli.run(app)

@@ -10,7 +10,10 @@ import typer
 
 from features import compute
 from features.store import apply_definitions, config_path, materialize, open_store
-from pipelines.core import atomic_dir, load_params, read_table, repo_root, run_cli, write_json
+from core import cli
+from core.io import atomic_dir, read_table, write_json
+from core.params import load_params
+from core.paths import repo_root
 
 log = logging.getLogger(__name__)
 app = typer.Typer(add_completion=False, help=__doc__)
@@ -150,4 +153,4 @@ def main(
 
 
 if __name__ == "__main__":
-    run_cli(app)
+    cli.run(app)

@@ -14,7 +14,7 @@ from feast.types import Float32, Int64
 
 from features import definitions
 from features.store import open_store
-from pipelines.core.errors import ShopError
+from core.errors import ShopError
 
 log = logging.getLogger(__name__)
 VIEWS = {

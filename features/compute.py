@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from features.definitions import HOUR_BUCKETS, N_TEXT_CLUSTERS, WEEKDAYS
-from pipelines.core.errors import ShopError
+from core.errors import ShopError
 
 log = logging.getLogger(__name__)
 DAY = pd.Timedelta(days=1)

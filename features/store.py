@@ -10,8 +10,8 @@ import pandas as pd
 from feast import FeatureStore
 
 from features import definitions
-from pipelines.core.errors import ShopError
-from pipelines.core.paths import repo_root
+from core.errors import ShopError
+from core.paths import repo_root
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +38,7 @@ def config_path(configured: str | Path | None = None) -> Path:
 
 def _configured_in_params() -> str:
     """params.yaml `features.store_config`, or the embedded default where params.yaml is absent (a Bento)."""
-    from pipelines.core import load_params
+    from core.params import load_params
 
     try:
         return load_params().features.store_config

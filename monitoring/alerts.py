@@ -11,8 +11,10 @@ from pathlib import Path
 
 from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_exponential
 
-from pipelines.core import ShopError, write_json
-from pipelines.core.config import AlertParams
+from core.errors import ShopError
+
+from core.io import write_json
+from core.params import AlertParams
 
 log = logging.getLogger(__name__)
 WEBHOOK_ENV = "SHOPAUG_ALERT_WEBHOOK"

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from pipelines.core import ShopError
+from core.errors import ShopError
 
 log = logging.getLogger(__name__)
 TOKEN = re.compile(r"[a-z0-9]+")

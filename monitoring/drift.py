@@ -28,8 +28,12 @@ import typer
 
 from monitoring.alerts import check_webhook_url, raise_alert
 from monitoring.checks import Comparison, EncoderCache, evidently_compare, failed_tests, require_columns, vocabulary
-from pipelines.core import ShopError, atomic_path, load_params, read_table, repo_root, run_cli, write_json
-from pipelines.core.config import DriftParams, Params
+from core import cli
+from core.errors import ShopError
+from core.io import atomic_path, read_table, write_json
+from core.params import load_params
+from core.paths import repo_root
+from core.params import DriftParams, Params
 
 log = logging.getLogger(__name__)
 app = typer.Typer(add_completion=False, help=__doc__)
@@ -224,7 +228,7 @@ def main(
                         f"monitoring.drift.min_requests={d.min_requests}")
     encoder = None
     if embeddings:
-        from pipelines.core.encoder import TextEncoder
+        from core.encoder import TextEncoder
 
         encoder = EncoderCache(lambda: TextEncoder(params.encoder.model, 32, params.encoder.batch_size))
     reference = Reference.from_files(rel(splits), rel(canonical))
@@ -251,7 +255,7 @@ def main(
     else:
         delivery = "disabled"
     print(f"alert: {len(failed)} drift test(s) failed ({'; '.join(failed[:3])}); delivery {delivery}; see {out}")
-    sys.exit(1)  # run_cli runs Typer in non-standalone mode, where typer.Exit would not set the status
+    sys.exit(1)  # cli.run runs Typer in non-standalone mode, where typer.Exit would not set the status
 
 
 def save_to_workspace(path: Path, snapshots: dict) -> None:
@@ -266,4 +270,4 @@ def save_to_workspace(path: Path, snapshots: dict) -> None:
 
 
 if __name__ == "__main__":
-    run_cli(app)
+    cli.run(app)

@@ -44,8 +44,12 @@ from monitoring.checks import (
     vocabulary_overlap,
 )
 from pipelines.augment.retail_history import safe_history, valid_cutoff
-from pipelines.core import ShopError, atomic_path, load_params, read_table, repo_root, run_cli, write_json
-from pipelines.core.config import GateParams, Params
+from core import cli
+from core.errors import ShopError
+from core.io import atomic_path, read_table, write_json
+from core.params import load_params
+from core.paths import repo_root
+from core.params import GateParams, Params
 
 log = logging.getLogger(__name__)
 app = typer.Typer(add_completion=False, help=__doc__)
@@ -352,7 +356,7 @@ def run_gate(params: Params, synthetic_dir: Path, splits: Path, canonical: Path,
     inputs = load_inputs(params, splits, canonical, names)
     encoder = None
     if embeddings:
-        from pipelines.core.encoder import TextEncoder
+        from core.encoder import TextEncoder
 
         e = params.encoder
         encoder = EncoderCache(lambda: TextEncoder(e.model, min(e.max_length, 32), e.batch_size))
@@ -402,4 +406,4 @@ def main(
 
 
 if __name__ == "__main__":
-    run_cli(app)
+    cli.run(app)

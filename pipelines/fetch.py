@@ -16,9 +16,17 @@ import typer
 from tenacity import retry, retry_if_exception, stop_after_attempt, wait_exponential
 from tqdm.auto import tqdm
 
-from pipelines.core import ShopError, atomic_dir, atomic_path, data_dir, load_params, repo_root, run_cli
-from pipelines.core.config import SourceParams
-from pipelines.core.paths import DATA_DIR_ENV
+from core import cli
+
+from core.errors import ShopError
+
+from core.io import atomic_dir, atomic_path
+
+from core.params import load_params
+
+from core.paths import data_dir, repo_root
+from core.params import SourceParams
+from core.paths import DATA_DIR_ENV
 
 log = logging.getLogger(__name__)
 app = typer.Typer(add_completion=False, help=__doc__)
@@ -180,4 +188,4 @@ def main(
 
 
 if __name__ == "__main__":
-    run_cli(app)
+    cli.run(app)

@@ -21,9 +21,13 @@ import typer
 
 from pipelines.augment.manifest import file_sha256
 from pipelines.augment.retail_history import valid_cutoff
-from pipelines.core import ShopError, atomic_dir, load_params, read_table, repo_root, run_cli, write_json
-from pipelines.core.config import FuseParams, Params
-from pipelines.core.schema import validate_table
+from core import cli
+from core.errors import ShopError
+from core.io import atomic_dir, read_table, write_json
+from core.params import load_params
+from core.paths import repo_root
+from core.params import FuseParams, Params
+from core.schema import validate_table
 
 log = logging.getLogger(__name__)
 app = typer.Typer(add_completion=False, help=__doc__)
@@ -452,4 +456,4 @@ def main(
 
 
 if __name__ == "__main__":
-    run_cli(app)
+    cli.run(app)

@@ -13,16 +13,12 @@ import pandas as pd
 import typer
 
 from pipelines.adapters import TASK_TABLES, load_source
-from pipelines.core import (
-    TABLES,
-    ShopError,
-    atomic_dir,
-    load_params,
-    repo_root,
-    run_cli,
-    validate_table,
-    write_json,
-)
+from core import cli
+from core.errors import ShopError
+from core.io import atomic_dir, write_json
+from core.params import load_params
+from core.paths import repo_root
+from core.schema import TABLES, validate_table
 
 log = logging.getLogger(__name__)
 app = typer.Typer(add_completion=False, help=__doc__)
@@ -160,4 +156,4 @@ def main(
 
 
 if __name__ == "__main__":
-    run_cli(app)
+    cli.run(app)

@@ -14,7 +14,15 @@ from typing import Annotated
 import pandas as pd
 import typer
 
-from pipelines.core import ShopError, atomic_dir, load_params, read_table, repo_root, run_cli, write_json
+from core import cli
+
+from core.errors import ShopError
+
+from core.io import atomic_dir, read_table, write_json
+
+from core.params import load_params
+
+from core.paths import repo_root
 
 log = logging.getLogger(__name__)
 app = typer.Typer(add_completion=False, help=__doc__)
@@ -130,4 +138,4 @@ def main(
 
 
 if __name__ == "__main__":
-    run_cli(app)
+    cli.run(app)

@@ -13,8 +13,12 @@ from typing import Annotated
 import pandas as pd
 import typer
 
-from pipelines.core import data_dir, repo_root, run_cli, write_json
-from pipelines.core.errors import ShopError
+from core import cli
+
+from core.io import write_json
+
+from core.paths import data_dir, repo_root
+from core.errors import ShopError
 from serving.launch import start_service, stop_service
 
 app = typer.Typer(add_completion=False, help=__doc__)
@@ -222,4 +226,4 @@ def main(
 
 
 if __name__ == "__main__":
-    run_cli(app)
+    cli.run(app)

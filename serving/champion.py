@@ -17,8 +17,8 @@ import faiss
 import numpy as np
 import pandas as pd
 
-from pipelines.core.errors import ShopError
-from pipelines.core.paths import repo_root
+from core.errors import ShopError
+from core.paths import repo_root
 
 logger = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 from bentoml.exceptions import NotFound
 
-from pipelines.core.config import ServeParams
+from core.params import ServeParams
 from serving import schemas
 from serving.batching import AdaptiveBatcher
 from serving.champion import (

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import httpx
 
-from pipelines.core.errors import ShopError
-from pipelines.core.paths import repo_root
+from core.errors import ShopError
+from core.paths import repo_root
 
 
 def start_service(port: int, env: dict[str, str], log: Path, ready_within_s: float = 300) -> subprocess.Popen:

@@ -11,8 +11,14 @@ from typing import Annotated
 
 import typer
 
-from pipelines.core import load_params, read_table, repo_root, run_cli, write_json
-from pipelines.core.errors import ShopError
+from core import cli
+
+from core.io import read_table, write_json
+
+from core.params import load_params
+
+from core.paths import repo_root
+from core.errors import ShopError
 
 # BentoML reads its home when it is imported: the model store and the Bentos live under the repo by default
 os.environ.setdefault("BENTOML_HOME", str(repo_root() / "bentoml_home"))
@@ -133,4 +139,4 @@ def main(
 
 
 if __name__ == "__main__":
-    run_cli(app)
+    cli.run(app)

@@ -6,7 +6,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-from pipelines.core.config import Params, ServeParams, load_params
+from core.params import Params, ServeParams, load_params
 
 
 def load_serving_params() -> Params:

@@ -13,7 +13,7 @@ from pathlib import Path
 import bentoml
 from bentoml.exceptions import BentoMLException
 
-from pipelines.core.paths import repo_root
+from core.paths import repo_root
 from serving.champion import load_bundle, tracking_uri
 from serving.engine import ServingEngine
 from serving.errors import OneLineErrors

@@ -16,10 +16,11 @@ import pandas as pd
 import scipy.sparse as sp
 import typer
 
-from pipelines.core.config import Params, load_params
-from pipelines.core.errors import ShopError, run_cli
-from pipelines.core.io import read_table, write_json
-from pipelines.core.paths import repo_root
+from core.params import Params, load_params
+from core import cli
+from core.errors import ShopError
+from core.io import read_table, write_json
+from core.paths import repo_root
 
 log = logging.getLogger(__name__)
 
@@ -274,7 +275,7 @@ class MiniLMRetriever:
     @property
     def encoder(self):
         if self._encoder is None:
-            from pipelines.core.encoder import TextEncoder
+            from core.encoder import TextEncoder
 
             self._encoder = TextEncoder(self.model_name, self.max_length, self.batch_size)
         return self._encoder
@@ -301,7 +302,7 @@ class MiniLMRetriever:
         self.item_vectors = self.encode(titles, progress=True)
         log.info("encoded %d item titles in %.0f s", len(titles), time.perf_counter() - started)
         if path is not None:
-            from pipelines.core.io import atomic_path
+            from core.io import atomic_path
 
             with atomic_path(path) as tmp:
                 with open(tmp, "wb") as handle:
@@ -413,4 +414,4 @@ def main(
 
 
 if __name__ == "__main__":
-    run_cli(app)
+    cli.run(app)

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pipelines.core.errors import ShopError
-from pipelines.core.io import read_table
+from core.errors import ShopError
+from core.io import read_table
 from training.models import USER_CONTEXT, ContextFeatures, bucket_edges, bucketize, history_inputs
 
 log = logging.getLogger(__name__)
@@ -151,7 +151,7 @@ def user_context(user_ids: list[str], at, store) -> pd.DataFrame:
     Row-aligned with `user_ids`; NaN where the store has no snapshot of the user at that time. Raises ShopError
     naming the store when it cannot be read (not built: `python -m features.build`).
     """
-    from pipelines.augment.context import add_context
+    from features.point_in_time import add_context
 
     frame = pd.DataFrame({"user_id": [str(u) for u in user_ids],
                           "ts": pd.to_datetime(pd.Series(at if np.ndim(at) else [at] * len(user_ids)), utc=True)})

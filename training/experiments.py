@@ -13,10 +13,11 @@ from typing import Annotated
 
 import typer
 
-from pipelines.core.config import load_params
-from pipelines.core.errors import ShopError, run_cli
-from pipelines.core.paths import repo_root
-from training.results import planned_runs
+from core.params import load_params
+from core import cli
+from core.errors import ShopError
+from core.paths import repo_root
+from training.evaluate import planned_runs
 
 log = logging.getLogger(__name__)
 app = typer.Typer(add_completion=False, help=__doc__.splitlines()[0])
@@ -54,4 +55,4 @@ def train(
 
 
 if __name__ == "__main__":
-    run_cli(app)
+    cli.run(app)

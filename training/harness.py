@@ -11,8 +11,8 @@ import math
 import numpy as np
 import pandas as pd
 
-from pipelines.core.config import EvaluationParams
-from pipelines.core.errors import ShopError
+from core.params import EvaluationParams
+from core.errors import ShopError
 from training.metrics import binary_metrics, bootstrap_ci, ndcg_at_k, pairwise_accuracy, recall_at_k, rerank
 from training.protocols import Recommender, Retriever
 

@@ -16,8 +16,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from features.definitions import HOUR_BUCKETS, N_TEXT_CLUSTERS, WEEKDAYS
-from pipelines.core.encoder import load_encoder, mean_pool
-from pipelines.core.errors import ShopError
+from core.encoder import load_encoder, mean_pool
+from core.errors import ShopError
 
 log = logging.getLogger(__name__)
 

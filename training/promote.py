@@ -20,10 +20,11 @@ from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
-from pipelines.core.config import Params, PromoteParams, load_params
-from pipelines.core.errors import ShopError, run_cli
-from pipelines.core.io import write_json
-from pipelines.core.paths import repo_root
+from core.params import Params, PromoteParams, load_params
+from core import cli
+from core.errors import ShopError
+from core.io import write_json
+from core.paths import repo_root
 from training import tracking
 from training.tracking import CHALLENGER, CHAMPION
 
@@ -205,8 +206,8 @@ def rollback_task(params: Params, task: str) -> dict:
 
 
 def harness_evaluator(params: Params, root: Path | None = None) -> Evaluator:
-    """Score a registered model on the real test split through the harness (training.results)."""
-    from training.results import score_model_uri
+    """Score a registered model on the real test split through the harness (training.evaluate)."""
+    from training.evaluate import score_model_uri
 
     return lambda uri, task: score_model_uri(uri, task, params, root or repo_root())
 
@@ -260,4 +261,4 @@ def rollback(
 
 
 if __name__ == "__main__":
-    run_cli(app)
+    cli.run(app)

@@ -10,9 +10,11 @@ from typing import Annotated
 
 import typer
 
-from pipelines.core.errors import ShopError, run_cli
-from pipelines.core.io import atomic_path
-from pipelines.core.paths import repo_root
+from core import cli
+
+from core.errors import ShopError
+from core.io import atomic_path
+from core.paths import repo_root
 from training.promote import metric_stats
 
 COLUMNS = {
@@ -111,4 +113,4 @@ def main(
 
 
 if __name__ == "__main__":
-    run_cli(app)
+    cli.run(app)

@@ -14,9 +14,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from pipelines.core.encoder import TextEncoder, resolve_encoder
-from pipelines.core.errors import ShopError
-from pipelines.core.paths import repo_root
+from core.encoder import TextEncoder, resolve_encoder
+from core.errors import ShopError
+from core.paths import repo_root
 from training.data import user_context, user_histories, user_history_features
 from training.models import (
     ITEM_FEATURES,

@@ -25,9 +25,10 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
-from pipelines.core.config import MlflowParams, Params
-from pipelines.core.errors import ShopError, run_cli
-from pipelines.core.paths import repo_root
+from core.params import MlflowParams, Params
+from core import cli
+from core.errors import ShopError
+from core.paths import repo_root
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +97,7 @@ def ensure_configured() -> None:
     from mlflow.tracking._tracking_service.utils import is_tracking_uri_set
 
     if not is_tracking_uri_set():
-        from pipelines.core.config import load_params
+        from core.params import load_params
 
         configure(load_params().mlflow)
 
@@ -634,11 +635,11 @@ def lineage(
     params_path: Annotated[Path | None, typer.Option("--params", help="params.yaml to read mlflow.* from")] = None,
 ) -> None:
     """Print the run, git commit, input datasets (path + DVC hash) and generator manifests behind a model."""
-    from pipelines.core.config import load_params
+    from core.params import load_params
 
     configure(load_params(params_path).mlflow)
     typer.echo(json.dumps(trace(model_uri), indent=2, default=str))
 
 
 if __name__ == "__main__":
-    run_cli(app)
+    cli.run(app)

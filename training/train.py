@@ -19,10 +19,11 @@ import torch
 import torch.distributed as dist
 import typer
 
-from pipelines.core.config import Params, RetailTrainParams, SearchTrainParams, load_params
-from pipelines.core.errors import ShopError, run_cli
-from pipelines.core.io import read_table, write_json
-from pipelines.core.paths import repo_root
+from core.params import Params, RetailTrainParams, SearchTrainParams, load_params
+from core import cli
+from core.errors import ShopError
+from core.io import read_table, write_json
+from core.paths import repo_root
 from training.data import (
     RetailExamples,
     SearchPairs,
@@ -50,10 +51,10 @@ app = typer.Typer(add_completion=False, help=__doc__)
 
 
 def _mixup_hook(alpha: float, seed: int, epoch: int, index: int):
-    """Embedding mixup from pipelines.augment.mixup, seeded per batch; None when alpha is 0."""
+    """Embedding mixup from training.mixup, seeded per batch; None when alpha is 0."""
     if alpha <= 0:
         return None
-    from pipelines.augment.mixup import mixup
+    from training.mixup import mixup
 
     generator = torch.Generator().manual_seed(hash((seed, epoch, index)) % 2**63)
     def mix(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -360,4 +361,4 @@ def main(
 
 
 if __name__ == "__main__":
-    run_cli(app)
+    cli.run(app)

@@ -1,12 +1,12 @@
 """Bring your own data: a folder already holding canonical Parquet tables (items + interactions [+ users],
-or items + queries), validated against pipelines/core/schema.py."""
+or items + queries), validated against core/schema.py."""
 
 from pathlib import Path
 
 import pandas as pd
 
-from pipelines.core.errors import ShopError
-from pipelines.core.io import read_table
+from core.errors import ShopError
+from core.io import read_table
 
 
 def read_canonical(path: Path, report: dict | None = None) -> dict[str, pd.DataFrame]:

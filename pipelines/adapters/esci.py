@@ -10,7 +10,7 @@ import pandas as pd
 
 from pipelines.adapters.formats import read_raw
 from pipelines.adapters.judged import catalogue, judged_pairs
-from pipelines.core.errors import ShopError
+from core.errors import ShopError
 
 GAINS = {"E": 1.0, "S": 0.1, "C": 0.01, "I": 0.0}
 EXAMPLES = "shopping_queries_dataset_examples.parquet"

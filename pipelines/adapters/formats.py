@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 import pyarrow
 
-from pipelines.core.errors import ShopError
+from core.errors import ShopError
 
 MAGIC = {b"PAR1": "Parquet", b"PK\x03\x04": "zip/xlsx", b"\x1f\x8b": "gzip"}
 

@@ -9,7 +9,7 @@ import pandas as pd
 
 from pipelines.adapters.formats import as_float, read_raw
 from pipelines.adapters.judged import catalogue, judged_pairs
-from pipelines.core.errors import ShopError
+from core.errors import ShopError
 
 COLUMNS = ["id", "product_uid", "product_title", "search_term", "relevance"]
 

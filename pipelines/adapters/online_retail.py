@@ -17,7 +17,7 @@ from pipelines.adapters.formats import (
     sniff,
 )
 from pipelines.clean import RAW_COLUMNS, clean_online_retail, to_canonical
-from pipelines.core.errors import ShopError
+from core.errors import ShopError
 
 WORKBOOK = "Online Retail.xlsx"
 

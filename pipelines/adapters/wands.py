@@ -9,7 +9,7 @@ import pandas as pd
 
 from pipelines.adapters.formats import read_raw
 from pipelines.adapters.judged import catalogue, judged_pairs
-from pipelines.core.errors import ShopError
+from core.errors import ShopError
 
 LABELS = {"exact": 1.0, "partial": 0.5, "irrelevant": 0.0}
 

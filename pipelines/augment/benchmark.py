@@ -23,7 +23,10 @@ from pipelines.augment.backends.offline import OfflineBackend
 from pipelines.augment.retrieval import BM25Index
 from pipelines.augment.search_data import CATALOGUE, TRAIN_QUERIES, load_search_training
 from pipelines.augment.synthetic_queries import build_requests, few_shot_pool
-from pipelines.core import load_params, repo_root, run_cli, write_json
+from core import cli
+from core.io import write_json
+from core.params import load_params
+from core.paths import repo_root
 
 log = logging.getLogger(__name__)
 app = typer.Typer(add_completion=False, help=__doc__)
@@ -162,4 +165,4 @@ def main(
 
 
 if __name__ == "__main__":
-    run_cli(app)
+    cli.run(app)

@@ -20,8 +20,10 @@ from pipelines.augment.retail_history import (
     user_item_matrix,
     valid_cutoff,
 )
-from pipelines.core import load_params, repo_root, run_cli
-from pipelines.core.config import CfInteractionsParams
+from core import cli
+from core.params import load_params
+from core.paths import repo_root
+from core.params import CfInteractionsParams
 
 log = logging.getLogger(__name__)
 app = typer.Typer(add_completion=False, help=__doc__)
@@ -162,4 +164,4 @@ def main(
 
 
 if __name__ == "__main__":
-    run_cli(app)
+    cli.run(app)

@@ -19,8 +19,11 @@ import typer
 from pipelines.augment.manifest import write_synthetic
 from pipelines.augment.retrieval import BM25Index
 from pipelines.augment.search_data import CATALOGUE, TRAIN_QUERIES, load_search_training, take
-from pipelines.core import ShopError, load_params, repo_root, run_cli
-from pipelines.core.config import HardNegativesParams
+from core import cli
+from core.errors import ShopError
+from core.params import load_params
+from core.paths import repo_root
+from core.params import HardNegativesParams
 
 log = logging.getLogger(__name__)
 app = typer.Typer(add_completion=False, help=__doc__)
@@ -111,4 +114,4 @@ def main(
 
 
 if __name__ == "__main__":
-    run_cli(app)
+    cli.run(app)

@@ -19,8 +19,12 @@ import typer
 
 from pipelines.augment.manifest import write_synthetic
 from pipelines.augment.retail_history import ITEMS_PATH
-from pipelines.core import ShopError, atomic_path, load_params, read_table, repo_root, run_cli
-from pipelines.core.config import ItemEnrichmentParams, Params
+from core import cli
+from core.errors import ShopError
+from core.io import atomic_path, read_table
+from core.params import load_params
+from core.paths import repo_root
+from core.params import ItemEnrichmentParams, Params
 
 log = logging.getLogger(__name__)
 app = typer.Typer(add_completion=False, help=__doc__)
@@ -31,7 +35,7 @@ EMBEDDINGS_PATH = Path("data/synthetic/item_embeddings.parquet")
 
 def encode_titles(items: pd.DataFrame, encoder_params) -> np.ndarray:
     """Return MiniLM unit vectors of the item titles (item id when a title is empty), in `items` order."""
-    from pipelines.core.encoder import TextEncoder
+    from core.encoder import TextEncoder
 
     titles = [
         t.strip() or i for t, i in zip(items["title"].astype(str), items["item_id"].astype(str), strict=True)
@@ -223,4 +227,4 @@ def main(
 
 
 if __name__ == "__main__":
-    run_cli(app)
+    cli.run(app)

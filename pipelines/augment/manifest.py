@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from pipelines.core import write_json, write_table
+from core.io import write_json, write_table
 
 
 def file_sha256(path: Path | str) -> str:

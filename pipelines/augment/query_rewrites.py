@@ -27,8 +27,12 @@ from pipelines.augment.backends import Request, TextGenerator, make_backend
 from pipelines.augment.backends.offline import norm, words
 from pipelines.augment.manifest import write_synthetic
 from pipelines.augment.search_data import CATALOGUE, TRAIN_QUERIES, load_search_training, take
-from pipelines.core import ShopError, atomic_path, load_params, repo_root, run_cli
-from pipelines.core.config import QueryRewritesParams
+from core import cli
+from core.errors import ShopError
+from core.io import atomic_path
+from core.params import load_params
+from core.paths import repo_root
+from core.params import QueryRewritesParams
 
 log = logging.getLogger(__name__)
 app = typer.Typer(add_completion=False, help=__doc__)
@@ -111,7 +115,7 @@ def word_vectors(vocab: list[str], encoder_model: str, cache_dir: Path | None) -
             known = dict(zip(stored["words"].tolist(), stored["vectors"], strict=True))
     missing = [w for w in vocab if w not in known]
     if missing:
-        from pipelines.core.encoder import TextEncoder
+        from core.encoder import TextEncoder
 
         fresh = TextEncoder(encoder_model, max_length=12, batch_size=512).encode(missing)
         known.update(zip(missing, fresh, strict=True))
@@ -368,4 +372,4 @@ def main(
 
 
 if __name__ == "__main__":
-    run_cli(app)
+    cli.run(app)

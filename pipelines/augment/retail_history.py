@@ -14,7 +14,13 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from pipelines.core import Params, ShopError, read_table, repo_root
+from core.errors import ShopError
+
+from core.io import read_table
+
+from core.params import Params
+
+from core.paths import repo_root
 
 TRAIN_PATH = Path("data/splits/retail/train.parquet")
 ITEMS_PATH = Path("data/canonical/retail/items.parquet")

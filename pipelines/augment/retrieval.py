@@ -8,7 +8,7 @@ import pandas as pd
 import scipy.sparse as sp
 from bm25s.stopwords import STOPWORDS_EN
 
-from pipelines.core.errors import ShopError
+from core.errors import ShopError
 
 _TOKEN = re.compile(r"(?u)\b\w\w+\b")
 _STOP = frozenset(STOPWORDS_EN)

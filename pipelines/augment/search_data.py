@@ -5,7 +5,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pipelines.core import ShopError, read_table
+from core.errors import ShopError
+
+from core.io import read_table
 
 TRAIN_QUERIES = Path("data/splits/search/train.parquet")
 CATALOGUE = Path("data/canonical/search/items.parquet")

@@ -20,8 +20,10 @@ import typer
 from pipelines.augment.item_enrichment import EMBEDDINGS_PATH, read_embeddings
 from pipelines.augment.manifest import write_synthetic
 from pipelines.augment.retail_history import TRAIN_PATH, item_unit_stats, load_history, valid_cutoff
-from pipelines.core import load_params, repo_root, run_cli
-from pipelines.core.config import SequenceAugParams
+from core import cli
+from core.params import load_params
+from core.paths import repo_root
+from core.params import SequenceAugParams
 
 log = logging.getLogger(__name__)
 app = typer.Typer(add_completion=False, help=__doc__)
@@ -211,4 +213,4 @@ def main(
 
 
 if __name__ == "__main__":
-    run_cli(app)
+    cli.run(app)

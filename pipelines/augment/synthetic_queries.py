@@ -21,8 +21,11 @@ from pipelines.augment.backends import Request, TextGenerator, make_backend
 from pipelines.augment.manifest import write_synthetic
 from pipelines.augment.retrieval import BM25Index, item_text
 from pipelines.augment.search_data import CATALOGUE, TRAIN_QUERIES, load_search_training, price_band, take
-from pipelines.core import ShopError, load_params, repo_root, run_cli
-from pipelines.core.config import SyntheticQueriesParams
+from core import cli
+from core.errors import ShopError
+from core.params import load_params
+from core.paths import repo_root
+from core.params import SyntheticQueriesParams
 
 log = logging.getLogger(__name__)
 app = typer.Typer(add_completion=False, help=__doc__)
@@ -72,7 +75,7 @@ def round_trip_ranks(
     if retriever == "bm25":
         return BM25Index(items).rank_of(queries, item_ids)
     if retriever == "encoder":
-        from pipelines.core.encoder import TextEncoder
+        from core.encoder import TextEncoder
 
         encoder = TextEncoder(encoder_model)
         item_vecs = encoder.encode(item_text(items))
@@ -173,4 +176,4 @@ def main(
 
 
 if __name__ == "__main__":
-    run_cli(app)
+    cli.run(app)

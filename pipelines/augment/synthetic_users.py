@@ -27,8 +27,11 @@ from pipelines.augment.retail_history import (
     load_history,
     valid_cutoff,
 )
-from pipelines.core import load_params, read_table, repo_root, run_cli
-from pipelines.core.config import CfInteractionsParams, SyntheticUsersParams
+from core import cli
+from core.io import read_table
+from core.params import load_params
+from core.paths import repo_root
+from core.params import CfInteractionsParams, SyntheticUsersParams
 
 log = logging.getLogger(__name__)
 app = typer.Typer(add_completion=False, help=__doc__)
@@ -313,4 +316,4 @@ def main(
 
 
 if __name__ == "__main__":
-    run_cli(app)
+    cli.run(app)

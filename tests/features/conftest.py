@@ -12,7 +12,7 @@ import redis
 
 from features.build import compute_tables, load_to_store
 from features.store import open_store
-from pipelines.core import repo_root
+from core.paths import repo_root
 
 CUTOFF = "2011-11-01"
 REDIS = "127.0.0.1:6379"

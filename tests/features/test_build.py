@@ -11,7 +11,8 @@ import yaml
 from features import OnlineFeatureClient
 from features.build import main
 from features.store import open_store
-from pipelines.core import ShopError, repo_root
+from core.errors import ShopError
+from core.paths import repo_root
 
 
 def _env() -> dict:

@@ -6,7 +6,7 @@ import pytest
 
 from features import compute
 from features.build import compute_tables
-from pipelines.core import ShopError
+from core.errors import ShopError
 
 CUTOFF = "2011-11-01"  # as in conftest.py
 

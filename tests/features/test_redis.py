@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 
 from features import OnlineFeatureClient, point_in_time_user_features
-from pipelines.core import ShopError
+from core.errors import ShopError
 
 
 def test_production_profile_uses_redis_and_sql_registry(redis_store):

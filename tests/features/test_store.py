@@ -10,7 +10,7 @@ from features import (
     point_in_time_service_features,
     point_in_time_user_features,
 )
-from pipelines.core import ShopError
+from core.errors import ShopError
 
 NUMERIC_USER = ["frequency", "monetary", "n_lines", "recency_days", "share_evening", "share_cluster_0"]
 

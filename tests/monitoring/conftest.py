@@ -3,7 +3,7 @@
 import pytest
 from monitoring_fixtures import Receiver
 
-from pipelines.core import load_params
+from core.params import load_params
 
 
 @pytest.fixture

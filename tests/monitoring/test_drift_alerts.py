@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from monitoring.alerts import raise_alert
 from monitoring.drift import Reference, app, run_drift, save_to_workspace, split_window
-from pipelines.core import write_table
+from core.io import write_table
 
 NOW = pd.Timestamp("2026-11-20 12:00", tz="UTC")
 
@@ -101,7 +101,7 @@ def test_cli_alerts_on_a_drifted_log_and_exits_nonzero(params, receiver, tmp_pat
     params_file = tmp_path / "params.yaml"
     import yaml
 
-    from pipelines.core.paths import repo_root
+    from core.paths import repo_root
     raw = yaml.safe_load((repo_root() / "params.yaml").read_text())
     raw["monitoring"]["drift"]["min_requests"] = 5
     raw["monitoring"]["alerts"].update(retry_wait_s=0.01, state_file=str(tmp_path / "state.json"),
@@ -128,7 +128,7 @@ def test_missing_or_broken_request_log_gives_one_line_error(tmp_path):
     (tmp_path / "bad").mkdir()
     pd.DataFrame({"ts": [NOW], "request_id": ["r"]}).to_parquet(tmp_path / "bad" / "a.parquet")
     from monitoring.drift import read_request_log
-    from pipelines.core import ShopError
+    from core.errors import ShopError
 
     with pytest.raises(ShopError, match=r"missing column\(s\) \['endpoint'"):
         read_request_log(tmp_path / "bad")

@@ -7,8 +7,8 @@ from monitoring_fixtures import make_items, make_purchases, make_queries
 
 from monitoring.checks import EncoderCache, vocabulary
 from monitoring.gate import GateInputs, gate_generator, user_profiles
-from pipelines.core import ShopError
-from pipelines.core.encoder import TextEncoder
+from core.errors import ShopError
+from core.encoder import TextEncoder
 
 
 @pytest.fixture(scope="module")

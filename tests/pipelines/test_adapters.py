@@ -10,8 +10,9 @@ import pytest
 
 from pipelines.adapters import ADAPTERS, TASK_TABLES, load_source
 from pipelines.adapters.judged import query_id
-from pipelines.core import ShopError, validate_table
-from pipelines.core.config import SourceParams
+from core.errors import ShopError
+from core.schema import validate_table
+from core.params import SourceParams
 
 RETAIL = pd.DataFrame(
     {

@@ -17,8 +17,10 @@ from search_slice import search_slice
 from pipelines.augment.backends import GenerationCache, Request, clean_output, fit_offline_model, make_backend
 from pipelines.augment.backends.offline import OfflineBackend
 from pipelines.augment.backends.openai_compat import OpenAIBackend
-from pipelines.core import ShopError, load_params, validate_table
-from pipelines.core.config import BackendParams
+from core.errors import ShopError
+from core.params import load_params
+from core.schema import validate_table
+from core.params import BackendParams
 
 SETTINGS = {"temperature": 0.8, "top_p": 0.95, "max_new_tokens": 8}
 
@@ -69,7 +71,7 @@ sys.path.insert(0, sys.argv[1])
 from search_slice import search_slice
 from pipelines.augment.backends import Request, fit_offline_model
 from pipelines.augment.backends.offline import OfflineBackend
-from pipelines.core import validate_table
+from core.schema import validate_table
 s = search_slice()
 model = fit_offline_model(validate_table(s["train"], "queries", "t"), validate_table(s["items"], "items", "i"))
 requests = [Request("query", {"title": t}, n=3) for t in s["items"]["title"][:300]]
@@ -158,7 +160,7 @@ def test_offline_backend_needs_training_data():
 def tiny_causal_lm(tmp_path_factory):
     from transformers import GPT2Config, GPT2LMHeadModel
 
-    from pipelines.core.encoder import load_encoder
+    from core.encoder import load_encoder
 
     tokenizer, _ = load_encoder("minilm")
     path = tmp_path_factory.mktemp("tiny-gpt2")

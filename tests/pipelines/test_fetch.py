@@ -13,8 +13,10 @@ import threading
 import pytest
 import yaml
 
-from pipelines.core import ShopError, repo_root
-from pipelines.core.config import SourceParams
+from core.errors import ShopError
+
+from core.paths import repo_root
+from core.params import SourceParams
 from pipelines.fetch import check_source, copy_source, download_target, locate, sha256_of
 
 PAYLOAD = b"InvoiceNo,StockCode\n536365,85123A\n"

@@ -8,7 +8,9 @@ import pandas as pd
 import pytest
 
 from pipelines.augment.manifest import write_synthetic
-from pipelines.core import ShopError, load_params, write_json, write_table
+from core.errors import ShopError
+from core.io import write_json, write_table
+from core.params import load_params
 from pipelines.fuse import GENERATORS, run_fuse
 
 T0 = pd.Timestamp("2011-03-01 10:00", tz="UTC")

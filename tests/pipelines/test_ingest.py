@@ -15,7 +15,9 @@ import pandas as pd
 import pytest
 import yaml
 
-from pipelines.core import read_table, repo_root
+from core.io import read_table
+
+from core.paths import repo_root
 from pipelines.ingest import slice_retail, slice_search
 
 RETAIL_CSV = (

@@ -8,9 +8,11 @@ from rec_slice import CUTOFF, VALID_CUTOFF, retail_slice
 
 from pipelines.augment import cf_interactions, item_enrichment, sequence_aug, synthetic_users
 from pipelines.augment.manifest import write_synthetic
-from pipelines.augment.mixup import mixup
+from training.mixup import mixup
 from pipelines.augment.retail_history import load_history, safe_history, valid_cutoff
-from pipelines.core import ShopError, load_params, read_table
+from core.errors import ShopError
+from core.io import read_table
+from core.params import load_params
 
 PARAMS = load_params()
 

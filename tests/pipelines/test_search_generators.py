@@ -16,8 +16,12 @@ from pipelines.augment.backends import TextGenerator, make_backend
 from pipelines.augment.hard_negatives import generate_hard_negatives
 from pipelines.augment.query_rewrites import generate_query_rewrites, keyboard_typo, split_recombine
 from pipelines.augment.synthetic_queries import generate_synthetic_queries
-from pipelines.core import ShopError, load_params, read_table, repo_root, validate_table
-from pipelines.core.config import (
+from core.errors import ShopError
+from core.io import read_table
+from core.params import load_params
+from core.paths import repo_root
+from core.schema import validate_table
+from core.params import (
     BackendParams,
     HardNegativesParams,
     QueryRewritesParams,

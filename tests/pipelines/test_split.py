@@ -8,7 +8,11 @@ import pandas as pd
 import pytest
 import yaml
 
-from pipelines.core import ShopError, repo_root, write_table
+from core.errors import ShopError
+
+from core.io import write_table
+
+from core.paths import repo_root
 from pipelines.split import first_baskets, split_retail, split_search
 
 CUTOFF = pd.Timestamp("2011-11-01", tz="UTC")

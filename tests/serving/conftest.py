@@ -15,7 +15,9 @@ import pandas as pd
 import pytest
 from serving_fixture_models import ADMIN_TOKEN, register_fixture_model
 
-from pipelines.core import data_dir, repo_root, write_table
+from core.io import write_table
+
+from core.paths import data_dir, repo_root
 from serving.launch import start_service, stop_service
 
 RETAIL_ROWS, SEARCH_ROWS = 2000, 600

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pipelines.core.encoder import TextEncoder
+from core.encoder import TextEncoder
 
 ADMIN_TOKEN = "test-admin-token"  # the servers started by the tests accept this admin token
 

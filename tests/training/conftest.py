@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
-from pipelines.core.config import load_params
+from core.params import load_params
 from training import tracking
 
 

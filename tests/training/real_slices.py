@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pipelines.core.paths import data_dir
+from core.paths import data_dir
 
 CUTOFF = pd.Timestamp("2011-11-01", tz="UTC")
 VALID_CUTOFF = CUTOFF - pd.Timedelta(days=30)
@@ -58,7 +58,7 @@ def feast_store(root: Path) -> Path:
     import features
     from features.build import compute_tables
     from features.store import apply_definitions
-    from pipelines.core.paths import repo_root
+    from core.paths import repo_root
 
     train = pd.read_parquet(root / "data/splits/retail/train.parquet")
     items = pd.read_parquet(root / "data/canonical/retail/items.parquet")

@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipelines.core.config import EvaluationParams
+from core.params import EvaluationParams
 from training.baselines import (
     BM25Retriever,
     CoPurchaseKNNRecommender,

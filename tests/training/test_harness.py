@@ -3,8 +3,8 @@
 import pandas as pd
 import pytest
 
-from pipelines.core.config import EvaluationParams
-from pipelines.core.errors import ShopError
+from core.params import EvaluationParams
+from core.errors import ShopError
 from training.harness import evaluate_recommender, evaluate_retriever
 
 PARAMS = EvaluationParams(k=2, recall_ks=[2], catalogue_recall_k=3, bootstrap_samples=50,

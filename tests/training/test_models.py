@@ -6,8 +6,8 @@ import pytest
 import torch
 from real_slices import VALID_CUTOFF, feast_store, retail_slice, search_slice
 
-from pipelines.core.config import EvaluationParams, load_params
-from pipelines.core.encoder import load_encoder
+from core.params import EvaluationParams, load_params
+from core.encoder import load_encoder
 from training.baselines import RandomRecommender
 from training.data import user_context
 from training.harness import evaluate_recommender, evaluate_retriever

@@ -10,7 +10,7 @@ from mlflow import MlflowClient
 from mlflow_helpers import TinyPyfunc, tiny_model_dir
 from typer.testing import CliRunner
 
-from pipelines.core.errors import ShopError
+from core.errors import ShopError
 from training import promote, tracking
 
 NAME = "shopaug-recommender"

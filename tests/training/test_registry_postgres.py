@@ -7,7 +7,7 @@ import pytest
 from mlflow import MlflowClient
 from mlflow_helpers import TinyPyfunc, tiny_model_dir
 
-from pipelines.core.config import load_params
+from core.params import load_params
 from training import promote, tracking
 
 psycopg2 = pytest.importorskip("psycopg2")

@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipelines.core.config import load_params
-from pipelines.core.errors import ShopError
+from core.params import load_params
+from core.errors import ShopError
 from training import results
 
 

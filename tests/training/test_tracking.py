@@ -8,7 +8,7 @@ import pytest
 from mlflow import MlflowClient
 from mlflow_helpers import TinyPyfunc, tiny_model_dir
 
-from pipelines.core.errors import ShopError
+from core.errors import ShopError
 from training import tracking
 
 

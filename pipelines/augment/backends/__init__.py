@@ -11,8 +11,8 @@ from pipelines.augment.backends.base import (
     clean_output,
     render_prompt,
 )
-from pipelines.core.config import BackendParams
-from pipelines.core.errors import ShopError
+from core.params import BackendParams
+from core.errors import ShopError
 
 __all__ = [
     "GenerationCache",

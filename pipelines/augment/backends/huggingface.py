@@ -8,7 +8,7 @@ import torch
 
 from pipelines.augment.backends.base import Request, TextGenerator, clean_output
 from pipelines.augment.manifest import file_sha256
-from pipelines.core.errors import ShopError
+from core.errors import ShopError
 
 log = logging.getLogger(__name__)
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}

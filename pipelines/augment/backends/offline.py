@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from pipelines.augment.backends.base import Request, TextGenerator
-from pipelines.core.errors import ShopError
+from core.errors import ShopError
 
 _WORD = re.compile(r"[a-z0-9]+(?:[.'/-][a-z0-9]+)*")
 _BOUNDARY = frozenset({"in", "with", "for", "by"})

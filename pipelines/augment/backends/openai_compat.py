@@ -12,7 +12,7 @@ import httpx
 from tenacity import AsyncRetrying, RetryError, retry_if_exception, stop_after_attempt, wait_exponential
 
 from pipelines.augment.backends.base import Request, TextGenerator, clean_output
-from pipelines.core.errors import ShopError
+from core.errors import ShopError
 
 
 class _Retryable(Exception):

@@ -9,10 +9,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from pipelines.core.config import load_params
-from pipelines.core.errors import ShopError
+from core.params import load_params
+from core.errors import ShopError
 from training.baselines import BM25Retriever, PopularityRecommender
-from training.evaluate import evaluate_dataset, load_model_for_eval
+from training.score import evaluate_dataset, load_model_for_eval
 
 ROOT = Path(__file__).resolve().parents[2]
 DATA = Path(os.environ.get("SHOP_DATA_DIR", ROOT.parent / "shared" / "data"))
@@ -20,7 +20,7 @@ PARAMS = load_params(overrides={"evaluation": {"bootstrap_samples": 20}})
 
 
 def cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "training.evaluate", *args], cwd=ROOT, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "training.score", *args], cwd=ROOT, capture_output=True,
                           text=True, timeout=120)
 
 

@@ -9,8 +9,9 @@ from rec_slice import CUTOFF, retail_slice
 import features
 from features.build import compute_tables
 from features.store import apply_definitions
-from pipelines.augment.context import add_context
-from pipelines.core import ShopError, repo_root
+from features.point_in_time import add_context
+from core.errors import ShopError
+from core.paths import repo_root
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ import logging
 
 import pandas as pd
 
-from pipelines.core import ShopError
+from core.errors import ShopError
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ from typing import NamedTuple
 import torch
 from scipy import special
 
-from pipelines.core import ShopError
+from core.errors import ShopError
 
 
 class MixupBatch(NamedTuple):

@@ -8,7 +8,7 @@ DATA_DIR_ENV = "SHOP_DATA_DIR"
 
 def repo_root() -> Path:
     """The project root (the folder holding params.yaml)."""
-    return Path(__file__).resolve().parents[2]
+    return Path(__file__).resolve().parents[1]
 
 
 def data_dir() -> Path:

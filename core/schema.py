@@ -2,7 +2,7 @@
 
 import pandas as pd
 
-from pipelines.core.errors import ShopError
+from core.errors import ShopError
 
 # Provenance carried by every row, real or synthetic.
 PROVENANCE = {"is_synthetic": "bool", "source": "string", "parent_id": "string"}

@@ -11,8 +11,8 @@ from pathlib import Path
 import pandas as pd
 import pyarrow
 
-from pipelines.core.errors import ShopError
-from pipelines.core.schema import validate_table
+from core.errors import ShopError
+from core.schema import validate_table
 
 # mkstemp/mkdtemp create private (0600/0700) paths; outputs get the modes a plain open()/mkdir() would give.
 _UMASK = os.umask(0)

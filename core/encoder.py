@@ -7,7 +7,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from pipelines.core.errors import ShopError
+from core.errors import ShopError
 
 
 def resolve_encoder(model: str) -> str:

@@ -1,0 +1,66 @@
+"""The one way a stage command is built: a Typer app with `--params`, readable logs and one-line errors.
+
+Every stage module does the same three things:
+
+    app = cli.stage_app(__doc__)
+
+    @app.command()
+    def main(params: cli.ParamsOption = cli.PARAMS, out: Annotated[Path, typer.Option(help=...)] = ...):
+        config = cli.load(params)
+        ...
+
+    if __name__ == "__main__":
+        cli.run(app)
+
+`dvc.yaml` passes each stage its input and output paths; the defaults are the same paths (core.paths),
+so `python -m <stage>` run by hand behaves like `dvc repro`.
+"""
+
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import click
+import typer
+
+from core.errors import ShopError
+from core.params import Params, load_params
+from core.paths import repo_root
+
+ParamsOption = Annotated[Path, typer.Option("--params", help="params.yaml to read (absolute, or relative to the "
+                                                             "working folder or the repository root)")]
+PARAMS = Path("params.yaml")
+
+
+def stage_app(doc: str | None) -> typer.Typer:
+    """A Typer app whose help is the module docstring (its first paragraph on `--help`)."""
+    return typer.Typer(add_completion=False, help=(doc or "").strip(), pretty_exceptions_enable=False)
+
+
+def resolve(path: Path | str) -> Path:
+    """`path` as given when it exists or is absolute, else relative to the repository root."""
+    path = Path(path).expanduser()
+    return path if path.is_absolute() or path.exists() else repo_root() / path
+
+
+def load(path: Path | str | None = None, overrides: dict | None = None) -> Params:
+    """Validated params from `path` (default: the repository's params.yaml); ShopError names the key at fault."""
+    return load_params(resolve(path or PARAMS), overrides)
+
+
+def run(app: typer.Typer) -> None:
+    """Run a stage: INFO logs on stderr; a ShopError becomes `error: <message>` and exit code 2, no traceback."""
+    level = os.environ.get("SHOPAUG_LOG_LEVEL", "INFO").upper()
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        app(standalone_mode=False)
+    except ShopError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    except click.exceptions.Abort:
+        sys.exit(1)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
