@@ -29,8 +29,12 @@ from core.errors import ShopError
 from core.params import Params, load_params
 from core.paths import repo_root
 
-ParamsOption = Annotated[Path, typer.Option("--params", help="params.yaml to read (absolute, or relative to the "
-                                                             "working folder or the repository root)")]
+ParamsOption = Annotated[
+    Path,
+    typer.Option(
+        "--params", help="params.yaml to read (absolute, or relative to the working folder or the repository root)"
+    ),
+]
 PARAMS = Path("params.yaml")
 
 

@@ -54,9 +54,10 @@ class TextEncoder:
         order = np.argsort([len(t) for t in texts], kind="stable")
         starts = range(0, len(texts), self.batch_size)
         for start in tqdm(starts, desc="encode", disable=not progress, unit="batch"):
-            rows = order[start:start + self.batch_size]
-            batch = self.tokenizer([texts[i] for i in rows], padding=True, truncation=True,
-                                   max_length=self.max_length, return_tensors="pt")
+            rows = order[start : start + self.batch_size]
+            batch = self.tokenizer(
+                [texts[i] for i in rows], padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
+            )
             pooled = mean_pool(self.model(**batch).last_hidden_state, batch["attention_mask"])
             out[rows] = torch.nn.functional.normalize(pooled, dim=-1).numpy()
         return out

@@ -39,8 +39,8 @@ class SourceParams(Section):
 class DataParams(Section):
     retail: SourceParams
     search: SourceParams
-    max_users: int | None = Field(ge=10, description='keep only this many customers (quick runs)')
-    max_queries: int | None = Field(ge=10, description='keep only this many distinct queries (quick runs)')
+    max_users: int | None = Field(ge=10, description="keep only this many customers (quick runs)")
+    max_queries: int | None = Field(ge=10, description="keep only this many distinct queries (quick runs)")
 
 
 class RetailSplitParams(Section):
@@ -62,7 +62,7 @@ class EvaluationParams(Section):
     k: int = Field(ge=1)
     recall_ks: list[int]
     catalogue_recall_k: int = Field(ge=1)
-    relevant_threshold: float = Field(ge=0, le=1, description='relevance counted as relevant for recall')
+    relevant_threshold: float = Field(ge=0, le=1, description="relevance counted as relevant for recall")
     bootstrap_samples: int = Field(ge=0)
     cold_user_max_purchases: int = Field(ge=0)
     new_item_days: int = Field(ge=1)
@@ -76,30 +76,23 @@ class BaselineParams(Section):
 class BackendParams(Section):
     """The text-generation backend: `offline` (learned from training data, CPU), `huggingface` or `openai`."""
 
-    name: Literal['offline', 'huggingface', 'openai']
-    model: str = Field(description='HF model id/path, or the served model name (openai)')
-    base_url: str = Field(description='OpenAI-compatible server root (openai)')
-    api_key_env: str = Field(description='environment variable holding the API key (openai)')
-    endpoint: Literal['chat', 'completions']
+    name: Literal["offline", "huggingface", "openai"]
+    model: str = Field(description="HF model id/path, or the served model name (openai)")
+    base_url: str = Field(description="OpenAI-compatible server root (openai)")
+    api_key_env: str = Field(description="environment variable holding the API key (openai)")
+    endpoint: Literal["chat", "completions"]
     batch_size: int = Field(ge=1)
     max_new_tokens: int = Field(ge=1, le=4096)
     temperature: float = Field(ge=0, le=2)
     top_p: float = Field(gt=0, le=1)
-    concurrency: int = Field(ge=1, description='parallel requests (openai)')
+    concurrency: int = Field(ge=1, description="parallel requests (openai)")
     timeout_s: float = Field(gt=0)
     max_retries: int = Field(ge=0)
-    retry_wait_s: float = Field(ge=0, description='first backoff wait; doubles per retry (openai)')
-    dtype: Literal['auto', 'float32', 'float16', 'bfloat16']
-    device: str = Field(description='auto = cuda when present, else cpu (huggingface)')
+    retry_wait_s: float = Field(ge=0, description="first backoff wait; doubles per retry (openai)")
+    dtype: Literal["auto", "float32", "float16", "bfloat16"]
+    device: str = Field(description="auto = cuda when present, else cpu (huggingface)")
     cache: bool
     cache_dir: str
-
-
-
-
-
-
-
 
 
 class AugmentParams(Section):
@@ -140,12 +133,14 @@ class MlflowParams(Section):
     """
 
     tracking_uri: str
-    registry_uri: str | None = Field(description='defaults to tracking_uri')
-    artifact_location: str | None = Field(description="artifact root for new experiments (s3://..., or null: the server's default)")
+    registry_uri: str | None = Field(description="defaults to tracking_uri")
+    artifact_location: str | None = Field(
+        description="artifact root for new experiments (s3://..., or null: the server's default)"
+    )
     experiment: str
     system_metrics: bool
     system_metrics_interval_s: float = Field(gt=0)
-    metrics_batch_size: int = Field(ge=1, le=1000, description='metrics per MlflowClient.log_batch call')
+    metrics_batch_size: int = Field(ge=1, le=1000, description="metrics per MlflowClient.log_batch call")
     recommender_model: str
     search_model: str
     register_variants: list[str]
@@ -154,20 +149,19 @@ class MlflowParams(Section):
 class PromoteParams(Section):
     """Challenger vs. champion on the same real test set: primary metric must gain `margin`, guardrails hold."""
 
-    tasks: list[Literal['retail', 'search']]
+    tasks: list[Literal["retail", "search"]]
     primary_metric: str
-    margin: float = Field(ge=0, description='absolute gain of the primary metric required to promote')
+    margin: float = Field(ge=0, description="absolute gain of the primary metric required to promote")
     retail_guardrails: list[str]
     search_guardrails: list[str]
-    guardrail_tolerance: float = Field(ge=0, description='absolute drop a guardrail may show')
-
+    guardrail_tolerance: float = Field(ge=0, description="absolute drop a guardrail may show")
 
 
 class FuseParams(Section):
     """Fusion: real + synthetic training sets with weights, a synthetic-share cap and the gate's decisions."""
 
-    max_synthetic_share: float = Field(ge=0, lt=1, description='synthetic rows / all rows, at most')
-    use_gate: bool = Field(description='read the gate decisions (drop -> excluded, fail -> error)')
+    max_synthetic_share: float = Field(ge=0, lt=1, description="synthetic rows / all rows, at most")
+    use_gate: bool = Field(description="read the gate decisions (drop -> excluded, fail -> error)")
 
 
 class ServeBatchingParams(Section):
@@ -175,7 +169,7 @@ class ServeBatchingParams(Section):
 
     enabled: bool
     max_batch_size: int = Field(ge=1, le=1024)
-    max_latency_ms: float = Field(gt=0, le=1000, description='longest a request waits for others to join')
+    max_latency_ms: float = Field(gt=0, le=1000, description="longest a request waits for others to join")
 
 
 class ServeRequestLogParams(Section):
@@ -184,8 +178,8 @@ class ServeRequestLogParams(Section):
     sample_rate: float = Field(ge=0, le=1)
     rows_per_file: int = Field(ge=1)
     flush_s: float = Field(gt=0)
-    max_files: int = Field(ge=1, description='oldest files are deleted beyond this many')
-    max_buffered_rows: int = Field(ge=1, description='rows kept in memory; more are dropped and counted')
+    max_files: int = Field(ge=1, description="oldest files are deleted beyond this many")
+    max_buffered_rows: int = Field(ge=1, description="rows kept in memory; more are dropped and counted")
 
 
 class ServeParams(Section):
@@ -195,13 +189,13 @@ class ServeParams(Section):
     max_k: int = Field(ge=1, le=1000)
     max_query_chars: int = Field(ge=1)
     max_recent_items: int = Field(ge=1)
-    history_len: int = Field(ge=1, description='latest purchases (repeats kept) per known user')
-    popularity_days: int = Field(ge=1, description='window of the context-aware popularity fallback')
-    personal_weight: float = Field(ge=0, le=1, description='share of user affinity in personal search re-ranking')
-    flat_index_max_items: int = Field(ge=1, description='exact FAISS index up to this many items, else HNSW')
+    history_len: int = Field(ge=1, description="latest purchases (repeats kept) per known user")
+    popularity_days: int = Field(ge=1, description="window of the context-aware popularity fallback")
+    personal_weight: float = Field(ge=0, le=1, description="share of user affinity in personal search re-ranking")
+    flat_index_max_items: int = Field(ge=1, description="exact FAISS index up to this many items, else HNSW")
     hnsw_m: int = Field(ge=4)
-    reload_poll_s: float = Field(ge=0, description='0 = no polling (admin endpoint only)')
-    feature_cache_s: float = Field(ge=0, description='online-feature cache lifetime (0 = no cache)')
+    reload_poll_s: float = Field(ge=0, description="0 = no polling (admin endpoint only)")
+    feature_cache_s: float = Field(ge=0, description="online-feature cache lifetime (0 = no cache)")
     torch_threads: int = Field(ge=1)
     batching: ServeBatchingParams
     request_log: ServeRequestLogParams
@@ -210,57 +204,61 @@ class ServeParams(Section):
 class TrainCommonParams(Section):
     """Knobs both models share: the text encoder, how much of it trains, and the optimisation budget."""
 
-    model: str | None = Field(description='text encoder: HF id or local path; null = encoder.model')
-    lora: bool = Field(description='train LoRA adapters (peft) instead of encoder weights')
+    model: str | None = Field(description="text encoder: HF id or local path; null = encoder.model")
+    lora: bool = Field(description="train LoRA adapters (peft) instead of encoder weights")
     lora_r: int = Field(ge=1)
     lora_alpha: int = Field(ge=1)
-    trainable_layers: int = Field(ge=-1, description='top encoder layers fine-tuned without LoRA: 0 frozen, -1 all')
+    trainable_layers: int = Field(ge=-1, description="top encoder layers fine-tuned without LoRA: 0 frozen, -1 all")
     max_seq_len: int = Field(ge=4, le=512)
-    lr: float = Field(gt=0, description='learning rate of the heads (projections, adapters, user tower)')
-    encoder_lr: float = Field(gt=0, description='learning rate of encoder weights / LoRA adapters')
+    lr: float = Field(gt=0, description="learning rate of the heads (projections, adapters, user tower)")
+    encoder_lr: float = Field(gt=0, description="learning rate of encoder weights / LoRA adapters")
     weight_decay: float = Field(ge=0)
     batch_size: int = Field(ge=2)
     grad_accum: int = Field(ge=1)
     epochs: int = Field(ge=1)
-    max_steps: int | None = Field(ge=1, description='optimizer steps cap (fixed CPU budget)')
-    eval_every: int = Field(ge=1, description='optimizer steps between validation runs')
-    patience: int = Field(ge=1, description='validation runs without improvement before stopping')
+    max_steps: int | None = Field(ge=1, description="optimizer steps cap (fixed CPU budget)")
+    eval_every: int = Field(ge=1, description="optimizer steps between validation runs")
+    patience: int = Field(ge=1, description="validation runs without improvement before stopping")
     temperature: float = Field(gt=0)
-    mixup_alpha: float = Field(ge=0, description='Beta(alpha, alpha) mixup of user/query vectors; 0 off')
+    mixup_alpha: float = Field(ge=0, description="Beta(alpha, alpha) mixup of user/query vectors; 0 off")
 
 
 class RetailTrainParams(TrainCommonParams):
     """Two-tower recommender: frozen-text item tower + features, transformer user tower, repeat path."""
 
     dim: int = Field(ge=8)
-    history_len: int = Field(ge=1, description='recent distinct items the user transformer reads')
+    history_len: int = Field(ge=1, description="recent distinct items the user transformer reads")
     user_layers: int = Field(ge=0)
     user_heads: int = Field(ge=1)
     dropout: float = Field(ge=0, lt=1)
-    repeat_history: int = Field(ge=0, description='recent distinct items the repeat/recency path scores')
-    repeat_dims: int = Field(ge=0, description='hashed item-id code size of the repeat path; 0 = off')
-    feature_buckets: int = Field(ge=2, description='quantile buckets per item context feature')
-    max_targets: int = Field(ge=1, description='target items per basket kept for the loss')
-    user_context: bool = Field(description="Feast user_stats (point-in-time) into the user tower; false = the user's history only")
+    repeat_history: int = Field(ge=0, description="recent distinct items the repeat/recency path scores")
+    repeat_dims: int = Field(ge=0, description="hashed item-id code size of the repeat path; 0 = off")
+    feature_buckets: int = Field(ge=2, description="quantile buckets per item context feature")
+    max_targets: int = Field(ge=1, description="target items per basket kept for the loss")
+    user_context: bool = Field(
+        description="Feast user_stats (point-in-time) into the user tower; false = the user's history only"
+    )
 
 
 class SearchTrainParams(TrainCommonParams):
     """Bi-encoder: fine-tuned query tower; item tower = cached frozen encoder + linear adapter (or shared)."""
 
-    item_tower: Literal['frozen', 'shared'] = Field(description='frozen: cached pretrained item vectors; shared: the fine-tuned encoder (GPU)')
-    positive_threshold: float = Field(ge=0, le=1, description='relevance at/above which a pair is a positive')
-    negative_threshold: float = Field(ge=0, le=1, description='relevance at/below which a pair is a negative')
-    hard_negatives: int = Field(ge=0, description='mined hard negatives per query in a batch')
-    sampled_negatives: int = Field(ge=0, description='random catalogue items added as negatives per batch')
+    item_tower: Literal["frozen", "shared"] = Field(
+        description="frozen: cached pretrained item vectors; shared: the fine-tuned encoder (GPU)"
+    )
+    positive_threshold: float = Field(ge=0, le=1, description="relevance at/above which a pair is a positive")
+    negative_threshold: float = Field(ge=0, le=1, description="relevance at/below which a pair is a negative")
+    hard_negatives: int = Field(ge=0, description="mined hard negatives per query in a batch")
+    sampled_negatives: int = Field(ge=0, description="random catalogue items added as negatives per batch")
 
 
 class TrainParams(Section):
     """The `train` stage: device/precision, checkpoints, and one section per task."""
 
-    device: str = Field(description='auto = cuda when present, else cpu; or cpu / cuda / cuda:N')
-    precision: Literal['auto', 'fp32', 'bf16', 'fp16'] = Field(description='auto: bf16/fp16 GPU, fp32 CPU')
-    threads: int = Field(ge=0, description='torch CPU threads; 0 = torch default')
-    checkpoint_every: int = Field(ge=1, description='optimizer steps between checkpoints')
+    device: str = Field(description="auto = cuda when present, else cpu; or cpu / cuda / cuda:N")
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(description="auto: bf16/fp16 GPU, fp32 CPU")
+    threads: int = Field(ge=0, description="torch CPU threads; 0 = torch default")
+    checkpoint_every: int = Field(ge=1, description="optimizer steps between checkpoints")
     cache_dir: str
     retail: RetailTrainParams
     search: SearchTrainParams
@@ -269,10 +267,10 @@ class TrainParams(Section):
 class FeaturesParams(Section):
     """Feature store (features/): snapshot grain, item freshness, co-purchase cap and the Feast configuration."""
 
-    store_config: str = Field(description='Feast yaml (repo-relative); $SHOP_FEAST_CONFIG overrides it')
-    snapshot_days: int = Field(ge=1, le=30, description='days between feature snapshots')
-    cold_start_days: int = Field(ge=1, description='items first sold less than this many days ago are cold')
-    max_basket_items: int = Field(ge=2, description='larger baskets are left out of co-purchase degree')
+    store_config: str = Field(description="Feast yaml (repo-relative); $SHOP_FEAST_CONFIG overrides it")
+    snapshot_days: int = Field(ge=1, le=30, description="days between feature snapshots")
+    cold_start_days: int = Field(ge=1, description="items first sold less than this many days ago are cold")
+    max_basket_items: int = Field(ge=2, description="larger baskets are left out of co-purchase degree")
 
 
 class ModelSpec(Section):
@@ -286,56 +284,56 @@ class ExperimentsParams(Section):
     """The models `train@<name>` trains and `evaluate` compares: a fused variant of a task each."""
 
     models: dict[str, ModelSpec] = Field(description="<task>-<variant>: {task, variant}; dvc.yaml foreach")
-    sweep_dir: str = Field(description='<task>.csv: NDCG@10 vs synthetic share, a row per model')
+    sweep_dir: str = Field(description="<task>.csv: NDCG@10 vs synthetic share, a row per model")
 
 
 class GateParams(Section):
     """The real-vs-synthetic gate: thresholds that decide pass, drop (warning) or fail per generator."""
 
-    sample_rows: int = Field(ge=50, description='rows per side (seeded) in the Evidently report and SDMetrics')
-    dcr_rows: int = Field(ge=20, description='synthetic records measured for distance to the closest real one')
-    drift_drop: float = Field(gt=0, description='largest column drift (normed Wasserstein / Jensen-Shannon)')
+    sample_rows: int = Field(ge=50, description="rows per side (seeded) in the Evidently report and SDMetrics")
+    dcr_rows: int = Field(ge=20, description="synthetic records measured for distance to the closest real one")
+    drift_drop: float = Field(gt=0, description="largest column drift (normed Wasserstein / Jensen-Shannon)")
     drift_fail: float = Field(gt=0)
-    embedding_drop: float = Field(ge=0.5, le=1, description='ROC AUC of a real-vs-synthetic text classifier')
+    embedding_drop: float = Field(ge=0.5, le=1, description="ROC AUC of a real-vs-synthetic text classifier")
     embedding_fail: float = Field(ge=0.5, le=1)
     oov_drop: float = Field(ge=0, le=1, description="mean share of a text's words unseen in the real vocabulary")
     oov_fail: float = Field(ge=0, le=1)
-    shape_drop: float = Field(ge=0, le=1, description='SDMetrics column-shape score, at least')
+    shape_drop: float = Field(ge=0, le=1, description="SDMetrics column-shape score, at least")
     shape_fail: float = Field(ge=0, le=1)
-    pair_trend_drop: float = Field(ge=0, le=1, description='SDMetrics column-pair-trend score, at least')
+    pair_trend_drop: float = Field(ge=0, le=1, description="SDMetrics column-pair-trend score, at least")
     pair_trend_fail: float = Field(ge=0, le=1)
-    max_identical_share: float = Field(ge=0, le=1, description='synthetic histories/profiles equal to a real one')
-    max_copied_rows: float = Field(ge=0, le=1, description='share of rows equal to a real row (where checked)')
-    min_dcr_ratio: float = Field(ge=0, description='median distance to closest real record / real-to-real')
+    max_identical_share: float = Field(ge=0, le=1, description="synthetic histories/profiles equal to a real one")
+    max_copied_rows: float = Field(ge=0, le=1, description="share of rows equal to a real row (where checked)")
+    min_dcr_ratio: float = Field(ge=0, description="median distance to closest real record / real-to-real")
 
 
 class DriftParams(Section):
     """Serving drift: a window of the request log against the training reference; test thresholds alert."""
 
     log_dir: str
-    window_hours: float = Field(gt=0, description='current window ends at the newest request (or --now)')
-    min_requests: int = Field(ge=1, description='fewer requests in the window: an error, not a verdict')
-    embedding_rows: int = Field(ge=20, description='queries per side encoded for embedding drift')
-    reference_rows: int = Field(ge=100, description='reference rows sampled per feature table')
-    query_embedding_max: float = Field(ge=0.5, le=1, description='ROC AUC of a window-vs-training classifier')
-    feature_drift_max: float = Field(gt=0, description='normed Wasserstein / Jensen-Shannon per feature')
-    max_query_oov: float = Field(ge=0, le=1, description='mean share of query words unseen in training queries')
-    score_drift_max: float = Field(gt=0, description='score distribution vs the previous window')
+    window_hours: float = Field(gt=0, description="current window ends at the newest request (or --now)")
+    min_requests: int = Field(ge=1, description="fewer requests in the window: an error, not a verdict")
+    embedding_rows: int = Field(ge=20, description="queries per side encoded for embedding drift")
+    reference_rows: int = Field(ge=100, description="reference rows sampled per feature table")
+    query_embedding_max: float = Field(ge=0.5, le=1, description="ROC AUC of a window-vs-training classifier")
+    feature_drift_max: float = Field(gt=0, description="normed Wasserstein / Jensen-Shannon per feature")
+    max_query_oov: float = Field(ge=0, le=1, description="mean share of query words unseen in training queries")
+    score_drift_max: float = Field(gt=0, description="score distribution vs the previous window")
     max_unknown_user_share: float = Field(ge=0, le=1)
-    min_coverage: float = Field(ge=0, le=1, description='share of the catalogue recommended in the window')
-    max_popularity_ratio: float = Field(gt=0, description='mean popularity of recommended / purchased items')
-    min_novelty: float = Field(ge=0, description='mean self-information of recommended items (bits)')
-    workspace: str | None = Field(description='Evidently workspace folder for snapshots (UI), or null')
+    min_coverage: float = Field(ge=0, le=1, description="share of the catalogue recommended in the window")
+    max_popularity_ratio: float = Field(gt=0, description="mean popularity of recommended / purchased items")
+    min_novelty: float = Field(ge=0, description="mean self-information of recommended items (bits)")
+    workspace: str | None = Field(description="Evidently workspace folder for snapshots (UI), or null")
 
 
 class AlertParams(Section):
     """Alert delivery: Slack-compatible webhook with retries, a cool-down per alert, and a JSON-lines log."""
 
-    webhook_url: str | None = Field(description='$SHOPAUG_ALERT_WEBHOOK wins; null = log only')
+    webhook_url: str | None = Field(description="$SHOPAUG_ALERT_WEBHOOK wins; null = log only")
     retries: int = Field(ge=0)
-    retry_wait_s: float = Field(ge=0, description='first backoff wait; doubles per retry')
+    retry_wait_s: float = Field(ge=0, description="first backoff wait; doubles per retry")
     timeout_s: float = Field(gt=0)
-    cooldown_minutes: float = Field(ge=0, description='the same alert is not re-sent within this time')
+    cooldown_minutes: float = Field(ge=0, description="the same alert is not re-sent within this time")
     state_file: str
     log_file: str
 

@@ -9,15 +9,31 @@ PROVENANCE = {"is_synthetic": "bool", "source": "string", "parent_id": "string"}
 
 # Required columns and dtypes per table; tables may carry extra attribute columns.
 TABLES: dict[str, dict[str, str]] = {
-    "items": {"item_id": "string", "title": "string", "description": "string", "category": "string",
-              "price": "float64"},
+    "items": {
+        "item_id": "string",
+        "title": "string",
+        "description": "string",
+        "category": "string",
+        "price": "float64",
+    },
     "users": {"user_id": "string"},
-    "interactions": {"user_id": "string", "item_id": "string", "ts": "datetime64[ns, UTC]", "event": "string",
-                     "quantity": "int64", "value": "float64", "basket_id": "string"},
+    "interactions": {
+        "user_id": "string",
+        "item_id": "string",
+        "ts": "datetime64[ns, UTC]",
+        "event": "string",
+        "quantity": "int64",
+        "value": "float64",
+        "basket_id": "string",
+    },
     "queries": {"query_id": "string", "query": "string", "item_id": "string", "relevance": "float64"},
 }
-NON_NULL_TEXT = {"items": ["item_id", "title", "description", "category"], "queries": ["query_id", "query", "item_id"],
-                 "interactions": ["item_id"], "users": ["user_id"]}
+NON_NULL_TEXT = {
+    "items": ["item_id", "title", "description", "category"],
+    "queries": ["query_id", "query", "item_id"],
+    "interactions": ["item_id"],
+    "users": ["user_id"],
+}
 
 
 def validate_table(df: pd.DataFrame, table: str, name: str) -> pd.DataFrame:

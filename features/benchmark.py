@@ -16,13 +16,13 @@ import typer
 from feast.protos.feast.types.EntityKey_pb2 import EntityKey
 from feast.protos.feast.types.Value_pb2 import Value
 
-from features.build import load_to_store
-from features.client import OnlineFeatureClient
-from features.store import open_store
 from core import cli
 from core.errors import ShopError
 from core.io import write_json
 from core.paths import repo_root
+from features.build import load_to_store
+from features.client import OnlineFeatureClient
+from features.store import open_store
 
 log = logging.getLogger(__name__)
 app = typer.Typer(add_completion=False, help=__doc__)

@@ -8,12 +8,12 @@ from typing import Annotated
 import pandas as pd
 import typer
 
-from features import compute
-from features.store import apply_definitions, config_path, materialize, open_store
 from core import cli
 from core.io import atomic_dir, read_table, write_json
 from core.params import load_params
 from core.paths import repo_root
+from features import compute
+from features.store import apply_definitions, config_path, materialize, open_store
 
 log = logging.getLogger(__name__)
 app = typer.Typer(add_completion=False, help=__doc__)
@@ -69,15 +69,9 @@ def load_to_store(out_dir: Path, config: str | Path | None) -> dict:
 
 @app.command()
 def main(
-    params_file: Annotated[
-        Path | None, typer.Option("--params", help="params.yaml to read `features.*` from")
-    ] = None,
-    train: Annotated[Path, typer.Option(help="training interactions")] = Path(
-        "data/splits/retail/train.parquet"
-    ),
-    items: Annotated[Path, typer.Option(help="canonical items")] = Path(
-        "data/canonical/retail/items.parquet"
-    ),
+    params_file: Annotated[Path | None, typer.Option("--params", help="params.yaml to read `features.*` from")] = None,
+    train: Annotated[Path, typer.Option(help="training interactions")] = Path("data/splits/retail/train.parquet"),
+    items: Annotated[Path, typer.Option(help="canonical items")] = Path("data/canonical/retail/items.parquet"),
     users: Annotated[Path, typer.Option(help="canonical users (country); optional")] = Path(
         "data/canonical/retail/users.parquet"
     ),

@@ -12,9 +12,9 @@ from feast.protos.feast.types.EntityKey_pb2 import EntityKey
 from feast.protos.feast.types.Value_pb2 import Value
 from feast.types import Float32, Int64
 
+from core.errors import ShopError
 from features import definitions
 from features.store import open_store
-from core.errors import ShopError
 
 log = logging.getLogger(__name__)
 VIEWS = {

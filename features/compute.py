@@ -12,8 +12,8 @@ import logging
 import numpy as np
 import pandas as pd
 
-from features.definitions import HOUR_BUCKETS, N_TEXT_CLUSTERS, WEEKDAYS
 from core.errors import ShopError
+from features.definitions import HOUR_BUCKETS, N_TEXT_CLUSTERS, WEEKDAYS
 
 log = logging.getLogger(__name__)
 DAY = pd.Timedelta(days=1)
@@ -49,10 +49,7 @@ def item_attributes(items: pd.DataFrame, enrichment: pd.DataFrame | None, seed: 
             .astype("float32")
             .to_numpy(),
             "text_cluster": text_clusters(items, seed=seed).to_numpy(),
-            "category": items.get("category", pd.Series("", index=items.index))
-            .fillna("")
-            .astype(str)
-            .to_numpy(),
+            "category": items.get("category", pd.Series("", index=items.index)).fillna("").astype(str).to_numpy(),
         },
         index=pd.Index(items["item_id"].astype(str), name="item_id"),
     )
@@ -65,16 +62,12 @@ def item_attributes(items: pd.DataFrame, enrichment: pd.DataFrame | None, seed: 
     return out
 
 
-def _bucketize(
-    train: pd.DataFrame, cutoff: pd.Timestamp, snapshot_days: int
-) -> tuple[pd.DataFrame, pd.Timestamp]:
+def _bucketize(train: pd.DataFrame, cutoff: pd.Timestamp, snapshot_days: int) -> tuple[pd.DataFrame, pd.Timestamp]:
     """Add `idx`: the number of the first snapshot boundary that includes each row; return (rows, origin)."""
     if train.empty:
         raise ShopError("train.parquet: no interactions to compute features from")
     if (train["ts"] >= cutoff).any():
-        raise ShopError(
-            f"train.parquet: {(train['ts'] >= cutoff).sum()} row(s) at or after the cutoff {cutoff}"
-        )
+        raise ShopError(f"train.parquet: {(train['ts'] >= cutoff).sum()} row(s) at or after the cutoff {cutoff}")
     step = pd.Timedelta(days=snapshot_days)
     n_steps = int(np.ceil((cutoff - train["ts"].min()) / step))
     origin = cutoff - n_steps * step
@@ -100,9 +93,7 @@ def _cumulate(grid: pd.DataFrame, per_bucket: pd.DataFrame, key: str, sums: list
     return out
 
 
-def _stamp(
-    frame: pd.DataFrame, origin: pd.Timestamp, snapshot_days: int, created: pd.Timestamp
-) -> pd.DataFrame:
+def _stamp(frame: pd.DataFrame, origin: pd.Timestamp, snapshot_days: int, created: pd.Timestamp) -> pd.DataFrame:
     frame["event_timestamp"] = origin + frame["idx"] * pd.Timedelta(days=snapshot_days)
     frame["created"] = created
     return frame

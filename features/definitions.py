@@ -20,9 +20,7 @@ def _field(name: str, dtype, description: str, default: str = "0") -> Field:
 
 
 # The customer: one row per customer and snapshot; `user_id` is the canonical user id (a string).
-user = Entity(
-    name="user", join_keys=["user_id"], value_type=ValueType.STRING, description="a registered customer"
-)
+user = Entity(name="user", join_keys=["user_id"], value_type=ValueType.STRING, description="a registered customer")
 
 # The catalogue item: `item_id` is the canonical item id (a stock code for Online Retail).
 item = Entity(name="item", join_keys=["item_id"], value_type=ValueType.STRING, description="a catalogue item")
@@ -57,9 +55,7 @@ USER_FIELDS = [
     _field("n_lines", Int64, "purchase lines so far (one per basket and item)"),
     _field("avg_basket_size", Float32, "distinct items per basket"),
     _field("avg_basket_value", Float32, "spend per basket"),
-    _field(
-        "days_since_first_purchase", Float32, "days from the first purchase to the snapshot", default="-1"
-    ),
+    _field("days_since_first_purchase", Float32, "days from the first purchase to the snapshot", default="-1"),
     _field("country", String, "country of the customer", default=""),
     *[_field(f"share_{b}", Float32, f"share of purchase lines in the {b} hour bucket") for b in HOUR_BUCKETS],
     *[_field(f"share_{d}", Float32, f"share of purchase lines on {d}") for d in WEEKDAYS],

@@ -41,9 +41,7 @@ def add_context(
         pd.to_datetime(examples[ts_col], utc=True)
         if ts_col in examples.columns
         else pd.Series(
-            pd.Timestamp(as_of).tz_convert("UTC")
-            if pd.Timestamp(as_of).tzinfo
-            else pd.Timestamp(as_of, tz="UTC"),
+            pd.Timestamp(as_of).tz_convert("UTC") if pd.Timestamp(as_of).tzinfo else pd.Timestamp(as_of, tz="UTC"),
             index=examples.index,
         )
     )
@@ -67,13 +65,9 @@ def add_context(
         kwargs = {"store": store} if store is not None else {}
         table = lookup(entity, names, **kwargs) if len(entity) else entity
         values = [c for c in table.columns if c not in (key, "event_timestamp")]
-        table = table.rename(
-            columns={c: c if c.startswith(f"{prefix}_") else f"{prefix}_{c}" for c in values}
-        )
+        table = table.rename(columns={c: c if c.startswith(f"{prefix}_") else f"{prefix}_{c}" for c in values})
         table[key] = table[key].astype(str)
-        table["event_timestamp"] = pd.to_datetime(table["event_timestamp"], utc=True).astype(
-            "datetime64[ns, UTC]"
-        )
+        table["event_timestamp"] = pd.to_datetime(table["event_timestamp"], utc=True).astype("datetime64[ns, UTC]")
         renamed = [c if c.startswith(f"{prefix}_") else f"{prefix}_{c}" for c in values]
         left = pd.DataFrame(
             {

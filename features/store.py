@@ -9,9 +9,9 @@ from pathlib import Path
 import pandas as pd
 from feast import FeatureStore
 
-from features import definitions
 from core.errors import ShopError
 from core.paths import repo_root
+from features import definitions
 
 log = logging.getLogger(__name__)
 
@@ -138,9 +138,7 @@ def point_in_time_service_features(
     try:
         projections = store.get_feature_service(service).feature_view_projections
     except Exception:  # Feast raises FeatureServiceNotFoundException (and registry errors)
-        raise ShopError(
-            f"feature service '{service}' is not registered; run `python -m features.build`"
-        ) from None
+        raise ShopError(f"feature service '{service}' is not registered; run `python -m features.build`") from None
     out = entity_df
     for projection in projections:
         key = {"user_stats": "user_id", "item_stats": "item_id"}[projection.name]

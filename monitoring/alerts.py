@@ -12,7 +12,6 @@ from pathlib import Path
 from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_exponential
 
 from core.errors import ShopError
-
 from core.io import write_json
 from core.params import AlertParams
 
@@ -32,19 +31,26 @@ def alert_key(source: str, failed: list[str]) -> str:
 def slack_payload(title: str, failed: list[str], details: dict) -> dict:
     """Slack incoming-webhook JSON (`text` + blocks); any JSON receiver can read `text` and `shopaug`."""
     lines = "\n".join(f"• {name}" for name in failed[:20])
-    return {"text": f":rotating_light: {title}: {len(failed)} test(s) failed",
-            "blocks": [{"type": "section", "text": {"type": "mrkdwn", "text": f"*{title}*\n{lines}"}}],
-            "shopaug": details}
+    return {
+        "text": f":rotating_light: {title}: {len(failed)} test(s) failed",
+        "blocks": [{"type": "section", "text": {"type": "mrkdwn", "text": f"*{title}*\n{lines}"}}],
+        "shopaug": details,
+    }
 
 
 def post_json(url: str, payload: dict, p: AlertParams) -> int:
     """POST `payload` to `url`, retrying network errors and HTTP errors (tenacity, exponential backoff)."""
 
-    @retry(stop=stop_after_attempt(p.retries + 1), wait=wait_exponential(multiplier=p.retry_wait_s, max=30),
-           retry=retry_if_exception_type(WebhookError), reraise=True)
+    @retry(
+        stop=stop_after_attempt(p.retries + 1),
+        wait=wait_exponential(multiplier=p.retry_wait_s, max=30),
+        retry=retry_if_exception_type(WebhookError),
+        reraise=True,
+    )
     def send() -> int:
-        request = urllib.request.Request(url, data=json.dumps(payload).encode(), method="POST",
-                                         headers={"Content-Type": "application/json"})
+        request = urllib.request.Request(
+            url, data=json.dumps(payload).encode(), method="POST", headers={"Content-Type": "application/json"}
+        )
         try:
             with urllib.request.urlopen(request, timeout=p.timeout_s) as response:
                 return response.status
@@ -66,8 +72,15 @@ def _read_state(path: Path) -> dict:
         return {}
 
 
-def raise_alert(title: str, source: str, failed: list[str], details: dict, p: AlertParams,
-                root: Path, now: dt.datetime | None = None) -> dict:
+def raise_alert(
+    title: str,
+    source: str,
+    failed: list[str],
+    details: dict,
+    p: AlertParams,
+    root: Path,
+    now: dt.datetime | None = None,
+) -> dict:
     """Log the alert and send it unless the same alert was sent within the cool-down; return the log record.
 
     The record's `delivery` is `sent`, `cooldown` (suppressed), `no_webhook` or `failed: <reason>`.
@@ -92,8 +105,15 @@ def raise_alert(title: str, source: str, failed: list[str], details: dict, p: Al
             write_json(state, state_path)
         except WebhookError as exc:
             delivery = f"failed: {exc}"
-    record = {"time": now.isoformat(), "key": key, "source": source, "title": title, "failed": sorted(failed),
-              "delivery": delivery, "details": details}
+    record = {
+        "time": now.isoformat(),
+        "key": key,
+        "source": source,
+        "title": title,
+        "failed": sorted(failed),
+        "delivery": delivery,
+        "details": details,
+    }
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("a") as fh:
         fh.write(json.dumps(record, default=str) + "\n")

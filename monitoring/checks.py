@@ -80,9 +80,13 @@ class Comparison:
 def text_descriptors(frame: pd.DataFrame, text: str, vocab: set[str]) -> pd.DataFrame:
     """Add the text descriptors the report compares: characters, words and out-of-vocabulary share."""
     values = frame[text].astype(str)
-    return frame.assign(**{f"{text}_chars": values.str.len().astype(float),
-                           f"{text}_words": values.map(lambda t: float(len(tokens(t)))),
-                           f"{text}_oov": oov_share(values.tolist(), vocab)})
+    return frame.assign(
+        **{
+            f"{text}_chars": values.str.len().astype(float),
+            f"{text}_words": values.map(lambda t: float(len(tokens(t)))),
+            f"{text}_oov": oov_share(values.tolist(), vocab),
+        }
+    )
 
 
 class _Pca2d:
@@ -104,8 +108,13 @@ def _fast_embedding_plot() -> None:
     embeddings_drift.TSNE = _Pca2d
 
 
-def evidently_compare(comp: Comparison, encoder: EncoderCache | None, tests: dict[str, list], vocab: set[str],
-                      extra_metrics: Sequence = ()) -> tuple[object, dict[str, float]]:
+def evidently_compare(
+    comp: Comparison,
+    encoder: EncoderCache | None,
+    tests: dict[str, list],
+    vocab: set[str],
+    extra_metrics: Sequence = (),
+) -> tuple[object, dict[str, float]]:
     """Run one Evidently report (synthetic = current, real = reference); return (snapshot, {check: value}).
 
     Column drift uses normed Wasserstein distance (numeric) and Jensen-Shannon distance (categorical), so values
@@ -136,8 +145,11 @@ def evidently_compare(comp: Comparison, encoder: EncoderCache | None, tests: dic
             frame[c] = pd.to_numeric(frame[c], errors="coerce").astype(float)
         for c in comp.categorical:
             frame[c] = frame[c].astype(str)
-    definition = DataDefinition(numerical_columns=numeric + oov + emb_cols, categorical_columns=comp.categorical,
-                                embeddings={EMBEDDING: emb_cols} if emb_cols else None)
+    definition = DataDefinition(
+        numerical_columns=numeric + oov + emb_cols,
+        categorical_columns=comp.categorical,
+        embeddings={EMBEDDING: emb_cols} if emb_cols else None,
+    )
     metrics: list = [RowCount()]
     names: list[str] = ["rows"]
     for c in numeric:
@@ -150,13 +162,18 @@ def evidently_compare(comp: Comparison, encoder: EncoderCache | None, tests: dic
         metrics.append(MeanValue(column=oov[0], tests=tests.get("oov", [])))
         names.append("oov_mean")
     if emb_cols:
-        metrics.append(EmbeddingsDrift(embeddings_name=EMBEDDING, drift_method=ModelDriftMethod(),
-                                       tests=tests.get("embedding_drift", [])))
+        metrics.append(
+            EmbeddingsDrift(
+                embeddings_name=EMBEDDING, drift_method=ModelDriftMethod(), tests=tests.get("embedding_drift", [])
+            )
+        )
         names.append("embedding_drift")
     metrics += list(extra_metrics)
     names += [type(m).__name__ for m in extra_metrics]
-    snapshot = Report(metrics).run(Dataset.from_pandas(synth[keep], data_definition=definition),
-                                   Dataset.from_pandas(real[keep], data_definition=definition))
+    snapshot = Report(metrics).run(
+        Dataset.from_pandas(synth[keep], data_definition=definition),
+        Dataset.from_pandas(real[keep], data_definition=definition),
+    )
     values = {}
     for name, result in zip(names, snapshot.dict()["metrics"], strict=True):
         value = result["value"]
@@ -176,8 +193,12 @@ def fidelity(real: pd.DataFrame, synthetic: pd.DataFrame, numeric: list[str], ca
     from sdmetrics.reports.single_table import QualityReport
 
     columns = numeric + categorical
-    metadata = {"columns": {**{c: {"sdtype": "numerical"} for c in numeric},
-                            **{c: {"sdtype": "categorical"} for c in categorical}}}
+    metadata = {
+        "columns": {
+            **{c: {"sdtype": "numerical"} for c in numeric},
+            **{c: {"sdtype": "categorical"} for c in categorical},
+        }
+    }
     real = real[columns].copy()
     synthetic = synthetic[columns].copy()
     for frame in (real, synthetic):
@@ -220,8 +241,11 @@ def identical_history_share(real: pd.DataFrame, synthetic: pd.DataFrame) -> floa
     """
     real_hist = histories(real.assign(sequence_id=real["user_id"]))
     real_sets = {frozenset(i for _, i in h) for h in real_hist}
-    users = synthetic.assign(_seq=synthetic["sequence_id"].astype(str) if "sequence_id" in synthetic.columns
-                             else synthetic["user_id"].astype(str))
+    users = synthetic.assign(
+        _seq=synthetic["sequence_id"].astype(str)
+        if "sequence_id" in synthetic.columns
+        else synthetic["user_id"].astype(str)
+    )
     owner = users.groupby("_seq")["user_id"].first().astype(str)
     synth_hist = histories(synthetic)
     same = 0
@@ -242,7 +266,7 @@ def copied_row_share(real: pd.DataFrame, synthetic: pd.DataFrame, key: list[str]
 
 def _split_reference(n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     order = rng.permutation(n)
-    return order[: n // 2], order[n // 2:]
+    return order[: n // 2], order[n // 2 :]
 
 
 def dcr_vectors(real: np.ndarray, synthetic: np.ndarray, rng: np.random.Generator, metric: str = "euclidean") -> dict:
@@ -291,6 +315,10 @@ def dcr_sets(real_sets: list[frozenset], synthetic_sets: list[frozenset], rng: n
 
 def _dcr_summary(d_syn: np.ndarray, d_real: np.ndarray) -> dict:
     med_real = float(np.median(d_real))
-    return {"dcr_median": round(float(np.median(d_syn)), 6), "dcr_p05": round(float(np.quantile(d_syn, 0.05)), 6),
-            "dcr_exact_share": round(float((d_syn <= 1e-9).mean()), 6), "dcr_real_median": round(med_real, 6),
-            "dcr_ratio": round(float(np.median(d_syn)) / med_real, 6) if med_real > 0 else None}
+    return {
+        "dcr_median": round(float(np.median(d_syn)), 6),
+        "dcr_p05": round(float(np.quantile(d_syn, 0.05)), 6),
+        "dcr_exact_share": round(float((d_syn <= 1e-9).mean()), 6),
+        "dcr_real_median": round(med_real, 6),
+        "dcr_ratio": round(float(np.median(d_syn)) / med_real, 6) if med_real > 0 else None,
+    }

@@ -26,19 +26,29 @@ import numpy as np
 import pandas as pd
 import typer
 
-from monitoring.alerts import check_webhook_url, raise_alert
-from monitoring.checks import Comparison, EncoderCache, evidently_compare, failed_tests, require_columns, vocabulary
 from core import cli
 from core.errors import ShopError
 from core.io import atomic_path, read_table, write_json
-from core.params import load_params
+from core.params import DriftParams, Params, load_params
 from core.paths import repo_root
-from core.params import DriftParams, Params
+from monitoring.alerts import check_webhook_url, raise_alert
+from monitoring.checks import Comparison, EncoderCache, evidently_compare, failed_tests, require_columns, vocabulary
 
 log = logging.getLogger(__name__)
 app = typer.Typer(add_completion=False, help=__doc__)
-LOG_COLUMNS = ["ts", "request_id", "endpoint", "user_id", "query", "item_id", "k", "strategy", "returned_items",
-               "scores", "latency_ms"]
+LOG_COLUMNS = [
+    "ts",
+    "request_id",
+    "endpoint",
+    "user_id",
+    "query",
+    "item_id",
+    "k",
+    "strategy",
+    "returned_items",
+    "scores",
+    "latency_ms",
+]
 
 
 def read_request_log(log_dir: Path) -> pd.DataFrame:
@@ -67,19 +77,25 @@ class Reference:
 
     @classmethod
     def from_files(cls, splits: Path, canonical: Path) -> "Reference":
-        return cls(read_table(splits / "search" / "train.parquet", "queries"),
-                   read_table(splits / "retail" / "train.parquet", "interactions"),
-                   read_table(canonical / "retail" / "users.parquet", "users"),
-                   read_table(canonical / "retail" / "items.parquet", "items"))
+        return cls(
+            read_table(splits / "search" / "train.parquet", "queries"),
+            read_table(splits / "retail" / "train.parquet", "interactions"),
+            read_table(canonical / "retail" / "users.parquet", "users"),
+            read_table(canonical / "retail" / "items.parquet", "items"),
+        )
 
     def __init__(self, queries: pd.DataFrame, train: pd.DataFrame, users: pd.DataFrame, items: pd.DataFrame):
         self.queries = queries["query"].astype(str)
         self.purchases = train[train["user_id"].notna()][["user_id", "item_id", "basket_id", "value"]]
         self.basket_users = self.purchases.drop_duplicates("basket_id")["user_id"].astype(str)
         by_user = self.purchases.groupby("user_id", observed=True)
-        self.users = pd.DataFrame({"log_baskets": np.log1p(by_user["basket_id"].nunique()),
-                                   "log_items": np.log1p(by_user["item_id"].nunique()),
-                                   "log_spend": np.log1p(by_user["value"].sum().clip(lower=0))})
+        self.users = pd.DataFrame(
+            {
+                "log_baskets": np.log1p(by_user["basket_id"].nunique()),
+                "log_items": np.log1p(by_user["item_id"].nunique()),
+                "log_spend": np.log1p(by_user["value"].sum().clip(lower=0)),
+            }
+        )
         users = users.set_index("user_id")
         self.users["country"] = users["country"].reindex(self.users.index).fillna("Unspecified").astype(str)
         self.users.index = self.users.index.astype(str)
@@ -98,15 +114,19 @@ def _exploded(frame: pd.DataFrame) -> pd.DataFrame:
     if rows.empty:
         return pd.DataFrame(columns=["request_id", "user_id", "item_id", "rank", "score"])
     rows["rank"] = rows["returned_items"].map(lambda v: list(range(1, len(v) + 1)))
-    rows["scores"] = [list(s) if s is not None and len(s) == len(i) else [np.nan] * len(i)
-                      for s, i in zip(rows["scores"], rows["returned_items"], strict=True)]
-    long = rows.explode(["returned_items", "scores", "rank"]).rename(columns={"returned_items": "item_id",
-                                                                              "scores": "score"})
+    rows["scores"] = [
+        list(s) if s is not None and len(s) == len(i) else [np.nan] * len(i)
+        for s, i in zip(rows["scores"], rows["returned_items"], strict=True)
+    ]
+    long = rows.explode(["returned_items", "scores", "rank"]).rename(
+        columns={"returned_items": "item_id", "scores": "score"}
+    )
     return long.astype({"item_id": str, "rank": int, "score": float}).reset_index(drop=True)
 
 
-def run_drift(params: Params, current: pd.DataFrame, previous: pd.DataFrame, ref: Reference,
-              encoder: EncoderCache | None) -> tuple[dict, dict]:
+def run_drift(
+    params: Params, current: pd.DataFrame, previous: pd.DataFrame, ref: Reference, encoder: EncoderCache | None
+) -> tuple[dict, dict]:
     """Return ({section: {values, failed}}, {section: snapshot}) for the window `current`."""
     from evidently import DataDefinition, Dataset, Recsys, Report
     from evidently.metrics import MeanValue, Novelty, PopularityBiasMetric, RowCount, ValueDrift
@@ -126,19 +146,24 @@ def run_drift(params: Params, current: pd.DataFrame, previous: pd.DataFrame, ref
         vocab = vocabulary(ref.queries.unique())
         real_q = ref.queries.sample(n=min(d.embedding_rows, len(ref.queries)), random_state=seed)
         cur_q = queries.sample(n=min(d.embedding_rows, len(queries)), random_state=seed)
-        comp = Comparison(pd.DataFrame({"query": real_q.to_numpy()}), pd.DataFrame({"query": cur_q.to_numpy()}),
-                          numeric=[], text="query")
-        tests = {"embedding_drift": [lte(d.query_embedding_max)],
-                 "oov": [lte(d.max_query_oov)],
-                 **{f"drift:query_{c}": [lte(d.feature_drift_max)] for c in ("chars", "words")}}
+        comp = Comparison(
+            pd.DataFrame({"query": real_q.to_numpy()}),
+            pd.DataFrame({"query": cur_q.to_numpy()}),
+            numeric=[],
+            text="query",
+        )
+        tests = {
+            "embedding_drift": [lte(d.query_embedding_max)],
+            "oov": [lte(d.max_query_oov)],
+            **{f"drift:query_{c}": [lte(d.feature_drift_max)] for c in ("chars", "words")},
+        }
         record("queries", *evidently_compare(comp, encoder, tests, vocab))
 
     users = current["user_id"].dropna().astype(str)
     if len(users):
         known = users.isin(ref.users.index)
         cur_users = ref.users.reindex(users[known]).reset_index(drop=True).assign(unknown=0.0)
-        cur_users = pd.concat([cur_users, pd.DataFrame({"unknown": np.ones(int((~known).sum()))})],
-                              ignore_index=True)
+        cur_users = pd.concat([cur_users, pd.DataFrame({"unknown": np.ones(int((~known).sum()))})], ignore_index=True)
         # reference: the users behind training baskets (a request is an event, so active users weigh more)
         basket_users = ref.basket_users.sample(n=min(d.reference_rows, len(ref.basket_users)), random_state=seed)
         ref_users = ref.users.reindex(basket_users).reset_index(drop=True).assign(unknown=0.0)
@@ -149,8 +174,10 @@ def run_drift(params: Params, current: pd.DataFrame, previous: pd.DataFrame, ref
             metrics.append(ValueDrift(column="country", method="jensenshannon", tests=[lte(d.feature_drift_max)]))
         definition = DataDefinition(numerical_columns=num + ["unknown"], categorical_columns=["country"])
         cur_users["country"] = cur_users["country"].fillna("unknown").astype(str)
-        snap = Report(metrics).run(Dataset.from_pandas(cur_users, data_definition=definition),
-                                   Dataset.from_pandas(ref_users, data_definition=definition))
+        snap = Report(metrics).run(
+            Dataset.from_pandas(cur_users, data_definition=definition),
+            Dataset.from_pandas(ref_users, data_definition=definition),
+        )
         record("users", snap, _values(snap))
 
     recs = _exploded(current[current["endpoint"] == "recommend"])
@@ -160,26 +187,43 @@ def run_drift(params: Params, current: pd.DataFrame, previous: pd.DataFrame, ref
         ref_items = ref_items.sample(n=min(d.reference_rows, len(ref_items)), random_state=seed)
         if len(cur_items):
             definition = DataDefinition(numerical_columns=list(ref.items.columns))
-            snap = Report([ValueDrift(column=c, method="wasserstein", tests=[lte(d.feature_drift_max)])
-                           for c in ref.items.columns]).run(
+            snap = Report(
+                [
+                    ValueDrift(column=c, method="wasserstein", tests=[lte(d.feature_drift_max)])
+                    for c in ref.items.columns
+                ]
+            ).run(
                 Dataset.from_pandas(cur_items, data_definition=definition),
-                Dataset.from_pandas(ref_items.reset_index(drop=True), data_definition=definition))
+                Dataset.from_pandas(ref_items.reset_index(drop=True), data_definition=definition),
+            )
             record("items", snap, _values(snap))
         base_pop = float(ref.popularity.reindex(ref.purchases["item_id"].astype(str)).mean())
         long = recs.assign(target=0).rename(columns={"request_id": "user"})
         train = ref.purchases[["user_id", "item_id"]].astype(str).rename(columns={"user_id": "user"})
-        definition = DataDefinition(numerical_columns=["rank", "target"], categorical_columns=["user", "item_id"],
-                                    ranking=[Recsys(user_id="user", item_id="item_id", target="target",
-                                                    prediction="rank", recommendations_type="rank")])
-        metrics = [PopularityBiasMetric(k=k, metric="coverage", tests=[gte(d.min_coverage)]),
-                   PopularityBiasMetric(k=k, metric="arp", tests=[lte(d.max_popularity_ratio * base_pop)]),
-                   PopularityBiasMetric(k=k, metric="gini"),
-                   Novelty(k=k, tests=[gte(d.min_novelty)])]
-        snap = Report(metrics).run(Dataset.from_pandas(long[["user", "item_id", "rank", "target"]],
-                                                       data_definition=definition), None,
-                                   additional_data={"current_train_data": Dataset.from_pandas(
-                                       train, data_definition=DataDefinition(categorical_columns=["user",
-                                                                                                  "item_id"]))})
+        definition = DataDefinition(
+            numerical_columns=["rank", "target"],
+            categorical_columns=["user", "item_id"],
+            ranking=[
+                Recsys(
+                    user_id="user", item_id="item_id", target="target", prediction="rank", recommendations_type="rank"
+                )
+            ],
+        )
+        metrics = [
+            PopularityBiasMetric(k=k, metric="coverage", tests=[gte(d.min_coverage)]),
+            PopularityBiasMetric(k=k, metric="arp", tests=[lte(d.max_popularity_ratio * base_pop)]),
+            PopularityBiasMetric(k=k, metric="gini"),
+            Novelty(k=k, tests=[gte(d.min_novelty)]),
+        ]
+        snap = Report(metrics).run(
+            Dataset.from_pandas(long[["user", "item_id", "rank", "target"]], data_definition=definition),
+            None,
+            additional_data={
+                "current_train_data": Dataset.from_pandas(
+                    train, data_definition=DataDefinition(categorical_columns=["user", "item_id"])
+                )
+            },
+        )
         values = _values(snap)
         values["purchase_weighted_popularity"] = base_pop
         record("recommendations", snap, values)
@@ -190,7 +234,8 @@ def run_drift(params: Params, current: pd.DataFrame, previous: pd.DataFrame, ref
         definition = DataDefinition(numerical_columns=["score"])
         snap = Report([ValueDrift(column="score", method="wasserstein", tests=[lte(d.score_drift_max)])]).run(
             Dataset.from_pandas(pd.DataFrame({"score": cur_scores.to_numpy()}), data_definition=definition),
-            Dataset.from_pandas(pd.DataFrame({"score": prev_scores.to_numpy()}), data_definition=definition))
+            Dataset.from_pandas(pd.DataFrame({"score": prev_scores.to_numpy()}), data_definition=definition),
+        )
         record("scores", snap, _values(snap))
     return sections, snapshots
 
@@ -224,8 +269,10 @@ def main(
     log_path = rel(log_dir or Path(d.log_dir))
     current, previous = split_window(read_request_log(log_path), window_hours or d.window_hours, now)
     if len(current) < d.min_requests:
-        raise ShopError(f"{log_path}: {len(current)} request(s) in the window, fewer than "
-                        f"monitoring.drift.min_requests={d.min_requests}")
+        raise ShopError(
+            f"{log_path}: {len(current)} request(s) in the window, fewer than "
+            f"monitoring.drift.min_requests={d.min_requests}"
+        )
     encoder = None
     if embeddings:
         from core.encoder import TextEncoder
@@ -239,9 +286,16 @@ def main(
         with atomic_path(out / f"{name}.html") as tmp:
             snapshot.save_html(str(tmp))
     failed = [f"{s}: {t}" for s, v in sections.items() for t in v["failed"]]
-    summary = {"window": {"start": str(current["ts"].min()), "end": str(current["ts"].max()),
-                          "requests": int(len(current)), "previous_requests": int(len(previous))},
-               "sections": sections, "failed": failed}
+    summary = {
+        "window": {
+            "start": str(current["ts"].min()),
+            "end": str(current["ts"].max()),
+            "requests": int(len(current)),
+            "previous_requests": int(len(previous)),
+        },
+        "sections": sections,
+        "failed": failed,
+    }
     write_json(summary, out / "drift.json")
     if d.workspace:
         save_to_workspace(rel(Path(d.workspace)), snapshots)
@@ -249,8 +303,14 @@ def main(
         log.info("drift: %d requests, all %d sections within thresholds", len(current), len(sections))
         return
     if alert:
-        rec = raise_alert("shopaug serving drift", "monitoring.drift", failed,
-                          {"window": summary["window"], "report": str(out)}, params.monitoring.alerts, root)
+        rec = raise_alert(
+            "shopaug serving drift",
+            "monitoring.drift",
+            failed,
+            {"window": summary["window"], "report": str(out)},
+            params.monitoring.alerts,
+            root,
+        )
         delivery = rec["delivery"]
     else:
         delivery = "disabled"

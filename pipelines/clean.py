@@ -113,17 +113,13 @@ def item_titles(df: pd.DataFrame) -> pd.Series:
         .rename("n")
         .reset_index()
     )
-    best = counts.sort_values(["item_id", "n", "title"], ascending=[True, False, True]).drop_duplicates(
-        "item_id"
-    )
+    best = counts.sort_values(["item_id", "n", "title"], ascending=[True, False, True]).drop_duplicates("item_id")
     return best.set_index("item_id")["title"].reindex(df["StockCode"].unique()).fillna("")
 
 
 def to_utc(local: pd.Series) -> pd.Series:
     """UK shop-local wall-clock times to UTC (GMT/BST); the rare ambiguous hour is read as standard time."""
-    return local.dt.tz_localize(SHOP_TIMEZONE, ambiguous=False, nonexistent="shift_forward").dt.tz_convert(
-        "UTC"
-    )
+    return local.dt.tz_localize(SHOP_TIMEZONE, ambiguous=False, nonexistent="shift_forward").dt.tz_convert("UTC")
 
 
 def clean_online_retail(raw: pd.DataFrame) -> tuple[pd.DataFrame, dict]:

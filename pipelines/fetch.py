@@ -17,16 +17,10 @@ from tenacity import retry, retry_if_exception, stop_after_attempt, wait_exponen
 from tqdm.auto import tqdm
 
 from core import cli
-
 from core.errors import ShopError
-
 from core.io import atomic_dir, atomic_path
-
-from core.params import load_params
-
-from core.paths import data_dir, repo_root
-from core.params import SourceParams
-from core.paths import DATA_DIR_ENV
+from core.params import SourceParams, load_params
+from core.paths import DATA_DIR_ENV, data_dir, repo_root
 
 log = logging.getLogger(__name__)
 app = typer.Typer(add_completion=False, help=__doc__)
@@ -158,20 +152,14 @@ def copy_source(path: Path, out: Path) -> int:
         else:
             shutil.copyfile(path, tmp / path.name)
     copied = out / path.name
-    return (
-        sum(p.stat().st_size for p in copied.rglob("*") if p.is_file())
-        if copied.is_dir()
-        else copied.stat().st_size
-    )
+    return sum(p.stat().st_size for p in copied.rglob("*") if p.is_file()) if copied.is_dir() else copied.stat().st_size
 
 
 @app.command()
 def main(
     params: Annotated[Path, typer.Option(help="params file")] = Path("params.yaml"),
     out: Annotated[Path, typer.Option(help="folder receiving retail/ and search/")] = Path("data/raw"),
-    task: Annotated[
-        list[str] | None, typer.Option(help="fetch only this task (retail, search); repeatable")
-    ] = None,
+    task: Annotated[list[str] | None, typer.Option(help="fetch only this task (retail, search); repeatable")] = None,
 ) -> None:
     """Copy (or download) the raw retail and search files into data/raw/{retail,search}/."""
     config = load_params(params if params.is_absolute() or params.exists() else repo_root() / params)

@@ -19,15 +19,14 @@ import numpy as np
 import pandas as pd
 import typer
 
-from pipelines.augment.manifest import file_sha256
-from pipelines.augment.retail_history import valid_cutoff
 from core import cli
 from core.errors import ShopError
 from core.io import atomic_dir, read_table, write_json
-from core.params import load_params
+from core.params import FuseParams, Params, load_params
 from core.paths import repo_root
-from core.params import FuseParams, Params
 from core.schema import validate_table
+from pipelines.augment.manifest import file_sha256
+from pipelines.augment.retail_history import valid_cutoff
 
 log = logging.getLogger(__name__)
 app = typer.Typer(add_completion=False, help=__doc__)
@@ -38,9 +37,7 @@ GENERATORS = {
 }
 ITEM_GENERATORS = {"retail": ["item_enrichment"], "search": []}
 TABLE = {"retail": "interactions", "search": "queries"}
-REPLACES_PARENT = {
-    "hard_negatives"
-}  # its rows on a real (query, item) pair are smoothed labels for that pair
+REPLACES_PARENT = {"hard_negatives"}  # its rows on a real (query, item) pair are smoothed labels for that pair
 
 
 @dataclass
@@ -87,8 +84,7 @@ def read_gate(path: Path, use_gate: bool) -> dict[str, str]:
     failed = sorted(g for g, d in decisions.items() if d == "fail")
     if failed:
         raise ShopError(
-            f"{path}: generator(s) {failed} failed the synthetic-data gate; fix them or set their "
-            "fuse.weights to 0"
+            f"{path}: generator(s) {failed} failed the synthetic-data gate; fix them or set their fuse.weights to 0"
         )
     return decisions
 
@@ -102,9 +98,7 @@ def active_generators(task: str, params: Params, gate: dict[str, str]) -> list[s
         if getattr(params.fuse.weights, generator) <= 0:
             continue
         if gate.get(generator) == "drop":
-            log.warning(
-                "fuse: gate dropped generator %s; it is left out of the %s training sets", generator, task
-            )
+            log.warning("fuse: gate dropped generator %s; it is left out of the %s training sets", generator, task)
             continue
         if gate and generator not in gate:
             log.warning("fuse: generator %s has no gate decision; it is used ungated", generator)
@@ -142,13 +136,9 @@ def _cap(
         salt = sum(generator.encode())  # the same stream whichever other generators are fused
         priority = np.random.default_rng([seed, salt]).random(len(sizes))
         groups.append(
-            pd.DataFrame(
-                {"generator": generator, "group": sizes.index, "size": sizes.to_numpy(), "priority": priority}
-            )
+            pd.DataFrame({"generator": generator, "group": sizes.index, "size": sizes.to_numpy(), "priority": priority})
         )
-    ranked = pd.concat(groups, ignore_index=True).sort_values(
-        ["priority", "generator", "group"], kind="stable"
-    )
+    ranked = pd.concat(groups, ignore_index=True).sort_values(["priority", "generator", "group"], kind="stable")
     keep, used = set(), 0
     for generator, group, size in zip(ranked["generator"], ranked["group"], ranked["size"], strict=True):
         if used + size <= allowed:

@@ -12,13 +12,13 @@ import numpy as np
 import pandas as pd
 import typer
 
-from pipelines.adapters import TASK_TABLES, load_source
 from core import cli
 from core.errors import ShopError
 from core.io import atomic_dir, write_json
 from core.params import load_params
 from core.paths import repo_root
 from core.schema import TABLES, validate_table
+from pipelines.adapters import TASK_TABLES, load_source
 
 log = logging.getLogger(__name__)
 app = typer.Typer(add_completion=False, help=__doc__)
@@ -30,15 +30,11 @@ def raw_input(folder: Path, task: str) -> Path:
         raise ShopError(f"{folder}: raw {task} data not found; run `python -m pipelines.fetch` first")
     entries = sorted(p for p in folder.iterdir() if not p.name.startswith("."))
     if len(entries) != 1:
-        raise ShopError(
-            f"{folder}: expected exactly one raw file or folder, found {[p.name for p in entries]}"
-        )
+        raise ShopError(f"{folder}: expected exactly one raw file or folder, found {[p.name for p in entries]}")
     return entries[0]
 
 
-def slice_retail(
-    tables: dict[str, pd.DataFrame], max_users: int | None, seed: int
-) -> dict[str, pd.DataFrame]:
+def slice_retail(tables: dict[str, pd.DataFrame], max_users: int | None, seed: int) -> dict[str, pd.DataFrame]:
     """Keep `max_users` customers drawn with `seed` (all their rows) and the same share of guest baskets."""
     inter = tables["interactions"]
     users = np.sort(inter["user_id"].dropna().unique().astype(str))
@@ -49,9 +45,7 @@ def slice_retail(
     guest_baskets = np.sort(inter.loc[inter["user_id"].isna(), "basket_id"].unique().astype(str))
     n_guest = round(len(guest_baskets) * max_users / len(users))
     kept_guests = set(rng.choice(guest_baskets, size=n_guest, replace=False)) if n_guest else set()
-    mask = inter["user_id"].isin(kept_users) | (
-        inter["user_id"].isna() & inter["basket_id"].isin(kept_guests)
-    )
+    mask = inter["user_id"].isin(kept_users) | (inter["user_id"].isna() & inter["basket_id"].isin(kept_guests))
     inter = inter[mask]
     return {
         "interactions": inter,
@@ -60,9 +54,7 @@ def slice_retail(
     }
 
 
-def slice_search(
-    tables: dict[str, pd.DataFrame], max_queries: int | None, seed: int
-) -> dict[str, pd.DataFrame]:
+def slice_search(tables: dict[str, pd.DataFrame], max_queries: int | None, seed: int) -> dict[str, pd.DataFrame]:
     """Keep `max_queries` distinct queries drawn with `seed`, their judged pairs and the items they judge."""
     queries = tables["queries"]
     ids = np.sort(queries["query_id"].unique().astype(str))
@@ -98,12 +90,8 @@ def build_task(task: str, adapter: str, path: Path, max_rows: int | None, seed: 
             f"{task} needs {list(TASK_TABLES[task])}"
         )
     tables = {t: tables[t] for t in TASK_TABLES[task]}
-    tables = (
-        slice_retail(tables, max_rows, seed) if task == "retail" else slice_search(tables, max_rows, seed)
-    )
-    checked = {
-        t: validate_table(df.reset_index(drop=True), t, f"{path.name} ({t})") for t, df in tables.items()
-    }
+    tables = slice_retail(tables, max_rows, seed) if task == "retail" else slice_search(tables, max_rows, seed)
+    checked = {t: validate_table(df.reset_index(drop=True), t, f"{path.name} ({t})") for t, df in tables.items()}
     check_references(checked, task, path.name)
     counts = {f"{t}_rows": len(df) for t, df in checked.items()}
     if task == "retail":
@@ -131,12 +119,8 @@ def write_tables(tables: dict[str, pd.DataFrame], folder: Path) -> None:
 @app.command()
 def main(
     params: Annotated[Path, typer.Option(help="params file")] = Path("params.yaml"),
-    raw: Annotated[Path, typer.Option(help="folder holding retail/ and search/ from `fetch`")] = Path(
-        "data/raw"
-    ),
-    out: Annotated[Path, typer.Option(help="folder receiving canonical retail/ and search/")] = Path(
-        "data/canonical"
-    ),
+    raw: Annotated[Path, typer.Option(help="folder holding retail/ and search/ from `fetch`")] = Path("data/raw"),
+    out: Annotated[Path, typer.Option(help="folder receiving canonical retail/ and search/")] = Path("data/canonical"),
     report: Annotated[Path, typer.Option(help="cleaning and row-count report (DVC metrics)")] = Path(
         "reports/ingest.json"
     ),

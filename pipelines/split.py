@@ -15,30 +15,22 @@ import pandas as pd
 import typer
 
 from core import cli
-
 from core.errors import ShopError
-
 from core.io import atomic_dir, read_table, write_json
-
 from core.params import load_params
-
 from core.paths import repo_root
 
 log = logging.getLogger(__name__)
 app = typer.Typer(add_completion=False, help=__doc__)
 
 
-def first_baskets(
-    interactions: pd.DataFrame, start: pd.Timestamp, end: pd.Timestamp | None = None
-) -> pd.DataFrame:
+def first_baskets(interactions: pd.DataFrame, start: pd.Timestamp, end: pd.Timestamp | None = None) -> pd.DataFrame:
     """Rows of each known user's first basket with start <= ts (< end), if they bought before `start`."""
     known = interactions[interactions["user_id"].notna()]
     returning = known.loc[known["ts"] < start, "user_id"].unique()
     window = known[(known["ts"] >= start) & ((known["ts"] < end) if end is not None else True)]
     window = window[window["user_id"].isin(returning)]
-    first = window.sort_values(["user_id", "ts", "basket_id"]).drop_duplicates("user_id")[
-        ["user_id", "basket_id"]
-    ]
+    first = window.sort_values(["user_id", "ts", "basket_id"]).drop_duplicates("user_id")[["user_id", "basket_id"]]
     targets = window.merge(first, on=["user_id", "basket_id"])
     return targets.sort_values(["ts", "user_id", "item_id"]).reset_index(drop=True)
 
@@ -94,9 +86,7 @@ def split_search(queries: pd.DataFrame, valid_frac: float, test_frac: float, see
         "seed": seed,
         "valid_frac": valid_frac,
         "test_frac": test_frac,
-        "counts": {
-            name: {"rows": len(df), "queries": int(df["query_id"].nunique())} for name, df in parts.items()
-        },
+        "counts": {name: {"rows": len(df), "queries": int(df["query_id"].nunique())} for name, df in parts.items()},
     }
     return parts, summary
 
@@ -115,9 +105,7 @@ def main(
     canonical: Annotated[Path, typer.Option(help="folder holding canonical retail/ and search/")] = Path(
         "data/canonical"
     ),
-    out: Annotated[Path, typer.Option(help="folder receiving retail/ and search/ splits")] = Path(
-        "data/splits"
-    ),
+    out: Annotated[Path, typer.Option(help="folder receiving retail/ and search/ splits")] = Path("data/splits"),
     report: Annotated[Path, typer.Option(help="split summary for both tasks (DVC metrics)")] = Path(
         "reports/split.json"
     ),

@@ -61,9 +61,7 @@ class AdaptiveBatcher:
                 self._last_batch = len(batch)
                 self.batch_sizes = (self.batch_sizes + [len(batch)])[-1000:]
                 try:
-                    rows = await loop.run_in_executor(
-                        self.executor, self.encode, [item for item, _, _ in batch]
-                    )
+                    rows = await loop.run_in_executor(self.executor, self.encode, [item for item, _, _ in batch])
                 except Exception as exc:  # every waiting request gets the error, the worker keeps running
                     for _, future, _ in batch:
                         if not future.done():

@@ -14,11 +14,9 @@ import pandas as pd
 import typer
 
 from core import cli
-
-from core.io import write_json
-
-from core.paths import data_dir, repo_root
 from core.errors import ShopError
+from core.io import write_json
+from core.paths import data_dir, repo_root
 from serving.launch import start_service, stop_service
 
 app = typer.Typer(add_completion=False, help=__doc__)
@@ -28,18 +26,12 @@ ENDPOINTS = ("ping", "recommend", "search")
 
 def payloads(bentoml_home: Path, n: int = 200) -> dict[str, list[dict]]:
     """Request bodies: real Home Depot queries; packaged known users mixed with unknown ones (cold start)."""
-    queries = pd.read_csv(
-        data_dir() / "homedepot" / "search_relevance.csv.gz", usecols=["search_term"], nrows=20000
-    )
+    queries = pd.read_csv(data_dir() / "homedepot" / "search_relevance.csv.gz", usecols=["search_term"], nrows=20000)
     texts = queries["search_term"].drop_duplicates().sample(n, random_state=0).tolist()
     stores = sorted((bentoml_home / "models" / "shopaug-recommender").glob("*/histories.parquet"))
     if not stores:
-        raise ShopError(
-            f"{bentoml_home}: no packaged shopaug-recommender; run `python -m serving.package` first"
-        )
-    users = pd.read_parquet(stores[-1], columns=["user_id"])["user_id"].sample(
-        n, random_state=0, replace=True
-    )
+        raise ShopError(f"{bentoml_home}: no packaged shopaug-recommender; run `python -m serving.package` first")
+    users = pd.read_parquet(stores[-1], columns=["user_id"])["user_id"].sample(n, random_state=0, replace=True)
     recommend = [{"user_id": str(u), "k": 10} for u in users]
     recommend[::5] = [{"user_id": f"new-{i}", "k": 10} for i in range(len(recommend[::5]))]
     return {"ping": [{}], "search": [{"query": q, "k": 10} for q in texts], "recommend": recommend}
@@ -51,9 +43,7 @@ def start_server(port: int, batching: bool, log: Path) -> subprocess.Popen:
     return start_service(port, env, log)
 
 
-def run_locust(
-    host: str, endpoint: str, users: int, rate: float, seconds: int, bodies: Path, out: Path
-) -> dict:
+def run_locust(host: str, endpoint: str, users: int, rate: float, seconds: int, bodies: Path, out: Path) -> dict:
     """One headless locust run; return requests, failures, p50/p99 (ms) and throughput (req/s)."""
     env = {
         **os.environ,
@@ -159,12 +149,9 @@ def markdown(report: dict) -> str:
             f"| {endpoint} | p99 ≤ 15 ms at 200 req/s | {v['p99_at_200rps_ms']} ms at "
             f"{v['achieved_rps']} req/s | {v['p99_le_15ms_at_200rps']} |"
         )
+        lines.append(f"| {endpoint} | p99 ≤ 3× floor (c=8) | {v['p99_over_floor_c8']}× | {v['p99_within_3x_floor']} |")
         lines.append(
-            f"| {endpoint} | p99 ≤ 3× floor (c=8) | {v['p99_over_floor_c8']}× | {v['p99_within_3x_floor']} |"
-        )
-        lines.append(
-            f"| {endpoint} | batching ≥ 2× req/s (c=32) | {v['batching_speedup_c32']}× | "
-            f"{v['batching_ge_2x']} |"
+            f"| {endpoint} | batching ≥ 2× req/s (c=32) | {v['batching_speedup_c32']}× | {v['batching_ge_2x']} |"
         )
     return "\n".join(lines) + "\n"
 

@@ -99,9 +99,7 @@ class ItemIndex:
 
     @classmethod
     def load(cls, directory: Path, item_ids: list[str]) -> "ItemIndex":
-        return cls(
-            item_ids, np.load(directory / "vectors.npy"), faiss.read_index(str(directory / "index.faiss"))
-        )
+        return cls(item_ids, np.load(directory / "vectors.npy"), faiss.read_index(str(directory / "index.faiss")))
 
 
 @dataclass
@@ -168,9 +166,9 @@ def save_bundle(bundle: Bundle, directory: Path) -> None:
     bundle.items.reset_index(drop=True)[ITEM_COLUMNS].to_parquet(directory / "items.parquet", index=False)
     bundle.index.save(directory)
     if bundle.task == "retail":
-        pd.DataFrame(
-            {"user_id": list(bundle.histories), "item_ids": list(bundle.histories.values())}
-        ).to_parquet(directory / "histories.parquet", index=False)
+        pd.DataFrame({"user_id": list(bundle.histories), "item_ids": list(bundle.histories.values())}).to_parquet(
+            directory / "histories.parquet", index=False
+        )
         rows = [(ctx, item, score) for ctx, ranked in bundle.popularity.items() for item, score in ranked]
         pd.DataFrame(rows, columns=["context", "item_id", "score"]).to_parquet(
             directory / "popularity.parquet", index=False
@@ -191,9 +189,7 @@ def load_bundle(directory: Path, load_model=None) -> Bundle:
         pop = pd.read_parquet(directory / "popularity.parquet")
         for ctx, group in pop.groupby("context", sort=False):
             popularity[str(ctx)] = list(zip(group["item_id"], group["score"].astype(float), strict=True))
-    return Bundle(
-        meta["task"], meta["registered_name"], meta["version"], model, items, index, histories, popularity
-    )
+    return Bundle(meta["task"], meta["registered_name"], meta["version"], model, items, index, histories, popularity)
 
 
 def user_histories(interactions: pd.DataFrame, history_len: int) -> dict[str, list[str]]:

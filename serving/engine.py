@@ -120,9 +120,7 @@ class ServingEngine:
         if history:
             features = None
             if self.features.connected:  # a store read is blocking IO: off the event loop
-                features = await asyncio.get_running_loop().run_in_executor(
-                    None, self.features.lookup, req.user_id
-                )
+                features = await asyncio.get_running_loop().run_in_executor(None, self.features.lookup, req.user_id)
             vector = await live.batcher.submit((history, features))
             seen, strategy = set(history) if req.exclude_purchased else set(), "personalized"
             positions, scores = self._nearest(bundle, vector, req.k, exclude=seen)
@@ -134,9 +132,7 @@ class ServingEngine:
         else:
             country = (req.country or GLOBAL).strip().lower()
             strategy = (
-                "popularity_country"
-                if country in bundle.popularity and country != GLOBAL
-                else "popularity_global"
+                "popularity_country" if country in bundle.popularity and country != GLOBAL else "popularity_global"
             )
             ranked = bundle.popularity.get(country if strategy == "popularity_country" else GLOBAL, [])
             ids = [i for i, _ in ranked[: req.k] if i in bundle.index.position]
@@ -204,9 +200,7 @@ class ServingEngine:
         raise NotFound(f"item_id '{req.item_id}' is in neither catalogue")
 
     def versions(self) -> schemas.ModelVersions:
-        return schemas.ModelVersions(
-            recommender=self.rec.bundle.version, search=self.search_live.bundle.version
-        )
+        return schemas.ModelVersions(recommender=self.rec.bundle.version, search=self.search_live.bundle.version)
 
     # -- reload ----------------------------------------------------------------------------------------------
     def reload(self) -> list[str]:
@@ -291,9 +285,7 @@ class ServingEngine:
         if key not in self._affinity:
             titles = [t for t in rec.items["title"].reindex(history).fillna("").tolist() if t][-20:]
             vectors = (
-                await asyncio.get_running_loop().run_in_executor(
-                    self.executor, search.model.encode_queries, titles
-                )
+                await asyncio.get_running_loop().run_in_executor(self.executor, search.model.encode_queries, titles)
                 if titles
                 else None
             )
@@ -311,9 +303,7 @@ class ServingEngine:
 
     @staticmethod
     def _nearest(bundle: Bundle, vector: np.ndarray, k: int, exclude: set[str] = frozenset()):
-        scores, positions = bundle.index.search(
-            np.asarray(vector, dtype=np.float32)[None, :], k + len(exclude)
-        )
+        scores, positions = bundle.index.search(np.asarray(vector, dtype=np.float32)[None, :], k + len(exclude))
         keep = positions[0] >= 0
         positions, scores = positions[0][keep], scores[0][keep]
         if exclude:

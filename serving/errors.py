@@ -54,9 +54,7 @@ class OneLineErrors:
             start = held["start"]
             payload = json.dumps({"error": one_line_reason(b"".join(chunks), start["status"])}).encode()
             headers = [
-                (k, v)
-                for k, v in start.get("headers", [])
-                if k.lower() not in (b"content-length", b"content-type")
+                (k, v) for k, v in start.get("headers", []) if k.lower() not in (b"content-length", b"content-type")
             ]
             headers += [
                 (b"content-type", b"application/json"),

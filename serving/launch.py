@@ -18,9 +18,22 @@ def start_service(port: int, env: dict[str, str], log: Path, ready_within_s: flo
     """
     with log.open("w") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "bentoml", "serve", "serving.service:Shopaug", "--host", "127.0.0.1",
-             "--port", str(port)],
-            env=env, cwd=repo_root(), stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+            [
+                sys.executable,
+                "-m",
+                "bentoml",
+                "serve",
+                "serving.service:Shopaug",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+            ],
+            env=env,
+            cwd=repo_root(),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
     deadline = time.monotonic() + ready_within_s
     while time.monotonic() < deadline and proc.poll() is None:

@@ -29,8 +29,6 @@ class ServiceUser(FastHttpUser):
 
     @task
     def call(self) -> None:
-        with self.client.post(
-            f"/{ENDPOINT}", json=next(_bodies), name=ENDPOINT, catch_response=True
-        ) as response:
+        with self.client.post(f"/{ENDPOINT}", json=next(_bodies), name=ENDPOINT, catch_response=True) as response:
             if response.status_code != 200:
                 response.failure(f"HTTP {response.status_code}")

@@ -12,13 +12,10 @@ from typing import Annotated
 import typer
 
 from core import cli
-
-from core.io import read_table, write_json
-
-from core.params import load_params
-
-from core.paths import repo_root
 from core.errors import ShopError
+from core.io import read_table, write_json
+from core.params import load_params
+from core.paths import repo_root
 
 # BentoML reads its home when it is imported: the model store and the Bentos live under the repo by default
 os.environ.setdefault("BENTOML_HOME", str(repo_root() / "bentoml_home"))
@@ -108,25 +105,21 @@ def build_bento() -> str:
     """Run `bentoml build` with serving/bentofile.yaml from the repo root; return the Bento tag."""
     import bentoml
 
-    bento = bentoml.bentos.build_bentofile(
-        str(repo_root() / "serving" / "bentofile.yaml"), build_ctx=str(repo_root())
-    )
+    bento = bentoml.bentos.build_bentofile(str(repo_root() / "serving" / "bentofile.yaml"), build_ctx=str(repo_root()))
     return str(bento.tag)
 
 
 @app.command()
 def main(
-    retail_dir: Annotated[
-        Path, typer.Option(help="canonical retail tables (items, users, interactions)")
-    ] = DATA / "canonical" / "retail",
+    retail_dir: Annotated[Path, typer.Option(help="canonical retail tables (items, users, interactions)")] = DATA
+    / "canonical"
+    / "retail",
     search_items: Annotated[Path, typer.Option(help="canonical search catalogue")] = DATA
     / "canonical"
     / "search"
     / "items.parquet",
     build: Annotated[bool, typer.Option(help="run `bentoml build` after saving the models")] = True,
-    out: Annotated[Path, typer.Option(help="summary of what was packaged")] = repo_root()
-    / "metrics"
-    / "package.json",
+    out: Annotated[Path, typer.Option(help="summary of what was packaged")] = repo_root() / "metrics" / "package.json",
 ) -> None:
     """Package the registry's champion models and build the Bento (BENTOML_HOME defaults to ./bentoml_home)."""
     if not Path(os.environ["BENTOML_HOME"]).parent.exists():

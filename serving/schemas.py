@@ -24,9 +24,7 @@ def _limits() -> ServeParams:
 LIMITS = _limits()
 
 Identifier = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)]
-QueryText = Annotated[
-    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=LIMITS.max_query_chars)
-]
+QueryText = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=LIMITS.max_query_chars)]
 TopK = Annotated[int, Field(ge=1, le=LIMITS.max_k, description=f"number of items, 1..{LIMITS.max_k}")]
 
 

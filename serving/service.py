@@ -54,9 +54,7 @@ class Shopaug:
         params = load_serving_params()
         torch.set_num_threads(params.serve.torch_threads)
         log = params.serve.request_log
-        log_dir = Path(
-            os.environ.get("SHOPAUG_REQUEST_LOG_DIR", repo_root() / "data" / "serving" / "requests")
-        )
+        log_dir = Path(os.environ.get("SHOPAUG_REQUEST_LOG_DIR", repo_root() / "data" / "serving" / "requests"))
         self.request_log = RequestLog(
             log_dir, log.sample_rate, log.rows_per_file, log.flush_s, log.max_files, log.max_buffered_rows
         )
@@ -104,9 +102,7 @@ class Shopaug:
         if not token or not hmac.compare_digest(given.encode(), token.encode()):
             raise BentoMLException("admin token missing or wrong", error_code=HTTPStatus.UNAUTHORIZED)
         started = self.engine.reload_in_background()
-        return ReloadResponse(
-            status="started" if started else "already_running", versions=self.engine.versions()
-        )
+        return ReloadResponse(status="started" if started else "already_running", versions=self.engine.versions())
 
     @bentoml.on_shutdown
     def _close(self) -> None:

@@ -16,16 +16,17 @@ import pandas as pd
 import scipy.sparse as sp
 import typer
 
-from core.params import Params, load_params
 from core import cli
 from core.errors import ShopError
 from core.io import read_table, write_json
+from core.params import Params, load_params
 from core.paths import repo_root
 
 log = logging.getLogger(__name__)
 
 
 # --- recommendation
+
 
 def _catalogue(interactions: pd.DataFrame) -> list[str]:
     return sorted(interactions["item_id"].astype(str).unique())
@@ -83,13 +84,12 @@ class RepeatPurchaseRecommender:
         self.popular.fit(interactions, items)
 
     def recommend(self, history: pd.DataFrame, user_ids: list[str], k: int) -> dict[str, list[str]]:
-        own = history.dropna(subset=["user_id"]).assign(user_id=lambda d: d["user_id"].astype(str),
-                                                         item_id=lambda d: d["item_id"].astype(str))
+        own = history.dropna(subset=["user_id"]).assign(
+            user_id=lambda d: d["user_id"].astype(str), item_id=lambda d: d["item_id"].astype(str)
+        )
         own = own[own["user_id"].isin(set(user_ids))]
-        stats = own.groupby(["user_id", "item_id"], as_index=False).agg(last=("ts", "max"),
-                                                                         times=("ts", "size"))
-        stats = stats.sort_values(["user_id", "last", "times", "item_id"],
-                                  ascending=[True, False, False, True])
+        stats = own.groupby(["user_id", "item_id"], as_index=False).agg(last=("ts", "max"), times=("ts", "size"))
+        stats = stats.sort_values(["user_id", "last", "times", "item_id"], ascending=[True, False, False, True])
         past = stats.groupby("user_id")["item_id"].agg(list)
         return {user: _fill(past.get(user, []), self.popular.ranking, k) for user in user_ids}
 
@@ -120,15 +120,16 @@ class CoPurchaseKNNRecommender:
         pairs = identified[["basket_id", "item_id"]].astype(str).drop_duplicates()
         baskets = pd.factorize(pairs["basket_id"])[0]
         cols = pairs["item_id"].map(self.index).to_numpy()
-        basket_item = sp.csr_matrix((np.ones(len(pairs), dtype=np.float32), (baskets, cols)),
-                                    shape=(baskets.max() + 1, len(self.item_ids)))
+        basket_item = sp.csr_matrix(
+            (np.ones(len(pairs), dtype=np.float32), (baskets, cols)), shape=(baskets.max() + 1, len(self.item_ids))
+        )
         co = (basket_item.T @ basket_item).tocsr()
         counts = co.diagonal()
         keep = min(self.neighbours, len(self.item_ids) - 1)
         rows, cols, values = [], [], []
         for start in range(0, co.shape[0], 2048):  # dense in row blocks: memory stays 2048 x catalogue
-            block = co[start:start + 2048].toarray()
-            norms = np.sqrt(np.outer(counts[start:start + 2048], counts))
+            block = co[start : start + 2048].toarray()
+            norms = np.sqrt(np.outer(counts[start : start + 2048], counts))
             sim = np.divide(block, norms, out=np.zeros_like(block), where=norms > 0)
             # an item is not its own neighbour
             sim[np.arange(len(sim)), np.arange(start, start + len(sim))] = 0.0
@@ -138,11 +139,11 @@ class CoPurchaseKNNRecommender:
             rows.append(np.repeat(np.arange(start, start + len(sim)), keep))
             cols.append(top.ravel())
             values.append(np.take_along_axis(sim, top, axis=1).ravel())
+
         def cat(parts: list[np.ndarray]) -> np.ndarray:
             return np.concatenate(parts) if parts else np.zeros(0)
 
-        self.similarity = sp.csr_matrix((cat(values), (cat(rows).astype(int), cat(cols).astype(int))),
-                                        shape=co.shape)
+        self.similarity = sp.csr_matrix((cat(values), (cat(rows).astype(int), cat(cols).astype(int))), shape=co.shape)
         self.similarity.eliminate_zeros()
 
     def recommend(self, history: pd.DataFrame, user_ids: list[str], k: int) -> dict[str, list[str]]:
@@ -152,8 +153,9 @@ class CoPurchaseKNNRecommender:
         own = own[own["user_id"].isin(set(user_ids)) & own["item_id"].isin(self.index)]
         user_index = {user: i for i, user in enumerate(user_ids)}
         coords = (own["user_id"].map(user_index).to_numpy(), own["item_id"].map(self.index).to_numpy())
-        profile = sp.csr_matrix((np.ones(len(own), dtype=np.float32), coords),
-                                shape=(len(user_ids), len(self.item_ids)))
+        profile = sp.csr_matrix(
+            (np.ones(len(own), dtype=np.float32), coords), shape=(len(user_ids), len(self.item_ids))
+        )
         scores = (profile @ self.similarity).toarray()
         out = {}
         for user, row in zip(user_ids, scores, strict=True):
@@ -177,11 +179,13 @@ class RandomRecommender:
 
     def recommend(self, history: pd.DataFrame, user_ids: list[str], k: int) -> dict[str, list[str]]:
         k = min(k, len(self.item_ids))
-        return {user: [self.item_ids[i] for i in self.rng.choice(len(self.item_ids), k, replace=False)]
-                for user in user_ids}
+        return {
+            user: [self.item_ids[i] for i in self.rng.choice(len(self.item_ids), k, replace=False)] for user in user_ids
+        }
 
 
 # --- search
+
 
 class RandomRetriever:
     """Random catalogue items and random pair scores (a floor, seeded)."""
@@ -197,9 +201,13 @@ class RandomRetriever:
 
     def search(self, queries: list[str], k: int) -> list[list[tuple[str, float]]]:
         k = min(k, len(self.item_ids))
-        return [[(self.item_ids[i], float(k - r)) for r, i in enumerate(self.rng.choice(len(self.item_ids), k,
-                                                                                          replace=False))]
-                for _ in queries]
+        return [
+            [
+                (self.item_ids[i], float(k - r))
+                for r, i in enumerate(self.rng.choice(len(self.item_ids), k, replace=False))
+            ]
+            for _ in queries
+        ]
 
     def score(self, queries: list[str], item_ids: list[str]) -> list[float]:
         return self.rng.random(len(item_ids)).tolist()
@@ -264,8 +272,9 @@ class MiniLMRetriever:
 
     name = "minilm_zero_shot"
 
-    def __init__(self, model: str = "minilm", max_length: int = 64, batch_size: int = 256,
-                 cache_dir: Path | None = None):
+    def __init__(
+        self, model: str = "minilm", max_length: int = 64, batch_size: int = 256, cache_dir: Path | None = None
+    ):
         self.model_name, self.max_length, self.batch_size = model, max_length, batch_size
         self.cache_dir = cache_dir
         self._encoder = None
@@ -313,7 +322,7 @@ class MiniLMRetriever:
         q = self.encode(queries)
         out = []
         for start in range(0, len(q), 512):  # 512 x catalogue scores at a time keeps memory small
-            scores = q[start:start + 512] @ self.item_vectors.T
+            scores = q[start : start + 512] @ self.item_vectors.T
             top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
             for row, cand in zip(scores, top, strict=True):
                 best = cand[np.argsort(-row[cand], kind="stable")]
@@ -324,12 +333,18 @@ class MiniLMRetriever:
         index = {item: i for i, item in enumerate(self.item_ids)}
         distinct = sorted(set(queries))
         vectors = dict(zip(distinct, self.encode(distinct), strict=True))
-        return [float(vectors[q] @ self.item_vectors[index[i]]) if i in index else 0.0
-                for q, i in zip(queries, item_ids, strict=True)]
+        return [
+            float(vectors[q] @ self.item_vectors[index[i]]) if i in index else 0.0
+            for q, i in zip(queries, item_ids, strict=True)
+        ]
 
 
-RECOMMENDERS = {"popularity": PopularityRecommender, "copurchase_knn": CoPurchaseKNNRecommender,
-                "repeat_purchase": RepeatPurchaseRecommender, "random": RandomRecommender}
+RECOMMENDERS = {
+    "popularity": PopularityRecommender,
+    "copurchase_knn": CoPurchaseKNNRecommender,
+    "repeat_purchase": RepeatPurchaseRecommender,
+    "random": RandomRecommender,
+}
 RETRIEVERS = {"bm25": BM25Retriever, "minilm_zero_shot": MiniLMRetriever, "random": RandomRetriever}
 
 
@@ -340,26 +355,31 @@ def make_baseline(name: str, task: str, params: Params):
         raise ShopError(f"unknown {task} baseline '{name}'; expected one of {sorted(known)}")
     b = params.baselines
     if task == "retail":
-        return {"popularity": lambda: PopularityRecommender(b.popularity_days),
-                "copurchase_knn": lambda: CoPurchaseKNNRecommender(b.knn_neighbours, b.popularity_days),
-                "repeat_purchase": lambda: RepeatPurchaseRecommender(b.popularity_days),
-                "random": lambda: RandomRecommender(params.seed)}[name]()
+        return {
+            "popularity": lambda: PopularityRecommender(b.popularity_days),
+            "copurchase_knn": lambda: CoPurchaseKNNRecommender(b.knn_neighbours, b.popularity_days),
+            "repeat_purchase": lambda: RepeatPurchaseRecommender(b.popularity_days),
+            "random": lambda: RandomRecommender(params.seed),
+        }[name]()
     e = params.encoder
-    return {"bm25": BM25Retriever,
-            "minilm_zero_shot": lambda: MiniLMRetriever(e.model, e.max_length, e.batch_size,
-                                                        repo_root() / "data" / "cache"),
-            "random": lambda: RandomRetriever(params.seed)}[name]()
+    return {
+        "bm25": BM25Retriever,
+        "minilm_zero_shot": lambda: MiniLMRetriever(
+            e.model, e.max_length, e.batch_size, repo_root() / "data" / "cache"
+        ),
+        "random": lambda: RandomRetriever(params.seed),
+    }[name]()
 
 
 # --- the stage
+
 
 def retail_eval_inputs(train: pd.DataFrame, test: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(history, targets) for the test split: history = all train rows, targets = test rows of known users."""
     return train, test.dropna(subset=["user_id"])
 
 
-def run_baselines(params: Params, splits: Path, canonical: Path,
-                  models: dict[str, list[str]] | None = None) -> dict:
+def run_baselines(params: Params, splits: Path, canonical: Path, models: dict[str, list[str]] | None = None) -> dict:
     """Fit each baseline on the train split and score it on the test split of both tasks; return metrics."""
     from training.harness import evaluate_recommender, evaluate_retriever
 
@@ -374,8 +394,9 @@ def run_baselines(params: Params, splits: Path, canonical: Path,
         for name in models["retail"]:
             model = make_baseline(name, "retail", params)
             model.fit(history, items)
-            out["retail"][name] = evaluate_recommender(model, history, targets, items, params.evaluation,
-                                                       cutoff=cutoff, seed=params.seed)
+            out["retail"][name] = evaluate_recommender(
+                model, history, targets, items, params.evaluation, cutoff=cutoff, seed=params.seed
+            )
     if models.get("search"):
         train_q = read_table(splits / "search" / "train.parquet", "queries")
         test_q = read_table(splits / "search" / "test.parquet", "queries")
@@ -384,8 +405,7 @@ def run_baselines(params: Params, splits: Path, canonical: Path,
             started = time.perf_counter()
             model = make_baseline(name, "search", params)
             model.fit(train_q, items)
-            out["search"][name] = evaluate_retriever(model, test_q, items, params.evaluation,
-                                                     seed=params.seed)
+            out["search"][name] = evaluate_retriever(model, test_q, items, params.evaluation, seed=params.seed)
             log.info("search/%s took %.0f s", name, time.perf_counter() - started)
     return out
 
@@ -408,8 +428,11 @@ def main(
     write_json(metrics, out)
     for task, by_model in metrics.items():
         for name, result in by_model.items():
-            headline = {m: round(v["value"], 4) for m, v in result.items()
-                        if m != "segments" and v["value"] is not None and m.split("@")[0] in HEADLINE}
+            headline = {
+                m: round(v["value"], 4)
+                for m, v in result.items()
+                if m != "segments" and v["value"] is not None and m.split("@")[0] in HEADLINE
+            }
             typer.echo(f"{task:7s} {name:17s} {headline}")
 
 

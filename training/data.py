@@ -42,8 +42,11 @@ def items_table(root: Path, task: str, variant: str) -> pd.DataFrame:
     """The items table the fused manifest names for `variant` (enriched item text for augmented retail
     variants), else the canonical items."""
     manifest = root / "data" / "fused" / task / "manifest.json"
-    named = json.loads(manifest.read_text()).get("variants", {}).get(variant, {}).get("items") \
-        if manifest.is_file() else None
+    named = (
+        json.loads(manifest.read_text()).get("variants", {}).get(variant, {}).get("items")
+        if manifest.is_file()
+        else None
+    )
     path = root / (named or f"data/canonical/{task}/items.parquet")
     log.info("%s/%s: items from %s", task, variant, path.relative_to(root) if path.is_relative_to(root) else path)
     return read_table(path, "items")
@@ -82,8 +85,16 @@ def user_history_features(state_len: int, distinct: int) -> list[float]:
     return [float(np.log1p(state_len)), float(np.log1p(distinct))]
 
 
-def retail_examples(interactions: pd.DataFrame, items: pd.DataFrame, before: pd.Timestamp, history_len: int,
-                    repeat_history: int, n_buckets: int, max_targets: int, seed: int) -> RetailExamples:
+def retail_examples(
+    interactions: pd.DataFrame,
+    items: pd.DataFrame,
+    before: pd.Timestamp,
+    history_len: int,
+    repeat_history: int,
+    n_buckets: int,
+    max_targets: int,
+    seed: int,
+) -> RetailExamples:
     """One example per identified basket with ts < `before` and a non-empty history.
 
     Item context features are point-in-time: weekly snapshots computed from rows strictly before each
@@ -107,8 +118,9 @@ def retail_examples(interactions: pd.DataFrame, items: pd.DataFrame, before: pd.
     users, baskets = known["user_id"].astype(str).to_numpy(), known["basket_id"].astype(str).to_numpy()
     item_arr, weights = known["item_id"].to_numpy(), known["weight"].to_numpy()
     ts_arr = known["ts"].dt.tz_convert("UTC").dt.tz_localize(None).to_numpy("datetime64[ns]")
-    week_arr = ((ts_arr - np.datetime64(t0.tz_convert("UTC").tz_localize(None), "ns"))
-                // np.timedelta64(SNAPSHOT_DAYS, "D")).astype(int)
+    week_arr = (
+        (ts_arr - np.datetime64(t0.tz_convert("UTC").tz_localize(None), "ns")) // np.timedelta64(SNAPSHOT_DAYS, "D")
+    ).astype(int)
     # a new basket starts where the user, the basket id or the time changes
     change = np.ones(len(known), dtype=bool)
     change[1:] = (users[1:] != users[:-1]) | (baskets[1:] != baskets[:-1]) | (ts_arr[1:] != ts_arr[:-1])
@@ -139,10 +151,20 @@ def retail_examples(interactions: pd.DataFrame, items: pd.DataFrame, before: pd.
             n_events += 1
     if not out["week"]:
         raise ShopError(f"no identified basket with an earlier purchase before {before}: nothing to train on")
-    return RetailExamples(item_ids, buckets, edges, np.asarray(out["week"]), out["hist"], out["rep"],
-                          out["rep_feats"], np.asarray(out["user_feats"], dtype=np.float32), out["targets"],
-                          np.asarray(out["weight"], dtype=np.float32), out["users"],
-                          np.asarray(out["ts"], dtype="datetime64[ns]"))
+    return RetailExamples(
+        item_ids,
+        buckets,
+        edges,
+        np.asarray(out["week"]),
+        out["hist"],
+        out["rep"],
+        out["rep_feats"],
+        np.asarray(out["user_feats"], dtype=np.float32),
+        out["targets"],
+        np.asarray(out["weight"], dtype=np.float32),
+        out["users"],
+        np.asarray(out["ts"], dtype="datetime64[ns]"),
+    )
 
 
 def user_context(user_ids: list[str], at, store) -> pd.DataFrame:
@@ -153,15 +175,21 @@ def user_context(user_ids: list[str], at, store) -> pd.DataFrame:
     """
     from features.point_in_time import add_context
 
-    frame = pd.DataFrame({"user_id": [str(u) for u in user_ids],
-                          "ts": pd.to_datetime(pd.Series(at if np.ndim(at) else [at] * len(user_ids)), utc=True)})
+    frame = pd.DataFrame(
+        {
+            "user_id": [str(u) for u in user_ids],
+            "ts": pd.to_datetime(pd.Series(at if np.ndim(at) else [at] * len(user_ids)), utc=True),
+        }
+    )
     try:
         out = add_context(frame, users=True, items=False, user_features=USER_CONTEXT, store=store)
     except ShopError:
         raise
     except Exception as exc:  # Feast raises registry / file errors of many types
-        raise ShopError(f"Feast user context: {str(exc).splitlines()[0]} (build the store with "
-                        "`python -m features.build`, or set train.retail.user_context=false)") from None
+        raise ShopError(
+            f"Feast user context: {str(exc).splitlines()[0]} (build the store with "
+            "`python -m features.build`, or set train.retail.user_context=false)"
+        ) from None
     return out[[f"user_{name}" for name in USER_CONTEXT]].set_axis(USER_CONTEXT, axis=1)
 
 
@@ -185,8 +213,9 @@ class SearchPairs:
     negatives: dict[int, list[int]]
 
 
-def search_pairs(queries: pd.DataFrame, item_index: dict[str, int], positive_threshold: float,
-                 negative_threshold: float) -> SearchPairs:
+def search_pairs(
+    queries: pd.DataFrame, item_index: dict[str, int], positive_threshold: float, negative_threshold: float
+) -> SearchPairs:
     """Pairs with relevance >= positive_threshold (weight = relevance x row weight); judged low pairs = negatives."""
     df = queries.assign(item_id=queries["item_id"].astype(str))
     df = df[df["item_id"].isin(item_index)]
@@ -197,7 +226,10 @@ def search_pairs(queries: pd.DataFrame, item_index: dict[str, int], positive_thr
     if pos.empty:
         raise ShopError(f"no training pair has relevance >= train.search.positive_threshold={positive_threshold}")
     return SearchPairs(
-        queries=pos["query"].tolist(), pos_item=pos["idx"].to_numpy(np.int64),
-        weight=(pos["relevance"] * pos["weight"]).to_numpy(np.float32), query_key=pos["key"].to_numpy(np.int64),
+        queries=pos["query"].tolist(),
+        pos_item=pos["idx"].to_numpy(np.int64),
+        weight=(pos["relevance"] * pos["weight"]).to_numpy(np.float32),
+        query_key=pos["key"].to_numpy(np.int64),
         positives=pos.groupby("key")["idx"].agg(set).to_dict(),
-        negatives=neg.groupby("key")["idx"].agg(list).to_dict())
+        negatives=neg.groupby("key")["idx"].agg(list).to_dict(),
+    )

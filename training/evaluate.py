@@ -16,10 +16,10 @@ from typing import Annotated
 import pandas as pd
 import typer
 
-from core.params import Params, load_params
 from core import cli
 from core.errors import ShopError
 from core.io import atomic_path, read_table, write_json
+from core.params import Params, load_params
 from core.paths import repo_root
 from training import tracking
 
@@ -45,9 +45,12 @@ def load_test_inputs(task: str, params: Params, root: Path) -> dict:
         history, targets = retail_eval_inputs(train, test)
         items = read_table(canonical / "items.parquet", "items")
         return {"history": history, "targets": targets, "items": items, "test_path": splits / "test.parquet"}
-    return {"train": read_table(splits / "train.parquet", "queries"),
-            "test": read_table(splits / "test.parquet", "queries"),
-            "items": read_table(canonical / "items.parquet", "items"), "test_path": splits / "test.parquet"}
+    return {
+        "train": read_table(splits / "train.parquet", "queries"),
+        "test": read_table(splits / "test.parquet", "queries"),
+        "items": read_table(canonical / "items.parquet", "items"),
+        "test_path": splits / "test.parquet",
+    }
 
 
 def score_model(model, task: str, params: Params, inputs: dict, per_unit: dict | None = None) -> dict:
@@ -58,11 +61,20 @@ def score_model(model, task: str, params: Params, inputs: dict, per_unit: dict |
     if task == "retail":
         model.fit(inputs["history"], inputs["items"])
         cutoff = pd.Timestamp(params.split.retail.cutoff, tz="UTC")
-        return evaluate_recommender(model, inputs["history"], inputs["targets"], inputs["items"],
-                                    params.evaluation, cutoff=cutoff, seed=params.seed, per_unit=per_unit)
+        return evaluate_recommender(
+            model,
+            inputs["history"],
+            inputs["targets"],
+            inputs["items"],
+            params.evaluation,
+            cutoff=cutoff,
+            seed=params.seed,
+            per_unit=per_unit,
+        )
     model.fit(inputs["train"], inputs["items"])
-    return evaluate_retriever(model, inputs["test"], inputs["items"], params.evaluation, seed=params.seed,
-                              per_unit=per_unit)
+    return evaluate_retriever(
+        model, inputs["test"], inputs["items"], params.evaluation, seed=params.seed, per_unit=per_unit
+    )
 
 
 def load_trained(folder_or_uri: str | Path, params: Params, root: Path):
@@ -135,8 +147,9 @@ def compare(task: str, models: dict[str, dict], baselines: dict[str, dict]) -> d
     return out
 
 
-def ablation(task: str, models: dict[str, dict], units: dict[str, pd.DataFrame] | None = None,
-             params: Params | None = None) -> dict:
+def ablation(
+    task: str, models: dict[str, dict], units: dict[str, pd.DataFrame] | None = None, params: Params | None = None
+) -> dict:
     """Each generator's contribution: metric of `aug` minus `minus_<generator>`'s (positive = it helps), plus
     `<metric>_ci`, the paired bootstrap CI of that difference, when per-unit tables are given."""
     if "aug" not in models:
@@ -145,7 +158,8 @@ def ablation(task: str, models: dict[str, dict], units: dict[str, pd.DataFrame] 
     for variant, result in models.items():
         if variant.startswith("minus_"):
             out[variant.removeprefix("minus_")] = {
-                key: None if value(models["aug"], key) is None or value(result, key) is None
+                key: None
+                if value(models["aug"], key) is None or value(result, key) is None
                 else round(value(models["aug"], key) - value(result, key), 4)
                 for key in HEADLINE[task]
             }
@@ -172,8 +186,11 @@ def versus_twin(task: str, units: dict[str, pd.DataFrame], params: Params) -> di
     """Every model against the no-augmentation twin on the same units: {variant: {metric: difference + CI}}."""
     if REFERENCE_VARIANT not in units:
         return {}
-    return {variant: {key: paired_difference(table, units[REFERENCE_VARIANT], key, params) for key in PAIRED[task]}
-            for variant, table in units.items() if variant != REFERENCE_VARIANT}
+    return {
+        variant: {key: paired_difference(table, units[REFERENCE_VARIANT], key, params) for key in PAIRED[task]}
+        for variant, table in units.items()
+        if variant != REFERENCE_VARIANT
+    }
 
 
 def log_test_metrics(folder: Path, result: dict, test_path: Path, params: Params, root: Path) -> None:
@@ -244,20 +261,26 @@ def evaluate_all(params: Params, root: Path, models_dir: Path, baselines_path: P
             "uplift": compare(task, models, baselines.get(task, {})),
             "ablation": ablation(task, models, units, params),
             "versus_twin": versus_twin(task, units, params),
-            "test_split": {"path": f"data/splits/{task}/test.parquet",
-                           "digest": tracking.dataset_digest(inputs["test_path"], root)[0]},
+            "test_split": {
+                "path": f"data/splits/{task}/test.parquet",
+                "digest": tracking.dataset_digest(inputs["test_path"], root)[0],
+            },
         }
-        sweep[task] = [{
-            "variant": v, "synthetic_share": shares[v] if shares[v] is not None else 0.0,
-            "ndcg@10": value(models[v], "ndcg@10"),
-            "ndcg@10_ci_low": (models[v].get("ndcg@10") or {}).get("ci_low"),
-            "ndcg@10_ci_high": (models[v].get("ndcg@10") or {}).get("ci_high"),
-            "max_synthetic_share": params.fuse.max_synthetic_share,
-            "augment_enabled": params.augment.enabled,
-            "generators": "+".join(sorted((manifest.get(v, {}).get("rows_by_source") or {}).keys())),
-            "experiment": os.environ.get("DVC_EXP_NAME", "workspace"),
-            "time": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        } for v in variants]
+        sweep[task] = [
+            {
+                "variant": v,
+                "synthetic_share": shares[v] if shares[v] is not None else 0.0,
+                "ndcg@10": value(models[v], "ndcg@10"),
+                "ndcg@10_ci_low": (models[v].get("ndcg@10") or {}).get("ci_low"),
+                "ndcg@10_ci_high": (models[v].get("ndcg@10") or {}).get("ci_high"),
+                "max_synthetic_share": params.fuse.max_synthetic_share,
+                "augment_enabled": params.augment.enabled,
+                "generators": "+".join(sorted((manifest.get(v, {}).get("rows_by_source") or {}).keys())),
+                "experiment": os.environ.get("DVC_EXP_NAME", "workspace"),
+                "time": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            }
+            for v in variants
+        ]
     for task, rows in sweep.items():
         append_sweep(root / params.experiments.sweep_dir / f"{task}.csv", rows)
     return results
@@ -283,8 +306,10 @@ def main(
     write_json(results, out)
     for task, doc in results.items():
         for variant, result in doc["models"].items():
-            typer.echo(f"{task:7s} {variant:28s} ndcg@10={value(result, 'ndcg@10'):.4f} "
-                       f"share={doc['synthetic_share'][variant]}")
+            typer.echo(
+                f"{task:7s} {variant:28s} ndcg@10={value(result, 'ndcg@10'):.4f} "
+                f"share={doc['synthetic_share'][variant]}"
+            )
 
 
 if __name__ == "__main__":

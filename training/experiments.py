@@ -13,9 +13,9 @@ from typing import Annotated
 
 import typer
 
-from core.params import load_params
 from core import cli
 from core.errors import ShopError
+from core.params import load_params
 from core.paths import repo_root
 from training.evaluate import planned_runs
 

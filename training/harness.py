@@ -11,8 +11,8 @@ import math
 import numpy as np
 import pandas as pd
 
-from core.params import EvaluationParams
 from core.errors import ShopError
+from core.params import EvaluationParams
 from training.metrics import binary_metrics, bootstrap_ci, ndcg_at_k, pairwise_accuracy, recall_at_k, rerank
 from training.protocols import Recommender, Retriever
 
@@ -25,17 +25,26 @@ def ranking_depth(params: EvaluationParams) -> int:
 
 
 def _summarise(per_unit: pd.DataFrame, params: EvaluationParams, seed: int) -> dict[str, dict]:
-    return {column: _clean(bootstrap_ci(per_unit[column].to_numpy(float), params.bootstrap_samples, seed))
-            for column in per_unit.columns}
+    return {
+        column: _clean(bootstrap_ci(per_unit[column].to_numpy(float), params.bootstrap_samples, seed))
+        for column in per_unit.columns
+    }
 
 
 def _clean(stats: dict) -> dict:
     return {key: (None if isinstance(v, float) and math.isnan(v) else v) for key, v in stats.items()}
 
 
-def evaluate_recommender(model: Recommender, history: pd.DataFrame, targets: pd.DataFrame,
-                         items: pd.DataFrame, params: EvaluationParams, cutoff: pd.Timestamp | None = None,
-                         seed: int = 42, per_unit: dict | None = None) -> dict:
+def evaluate_recommender(
+    model: Recommender,
+    history: pd.DataFrame,
+    targets: pd.DataFrame,
+    items: pd.DataFrame,
+    params: EvaluationParams,
+    cutoff: pd.Timestamp | None = None,
+    seed: int = 42,
+    per_unit: dict | None = None,
+) -> dict:
     """Score a fitted recommender on each target user's basket against the full catalogue.
 
     `history`: canonical interactions visible to the model (ts before the cutoff, guest rows allowed);
@@ -54,8 +63,7 @@ def evaluate_recommender(model: Recommender, history: pd.DataFrame, targets: pd.
     user_ids = sorted(targets["user_id"].dropna().astype(str).unique())
     no_history = sorted(set(user_ids) - set(known["user_id"].astype(str)))
     if no_history:
-        raise ShopError(f"{len(no_history)} target user(s) have no history before the cutoff, "
-                        f"e.g. '{no_history[0]}'")
+        raise ShopError(f"{len(no_history)} target user(s) have no history before the cutoff, e.g. '{no_history[0]}'")
     cutoff = pd.Timestamp(cutoff) if cutoff is not None else history["ts"].max()
     catalogue = set(history["item_id"].astype(str))
     unknown_items = set(targets["item_id"].astype(str)) - set(items["item_id"].astype(str))
@@ -82,8 +90,7 @@ def evaluate_recommender(model: Recommender, history: pd.DataFrame, targets: pd.
         fresh = binary_metrics(unseen, relevant - past_items[user], params.k, params.recall_ks)
         rows.append({**all_items, **{f"{name}_new": value for name, value in fresh.items()}})
         cold.append(past_baskets[user] <= params.cold_user_max_purchases)
-        recall_new_items.append({f"recall@{r}": recall_at_k(top, relevant & new_items, r)
-                                 for r in params.recall_ks})
+        recall_new_items.append({f"recall@{r}": recall_at_k(top, relevant & new_items, r) for r in params.recall_ks})
     per_user = pd.DataFrame(rows)
     cold_mask = np.array(cold)
     if per_unit is not None:
@@ -93,13 +100,25 @@ def evaluate_recommender(model: Recommender, history: pd.DataFrame, targets: pd.
         "cold_users": _summarise(per_user[cold_mask].reset_index(drop=True), params, seed),
         "new_items": _summarise(pd.DataFrame(recall_new_items), params, seed),
     }
-    log.info("%s: %d users (%d cold), %s=%.4f", getattr(model, "name", "model"), len(user_ids),
-             int(cold_mask.sum()), f"ndcg@{params.k}", result[f"ndcg@{params.k}"]["value"] or float("nan"))
+    log.info(
+        "%s: %d users (%d cold), %s=%.4f",
+        getattr(model, "name", "model"),
+        len(user_ids),
+        int(cold_mask.sum()),
+        f"ndcg@{params.k}",
+        result[f"ndcg@{params.k}"]["value"] or float("nan"),
+    )
     return result
 
 
-def evaluate_retriever(model: Retriever, queries: pd.DataFrame, items: pd.DataFrame, params: EvaluationParams,
-                       seed: int = 42, per_unit: dict | None = None) -> dict:
+def evaluate_retriever(
+    model: Retriever,
+    queries: pd.DataFrame,
+    items: pd.DataFrame,
+    params: EvaluationParams,
+    seed: int = 42,
+    per_unit: dict | None = None,
+) -> dict:
     """Score a fitted retriever on judged queries: catalogue retrieval and judged-candidate re-ranking.
 
     `queries`: canonical judged (query_id, query, item_id, relevance 0..1) rows; `items`: the catalogue the
@@ -115,7 +134,8 @@ def evaluate_retriever(model: Retriever, queries: pd.DataFrame, items: pd.DataFr
     judged = queries.assign(item_id=queries["item_id"].astype(str), query_id=queries["query_id"].astype(str))
     # One row per (query, item): a pair judged twice keeps its mean relevance.
     judged = judged.groupby(["query_id", "item_id"], as_index=False, sort=True).agg(
-        query=("query", "first"), relevance=("relevance", "mean"))
+        query=("query", "first"), relevance=("relevance", "mean")
+    )
     groups = list(judged.groupby("query_id", sort=True))
     texts = [group["query"].iloc[0] for _, group in groups]
     depth = ranking_depth(params)
@@ -130,17 +150,24 @@ def evaluate_retriever(model: Retriever, queries: pd.DataFrame, items: pd.DataFr
         gains = dict(zip(group["item_id"], group["relevance"], strict=True))
         relevant = set(group.loc[group["relevance"] >= params.relevant_threshold, "item_id"])
         group_scores = judged.loc[group.index, "score"]
-        rows.append({
-            f"ndcg@{k}": ndcg_at_k(top, gains, k),
-            f"recall@{rk}": recall_at_k(top, relevant, rk),
-            f"rerank_ndcg@{k}": ndcg_at_k(rerank(group["item_id"].tolist(), group_scores), gains, k),
-            "pairwise_accuracy": pairwise_accuracy(group["relevance"], group_scores),
-        })
+        rows.append(
+            {
+                f"ndcg@{k}": ndcg_at_k(top, gains, k),
+                f"recall@{rk}": recall_at_k(top, relevant, rk),
+                f"rerank_ndcg@{k}": ndcg_at_k(rerank(group["item_id"].tolist(), group_scores), gains, k),
+                "pairwise_accuracy": pairwise_accuracy(group["relevance"], group_scores),
+            }
+        )
     table = pd.DataFrame(rows, index=pd.Index([query_id for query_id, _ in groups], name="query_id"))
     if per_unit is not None:
         per_unit["table"] = table
     result = _summarise(table.reset_index(drop=True), params, seed)
     result["segments"] = {}
-    log.info("%s: %d queries, %s=%.4f", getattr(model, "name", "model"), len(groups), f"ndcg@{k}",
-             result[f"ndcg@{k}"]["value"] or float("nan"))
+    log.info(
+        "%s: %d queries, %s=%.4f",
+        getattr(model, "name", "model"),
+        len(groups),
+        f"ndcg@{k}",
+        result[f"ndcg@{k}"]["value"] or float("nan"),
+    )
     return result

@@ -128,8 +128,14 @@ def _to(batch: dict, device: torch.device) -> dict:
     return {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
 
 
-def train_step(model: nn.Module, micro_batches: list[dict], optimizer: torch.optim.Optimizer,
-               scaler: torch.amp.GradScaler, device: torch.device, amp: torch.dtype | None) -> float:
+def train_step(
+    model: nn.Module,
+    micro_batches: list[dict],
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler,
+    device: torch.device,
+    amp: torch.dtype | None,
+) -> float:
     """One optimizer step over `micro_batches` (gradient accumulation, DDP sync on the last); returns mean loss."""
     optimizer.zero_grad(set_to_none=True)
     total = 0.0
@@ -184,8 +190,11 @@ def train_loop(job: Job, cfg: LoopConfig) -> LoopResult:
     rank, world = setup_distributed(device)
     seed_everything(cfg.seed)
     inner = job.model.to(device)
-    model = DistributedDataParallel(inner, device_ids=[device.index] if device.type == "cuda" else None) \
-        if world > 1 else inner
+    model = (
+        DistributedDataParallel(inner, device_ids=[device.index] if device.type == "cuda" else None)
+        if world > 1
+        else inner
+    )
     amp = autocast_dtype(cfg.precision, device)
     scaler = torch.amp.GradScaler(device.type, enabled=amp == torch.float16)
     optimizer = make_optimizer(inner, cfg)
@@ -214,9 +223,18 @@ def train_loop(job: Job, cfg: LoopConfig) -> LoopResult:
             dist.all_gather_object(rngs, torch.get_rng_state())
         if rank == 0 and ckpt is not None:
             ckpt.parent.mkdir(parents=True, exist_ok=True)
-            _save(ckpt, {"model": _trainable_state(inner), "optimizer": optimizer.state_dict(), "rng": rngs,
-                         "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "state": state,
-                         "best_weights": best_weights})
+            _save(
+                ckpt,
+                {
+                    "model": _trainable_state(inner),
+                    "optimizer": optimizer.state_dict(),
+                    "rng": rngs,
+                    "scheduler": scheduler.state_dict(),
+                    "scaler": scaler.state_dict(),
+                    "state": state,
+                    "best_weights": best_weights,
+                },
+            )
 
     model.train()
     stopped = False
@@ -241,8 +259,14 @@ def train_loop(job: Job, cfg: LoopConfig) -> LoopResult:
                 else:
                     state["bad"] += 1
                 stopped = state["bad"] >= cfg.patience
-                log.info("step %d loss %.4f valid %.4f (best %.4f @ %d)", state["step"], loss, record["valid"],
-                         state["best"], state["best_step"])
+                log.info(
+                    "step %d loss %.4f valid %.4f (best %.4f @ %d)",
+                    state["step"],
+                    loss,
+                    record["valid"],
+                    state["best"],
+                    state["best_step"],
+                )
             state["history"].append(record)
             if "valid" in record or state["step"] % cfg.checkpoint_every == 0:
                 checkpoint()
@@ -252,5 +276,6 @@ def train_loop(job: Job, cfg: LoopConfig) -> LoopResult:
             checkpoint()
             break
     inner.load_state_dict(best_weights, strict=False)
-    return LoopResult(state["best"], state["best_step"], state["step"], stopped, state["seconds"],
-                      state["samples"], state["history"])
+    return LoopResult(
+        state["best"], state["best_step"], state["step"], stopped, state["seconds"], state["samples"], state["history"]
+    )

@@ -45,8 +45,7 @@ def ndcg_at_k(ranked: Iterable[str], gains: Mapping[str, float], k: int) -> floa
     return dcg / float((ideal * _discounts(len(ideal))).sum())
 
 
-def binary_metrics(ranked: Iterable[str], relevant: set[str], k: int,
-                   recall_ks: Iterable[int]) -> dict[str, float]:
+def binary_metrics(ranked: Iterable[str], relevant: set[str], k: int, recall_ks: Iterable[int]) -> dict[str, float]:
     """HR@k, Recall@each of recall_ks, NDCG@k and MRR (over the whole given list) for a set of relevant items.
 
     All values are NaN when `relevant` is empty.

@@ -45,9 +45,7 @@ def mixup(
             torch.arange(n, device=embeddings.device),
         )
     uniform = torch.rand(n, generator=generator, dtype=torch.float64)
-    lam = torch.from_numpy(
-        special.betaincinv(alpha, alpha, uniform.numpy())
-    )  # inverse CDF: seeded Beta draws
+    lam = torch.from_numpy(special.betaincinv(alpha, alpha, uniform.numpy()))  # inverse CDF: seeded Beta draws
     lam = torch.maximum(lam, 1 - lam).to(embeddings.dtype).to(embeddings.device)
     partner = torch.randperm(n, generator=generator).to(embeddings.device)
     shape = (n,) + (1,) * (embeddings.dim() - 1)

@@ -15,9 +15,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from features.definitions import HOUR_BUCKETS, N_TEXT_CLUSTERS, WEEKDAYS
 from core.encoder import load_encoder, mean_pool
 from core.errors import ShopError
+from features.definitions import HOUR_BUCKETS, N_TEXT_CLUSTERS, WEEKDAYS
 
 log = logging.getLogger(__name__)
 
@@ -39,8 +39,15 @@ def _layer_list(encoder: nn.Module, n_layers: int) -> nn.ModuleList:
 class TextTower(nn.Module):
     """A Hugging Face encoder with mean pooling; frozen, top-`trainable_layers` layers, LoRA, or fully trained."""
 
-    def __init__(self, model: str, max_length: int, trainable_layers: int = 0, lora: bool = False,
-                 lora_r: int = 8, lora_alpha: int = 16):
+    def __init__(
+        self,
+        model: str,
+        max_length: int,
+        trainable_layers: int = 0,
+        lora: bool = False,
+        lora_r: int = 8,
+        lora_alpha: int = 16,
+    ):
         super().__init__()
         self.tokenizer, encoder = load_encoder(model)
         self.max_length = max_length
@@ -60,8 +67,9 @@ class TextTower(nn.Module):
         self.trainable = any(p.requires_grad for p in encoder.parameters())
 
     def tokenize(self, texts: list[str]) -> dict[str, torch.Tensor]:
-        batch = self.tokenizer(list(texts), padding=True, truncation=True, max_length=self.max_length,
-                               return_tensors="pt")
+        batch = self.tokenizer(
+            list(texts), padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
+        )
         return {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
@@ -77,8 +85,8 @@ class TextTower(nn.Module):
         self.eval()
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
         for start in range(0, len(texts), batch_size):
-            batch = {k: v.to(device) for k, v in self.tokenize(texts[start:start + batch_size]).items()}
-            out[start:start + batch_size] = self(**batch).float().cpu().numpy()
+            batch = {k: v.to(device) for k, v in self.tokenize(texts[start : start + batch_size]).items()}
+            out[start : start + batch_size] = self(**batch).float().cpu().numpy()
         self.train(was_training)
         return out
 
@@ -133,10 +141,22 @@ class BiEncoder(nn.Module):
 ITEM_FEATURES = ["buyers_30d", "buyers_all", "days_since_first", "days_since_last", "log_price"]
 REPEAT_FEATURES = 3  # log1p(recency rank), log1p(times bought), log1p(distinct items in history)
 # Feast `user_stats` features (features/definitions.py) the user tower reads; the first ones enter as log1p.
-USER_CONTEXT_LOG = ["frequency", "recency_days", "monetary", "n_lines", "avg_basket_size", "avg_basket_value",
-                    "days_since_first_purchase"]
-USER_CONTEXT = [*USER_CONTEXT_LOG, *[f"share_{b}" for b in HOUR_BUCKETS], *[f"share_{d}" for d in WEEKDAYS],
-                *[f"share_cluster_{k}" for k in range(N_TEXT_CLUSTERS)], "top_category_share"]
+USER_CONTEXT_LOG = [
+    "frequency",
+    "recency_days",
+    "monetary",
+    "n_lines",
+    "avg_basket_size",
+    "avg_basket_value",
+    "days_since_first_purchase",
+]
+USER_CONTEXT = [
+    *USER_CONTEXT_LOG,
+    *[f"share_{b}" for b in HOUR_BUCKETS],
+    *[f"share_{d}" for d in WEEKDAYS],
+    *[f"share_cluster_{k}" for k in range(N_TEXT_CLUSTERS)],
+    "top_category_share",
+]
 
 
 def user_context_inputs(frame: pd.DataFrame | None, n: int) -> np.ndarray:
@@ -154,8 +174,9 @@ def user_context_inputs(frame: pd.DataFrame | None, n: int) -> np.ndarray:
     columns = []  # plain numpy per column: pandas-level conversions would cost most of a serving request
     for name in USER_CONTEXT:
         try:
-            columns.append(frame[name].to_numpy(dtype="float64", na_value=np.nan) if name in frame.columns
-                           else np.full(n, np.nan))
+            columns.append(
+                frame[name].to_numpy(dtype="float64", na_value=np.nan) if name in frame.columns else np.full(n, np.nan)
+            )
         except (TypeError, ValueError):
             raise ShopError(f"user features: column '{name}' is not numeric") from None
     values = np.column_stack(columns)
@@ -180,11 +201,18 @@ class ContextFeatures:
     """Item context for many points in time from one interactions table (deduplicated once, then sliced)."""
 
     def __init__(self, interactions: pd.DataFrame):
-        who = interactions["user_id"].astype(object).where(interactions["user_id"].notna(),
-                                                             "b:" + interactions["basket_id"].astype(str))
-        frame = pd.DataFrame({"item": interactions["item_id"].astype(str).to_numpy(),
-                              "who": pd.factorize(who)[0],
-                              "ts": interactions["ts"].to_numpy(dtype="datetime64[ns]").astype(np.int64)})
+        who = (
+            interactions["user_id"]
+            .astype(object)
+            .where(interactions["user_id"].notna(), "b:" + interactions["basket_id"].astype(str))
+        )
+        frame = pd.DataFrame(
+            {
+                "item": interactions["item_id"].astype(str).to_numpy(),
+                "who": pd.factorize(who)[0],
+                "ts": interactions["ts"].to_numpy(dtype="datetime64[ns]").astype(np.int64),
+            }
+        )
         frame = frame.sort_values("ts", kind="stable").drop_duplicates(["item", "who", "ts"])
         self.item_codes, self.items = pd.factorize(frame["item"])
         self.who, self.ts = frame["who"].to_numpy(), frame["ts"].to_numpy()
@@ -206,9 +234,15 @@ class ContextFeatures:
         if end:
             np.fmin.at(first, codes, ts)
             np.fmax.at(last, codes, ts)
-        table = pd.DataFrame({"buyers_30d": np.log1p(buyers(start)), "buyers_all": np.log1p(buyers(0)),
-                              "days_since_first": np.log1p((at_ns - first) / day),
-                              "days_since_last": np.log1p((at_ns - last) / day)}, index=self.items)
+        table = pd.DataFrame(
+            {
+                "buyers_30d": np.log1p(buyers(start)),
+                "buyers_all": np.log1p(buyers(0)),
+                "days_since_first": np.log1p((at_ns - first) / day),
+                "days_since_last": np.log1p((at_ns - last) / day),
+            },
+            index=self.items,
+        )
         seen = table["buyers_all"] > 0
         table.loc[~seen, ["days_since_first", "days_since_last"]] = np.nan
         ids = pd.Index(items["item_id"].astype(str), name="item_id")
@@ -241,8 +275,12 @@ def n_buckets(edges: dict[str, list[float]]) -> int:
 def bucket_edges(features: pd.DataFrame, buckets: int) -> dict[str, list[float]]:
     """Quantile cut points per feature (plain floats, so they save as JSON)."""
     qs = np.linspace(0, 1, buckets + 1)[1:-1]
-    return {name: sorted({float(v) for v in np.nanquantile(features[name].to_numpy(float), qs)})
-            if features[name].notna().any() else [] for name in ITEM_FEATURES}
+    return {
+        name: sorted({float(v) for v in np.nanquantile(features[name].to_numpy(float), qs)})
+        if features[name].notna().any()
+        else []
+        for name in ITEM_FEATURES
+    }
 
 
 @functools.lru_cache(maxsize=200_000)
@@ -292,8 +330,19 @@ class TwoTower(nn.Module):
     repeat/recency score (weights from recency rank and purchase count) over the user's own past items.
     """
 
-    def __init__(self, text_dim: int, n_item_feats: int, dim: int, history_len: int, layers: int, heads: int,
-                 dropout: float, repeat_dims: int, n_user_feats: int, temperature: float):
+    def __init__(
+        self,
+        text_dim: int,
+        n_item_feats: int,
+        dim: int,
+        history_len: int,
+        layers: int,
+        heads: int,
+        dropout: float,
+        repeat_dims: int,
+        n_user_feats: int,
+        temperature: float,
+    ):
         super().__init__()
         self.text_mlp = nn.Sequential(nn.Linear(text_dim, dim), nn.GELU(), nn.Dropout(dropout), nn.Linear(dim, dim))
         self.feat_emb = nn.Embedding(n_item_feats, dim)
@@ -316,7 +365,7 @@ class TwoTower(nn.Module):
     def user_vectors(self, hist_vecs: torch.Tensor, hist_mask: torch.Tensor, user_feats: torch.Tensor) -> torch.Tensor:
         """(B, dim) from the recent items' vectors (B, L, dim; most recent first), a padding mask and features."""
         b, length, _ = hist_vecs.shape
-        tokens = hist_vecs + self.pos.weight[1:length + 1]
+        tokens = hist_vecs + self.pos.weight[1 : length + 1]
         head = (self.user_token + self.pos.weight[0] + self.user_feat_proj(user_feats)).unsqueeze(1)
         x = torch.cat([head, tokens], 1)
         pad = torch.cat([torch.zeros(b, 1, dtype=torch.bool, device=x.device), ~hist_mask], 1)

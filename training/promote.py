@@ -20,10 +20,10 @@ from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
-from core.params import Params, PromoteParams, load_params
 from core import cli
 from core.errors import ShopError
 from core.io import write_json
+from core.params import Params, PromoteParams, load_params
 from core.paths import repo_root
 from training import tracking
 from training.tracking import CHALLENGER, CHAMPION
@@ -214,9 +214,7 @@ def harness_evaluator(params: Params, root: Path | None = None) -> Evaluator:
 
 # --------------------------------------------------------------------------------------------- CLI
 app = typer.Typer(add_completion=False, help=__doc__.splitlines()[0])
-TaskOption = Annotated[
-    list[str] | None, typer.Option("--task", help="retail and/or search (default: promote.tasks)")
-]
+TaskOption = Annotated[list[str] | None, typer.Option("--task", help="retail and/or search (default: promote.tasks)")]
 ParamsOption = Annotated[Path | None, typer.Option("--params", help="params.yaml to read")]
 
 
@@ -224,8 +222,7 @@ ParamsOption = Annotated[Path | None, typer.Option("--params", help="params.yaml
 def run_promotion(
     task: TaskOption = None,
     params_path: ParamsOption = None,
-    out: Annotated[Path, typer.Option(help="decision JSON to write")] = repo_root()
-    / "reports/promotion.json",
+    out: Annotated[Path, typer.Option(help="decision JSON to write")] = repo_root() / "reports/promotion.json",
 ) -> None:
     """Compare @challenger with @champion on the real test split and move @champion if it wins."""
     params = load_params(params_path)
@@ -235,8 +232,12 @@ def run_promotion(
     records = {}
     for name in task or params.promote.tasks:
         if experiment:  # sweeps must not move the production alias
-            records[name] = {"task": name, "decision": "skipped", "promote": False,
-                             "reason": f"inside dvc experiment '{experiment}': aliases move only outside sweeps"}
+            records[name] = {
+                "task": name,
+                "decision": "skipped",
+                "promote": False,
+                "reason": f"inside dvc experiment '{experiment}': aliases move only outside sweeps",
+            }
             continue
         try:
             records[name] = promote_task(params, name, evaluate)
@@ -250,9 +251,7 @@ def run_promotion(
 
 
 @app.command()
-def rollback(
-    task: Annotated[str, typer.Option(help="retail or search")], params_path: ParamsOption = None
-) -> None:
+def rollback(task: Annotated[str, typer.Option(help="retail or search")], params_path: ParamsOption = None) -> None:
     """Move @champion back to the version the current champion replaced."""
     params = load_params(params_path)
     tracking.configure(params.mlflow)

@@ -11,15 +11,19 @@ from typing import Annotated
 import typer
 
 from core import cli
-
 from core.errors import ShopError
 from core.io import atomic_path
 from core.paths import repo_root
 from training.promote import metric_stats
 
 COLUMNS = {
-    "retail": [("NDCG@10", "ndcg@10"), ("HR@10", "hr@10"), ("NDCG@10 new-to-user", "ndcg@10_new"),
-               ("NDCG@10 cold users", "cold_users.ndcg@10"), ("Recall@10 new items", "new_items.recall@10")],
+    "retail": [
+        ("NDCG@10", "ndcg@10"),
+        ("HR@10", "hr@10"),
+        ("NDCG@10 new-to-user", "ndcg@10_new"),
+        ("NDCG@10 cold users", "cold_users.ndcg@10"),
+        ("Recall@10 new items", "new_items.recall@10"),
+    ],
     "search": [("NDCG@10", "ndcg@10"), ("Recall@100", "recall@100"), ("pairwise accuracy", "pairwise_accuracy")],
 }
 TITLES = {"retail": "Online Retail, real test users", "search": "Home Depot, real test queries, whole catalogue"}
@@ -46,8 +50,12 @@ def signed(stats: dict | None) -> str:
 def task_table(task: str, doc: dict) -> list[str]:
     columns = COLUMNS[task]
     n = metric_stats(next(iter(doc["models"].values())), "ndcg@10").get("n")
-    lines = [f"| {TITLES[task]} ({n}) | synthetic share | " + " | ".join(c for c, _ in columns)
-             + " | NDCG@10 − twin [paired CI] |", "|" + " --- |" * (len(columns) + 3)]
+    lines = [
+        f"| {TITLES[task]} ({n}) | synthetic share | "
+        + " | ".join(c for c, _ in columns)
+        + " | NDCG@10 − twin [paired CI] |",
+        "|" + " --- |" * (len(columns) + 3),
+    ]
     best = doc["uplift"].get("best_baseline")
     for name, result in doc["baselines"].items():
         label = name.replace("_", " ") + (" (best baseline)" if name == best else "")
@@ -57,20 +65,28 @@ def task_table(task: str, doc: dict) -> list[str]:
         label = f"{MODEL[task]}, " + NAMES.get(variant, variant.replace("minus_", "augmented without "))
         share = doc["synthetic_share"].get(variant)
         twin = doc.get("versus_twin", {}).get(variant, {}).get("ndcg@10")
-        lines.append(f"| {label} | {'–' if share is None else f'{share:.2f}'} | "
-                     + " | ".join(cell(result, k) for _, k in columns) + f" | {signed(twin)} |")
+        lines.append(
+            f"| {label} | {'–' if share is None else f'{share:.2f}'} | "
+            + " | ".join(cell(result, k) for _, k in columns)
+            + f" | {signed(twin)} |"
+        )
     return lines
 
 
 def ablation_table(task: str, doc: dict) -> list[str]:
     if not doc.get("ablation"):
         return []
-    lines = [f"| {task}: generator left out | NDCG@10 without it | contribution to NDCG@10 (aug − without) "
-             "[paired CI] |", "| --- | --- | --- |"]
+    lines = [
+        f"| {task}: generator left out | NDCG@10 without it | contribution to NDCG@10 (aug − without) [paired CI] |",
+        "| --- | --- | --- |",
+    ]
     for generator, delta in sorted(doc["ablation"].items()):
         low, high = delta.get("ndcg@10_ci") or [None, None]
-        contribution = signed({"value": delta.get("ndcg@10"), "ci_low": low, "ci_high": high}) \
-            if low is not None else f"{delta.get('ndcg@10'):+.3f}"
+        contribution = (
+            signed({"value": delta.get("ndcg@10"), "ci_low": low, "ci_high": high})
+            if low is not None
+            else f"{delta.get('ndcg@10'):+.3f}"
+        )
         lines.append(f"| {generator} | {cell(doc['models'][f'minus_{generator}'], 'ndcg@10')} | {contribution} |")
     return lines
 
@@ -86,10 +102,18 @@ def render(results: dict) -> str:
         uplift = doc["uplift"]["models"].get("aug", {})
         best = doc["uplift"].get("best_baseline")
         if uplift:
-            parts = [f"{ref.removeprefix('baseline:')} {v['ndcg@10']:+.1%}" for ref, v in uplift.items()
-                     if ref != "best_baseline" and v.get("ndcg@10") is not None]
-            out += [f"{task}: augmented NDCG@10 relative to " + ", ".join(parts)
-                    + (f" (best baseline: {best})" if best else "") + ".", ""]
+            parts = [
+                f"{ref.removeprefix('baseline:')} {v['ndcg@10']:+.1%}"
+                for ref, v in uplift.items()
+                if ref != "best_baseline" and v.get("ndcg@10") is not None
+            ]
+            out += [
+                f"{task}: augmented NDCG@10 relative to "
+                + ", ".join(parts)
+                + (f" (best baseline: {best})" if best else "")
+                + ".",
+                "",
+            ]
     return "\n".join(out)
 
 

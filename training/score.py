@@ -18,10 +18,10 @@ from typing import Annotated
 import pandas as pd
 import typer
 
-from core.params import Params, load_params
 from core import cli
 from core.errors import ShopError
 from core.io import write_json
+from core.params import Params, load_params
 from core.paths import repo_root
 
 log = logging.getLogger(__name__)
@@ -52,8 +52,9 @@ def load_model_for_eval(spec: str, task: str, params: Params | None = None):
     if spec in baselines:
         return make_baseline(spec, task, params)
     if not (spec.startswith(("models:/", "runs:/")) or Path(spec).expanduser().is_dir()):
-        raise ShopError(f"--model '{spec}': not a {task} baseline {sorted(baselines)}, a models:/ or runs:/ "
-                        "URI, or a model folder")
+        raise ShopError(
+            f"--model '{spec}': not a {task} baseline {sorted(baselines)}, a models:/ or runs:/ URI, or a model folder"
+        )
     from training.serving_api import load_model  # lazy: torch models load only when asked for
 
     model = load_model(spec)
@@ -76,8 +77,9 @@ def load_dataset(task: str, data: Path, adapter: str, params: Params) -> dict[st
     return tables
 
 
-def evaluate_dataset(task: str, spec: str, data: Path, adapter: str, params: Params, split: str = "test",
-                     cutoff: str | None = None) -> dict:
+def evaluate_dataset(
+    task: str, spec: str, data: Path, adapter: str, params: Params, split: str = "test", cutoff: str | None = None
+) -> dict:
     """Split the dataset as the pipeline does, fit/index the model on the training part, score `split`."""
     from pipelines.split import split_retail, split_search
     from training.harness import evaluate_recommender, evaluate_retriever
@@ -96,8 +98,9 @@ def evaluate_dataset(task: str, spec: str, data: Path, adapter: str, params: Par
             history = parts["train"]
         targets = parts[split]
         model.fit(history, tables["items"])
-        metrics = evaluate_recommender(model, history, targets, tables["items"], params.evaluation,
-                                       cutoff=when, seed=params.seed)
+        metrics = evaluate_recommender(
+            model, history, targets, tables["items"], params.evaluation, cutoff=when, seed=params.seed
+        )
         counts = {"users": int(targets["user_id"].nunique()), "cutoff": when.isoformat()}
     else:
         queries = tables["queries"]
@@ -110,8 +113,15 @@ def evaluate_dataset(task: str, spec: str, data: Path, adapter: str, params: Par
         model.fit(train, tables["items"])
         metrics = evaluate_retriever(model, scored, tables["items"], params.evaluation, seed=params.seed)
         counts = {"queries": int(scored["query_id"].nunique()), "items": len(tables["items"])}
-    return {"task": task, "model": spec, "data": str(data), "adapter": adapter, "split": split, **counts,
-            "metrics": metrics}
+    return {
+        "task": task,
+        "model": spec,
+        "data": str(data),
+        "adapter": adapter,
+        "split": split,
+        **counts,
+        "metrics": metrics,
+    }
 
 
 PARAMS = repo_root() / "params.yaml"

@@ -137,7 +137,7 @@ class SearchModel:
         q, items = self.encode_queries(queries), self._vectors()
         out = []
         for start in range(0, len(q), 512):
-            scores = q[start:start + 512] @ items.T
+            scores = q[start : start + 512] @ items.T
             top = _top_k(scores, k)
             out += [[(self.item_ids[j], float(s[j])) for j in row] for row, s in zip(top, scores, strict=True)]
         return out
@@ -157,8 +157,15 @@ class SearchModel:
 class RecommenderModel:
     """Two-tower recommender; a `Recommender` whose catalogue and item context come from the history it is given."""
 
-    def __init__(self, net: TwoTower, items: pd.DataFrame, config: dict, item_text: FrozenTextVectors,
-                 text_vectors: np.ndarray, buckets: np.ndarray):
+    def __init__(
+        self,
+        net: TwoTower,
+        items: pd.DataFrame,
+        config: dict,
+        item_text: FrozenTextVectors,
+        text_vectors: np.ndarray,
+        buckets: np.ndarray,
+    ):
         self.net, self.config, self.item_text = net.eval(), config, item_text
         self.name = config.get("name", "two_tower")
         self.items = items.reset_index(drop=True)
@@ -172,8 +179,11 @@ class RecommenderModel:
     def _content_vectors(self, text: np.ndarray, buckets: np.ndarray) -> np.ndarray:
         device = self.net.log_scale.device
         with torch.inference_mode():
-            return self.net.item_vectors(torch.from_numpy(text).to(device),
-                                         torch.from_numpy(buckets).to(device)).cpu().numpy()
+            return (
+                self.net.item_vectors(torch.from_numpy(text).to(device), torch.from_numpy(buckets).to(device))
+                .cpu()
+                .numpy()
+            )
 
     def _remember(self, ids: list[str], vectors: np.ndarray) -> None:
         self._content.update(zip(ids, vectors, strict=True))
@@ -194,8 +204,11 @@ class RecommenderModel:
             buckets = bucketize(feats.reindex(ids)[ITEM_FEATURES], self.edges)
         else:
             unknown = bucketize(pd.DataFrame({c: [np.nan] for c in ITEM_FEATURES}), self.edges)[0]
-            buckets = np.stack([self.buckets[known[item]] if item in known else unknown for item in ids]) \
-                if ids else np.zeros((0, len(ITEM_FEATURES)), dtype=np.int64)
+            buckets = (
+                np.stack([self.buckets[known[item]] if item in known else unknown for item in ids])
+                if ids
+                else np.zeros((0, len(ITEM_FEATURES)), dtype=np.int64)
+            )
         content = self._content_vectors(text, buckets)
         self._remember(ids, content)
         codes = item_codes(ids, self.config["repeat_dims"])
@@ -216,18 +229,20 @@ class RecommenderModel:
             recent, rep, feats = history_inputs(state, cfg["history_len"], cfg["repeat_history"])
             vecs = [self._content[i] for i in recent if i in self._content]
             if vecs:
-                hist[row, :len(vecs)], mask[row, :len(vecs)] = np.stack(vecs), True
+                hist[row, : len(vecs)], mask[row, : len(vecs)] = np.stack(vecs), True
             user_feats.append(user_history_features(len(items), len(state)))
             if cfg["repeat_dims"] and rep:
-                weights = self.net.repeat_weights(torch.from_numpy(feats),
-                                                  torch.ones(len(rep))).numpy()
+                weights = self.net.repeat_weights(torch.from_numpy(feats), torch.ones(len(rep))).numpy()
                 repeat[row] = weights @ item_codes(rep, cfg["repeat_dims"])
         user_feats = np.asarray(user_feats, dtype=np.float32).reshape(len(histories), -1)
         if cfg.get("user_context"):
             user_feats = np.concatenate([user_feats, user_context_inputs(user_features, len(histories))], axis=1)
         device = self.net.log_scale.device
-        users = self.net.user_vectors(torch.from_numpy(hist).to(device), torch.from_numpy(mask).to(device),
-                                      torch.from_numpy(user_feats).to(device))
+        users = self.net.user_vectors(
+            torch.from_numpy(hist).to(device),
+            torch.from_numpy(mask).to(device),
+            torch.from_numpy(user_feats).to(device),
+        )
         return np.concatenate([users.cpu().numpy(), repeat], axis=1).astype(np.float32)
 
     # Recommender protocol
@@ -236,8 +251,9 @@ class RecommenderModel:
         extra = items[~items["item_id"].astype(str).isin(self.item_ids)]
         self.items = pd.concat([self.items, extra], ignore_index=True)
 
-    def recommend(self, history: pd.DataFrame, user_ids: list[str], k: int,
-                  user_features: pd.DataFrame | None = None) -> dict[str, list[str]]:
+    def recommend(
+        self, history: pd.DataFrame, user_ids: list[str], k: int, user_features: pd.DataFrame | None = None
+    ) -> dict[str, list[str]]:
         """Top-k over the items seen in `history`, with item and user context as of the end of `history`.
 
         User context: `user_features` (row-aligned with `user_ids`), else Feast point-in-time lookups.
@@ -253,8 +269,8 @@ class RecommenderModel:
         users = self.encode_users(user_histories(history, user_ids), user_features)
         out = {}
         for start in range(0, len(users), 512):
-            top = _top_k(users[start:start + 512] @ items.T, k)
-            out.update({u: [ids[j] for j in row] for u, row in zip(user_ids[start:start + 512], top, strict=True)})
+            top = _top_k(users[start : start + 512] @ items.T, k)
+            out.update({u: [ids[j] for j in row] for u, row in zip(user_ids[start : start + 512], top, strict=True)})
         return out
 
     def _user_context(self, user_ids: list[str], at: pd.Timestamp) -> pd.DataFrame | None:
@@ -297,8 +313,9 @@ def save_model(model: "SearchModel | RecommenderModel", folder: str | Path) -> P
     return folder
 
 
-def load_model_from_folder(folder: str | Path,
-                           cache_dir: str | Path | None = DEFAULT_CACHE) -> "SearchModel | RecommenderModel":
+def load_model_from_folder(
+    folder: str | Path, cache_dir: str | Path | None = DEFAULT_CACHE
+) -> "SearchModel | RecommenderModel":
     """Rebuild the model `save_model` wrote; refuses a folder without model.json or of another format version.
 
     Frozen item-text vectors are cached under `cache_dir` (default: the repo's data/cache/embeddings).
@@ -312,8 +329,11 @@ def load_model_from_folder(folder: str | Path,
         raise ShopError(f"{folder}/model.json: format_version {config.get('format_version')} != {FORMAT_VERSION}")
     heads = torch.load(folder / "weights.pt", map_location="cpu", weights_only=True)
     items = pd.read_parquet(folder / "items.parquet")
-    item_text = FrozenTextVectors(str(folder / "item_encoder"), config["item_max_length"], cache_dir) \
-        if (folder / "item_encoder").exists() else None
+    item_text = (
+        FrozenTextVectors(str(folder / "item_encoder"), config["item_max_length"], cache_dir)
+        if (folder / "item_encoder").exists()
+        else None
+    )
     if config["kind"] == "search":
         tower = TextTower(str(folder / "query_encoder"), config["query_max_length"])
         net = BiEncoder(tower, config["shared_items"], 1.0)
@@ -321,15 +341,25 @@ def load_model_from_folder(folder: str | Path,
         return SearchModel(net, items, config, item_text)
     net = build_two_tower(config)
     net.load_state_dict(heads)
-    return RecommenderModel(net, items, config, item_text, np.load(folder / "item_text_vectors.npy"),
-                            np.load(folder / "item_buckets.npy"))
+    return RecommenderModel(
+        net, items, config, item_text, np.load(folder / "item_text_vectors.npy"), np.load(folder / "item_buckets.npy")
+    )
 
 
 def build_two_tower(config: dict) -> TwoTower:
     """A TwoTower with the sizes recorded in a model config."""
-    return TwoTower(config["text_dim"], n_buckets(config["edges"]), config["dim"], config["history_len"],
-                    config["user_layers"], config["user_heads"], config["dropout"], config["repeat_dims"],
-                    config["n_user_feats"], config["temperature"])
+    return TwoTower(
+        config["text_dim"],
+        n_buckets(config["edges"]),
+        config["dim"],
+        config["history_len"],
+        config["user_layers"],
+        config["user_heads"],
+        config["dropout"],
+        config["repeat_dims"],
+        config["n_user_feats"],
+        config["temperature"],
+    )
 
 
 def load_model(model_uri: str) -> "RecommenderModel | SearchModel":

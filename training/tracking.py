@@ -25,9 +25,9 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
-from core.params import MlflowParams, Params
 from core import cli
 from core.errors import ShopError
+from core.params import MlflowParams, Params
 from core.paths import repo_root
 
 log = logging.getLogger(__name__)

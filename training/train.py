@@ -19,10 +19,10 @@ import torch
 import torch.distributed as dist
 import typer
 
-from core.params import Params, RetailTrainParams, SearchTrainParams, load_params
 from core import cli
 from core.errors import ShopError
 from core.io import read_table, write_json
+from core.params import Params, RetailTrainParams, SearchTrainParams, load_params
 from core.paths import repo_root
 from training.data import (
     RetailExamples,
@@ -57,9 +57,11 @@ def _mixup_hook(alpha: float, seed: int, epoch: int, index: int):
     from training.mixup import mixup
 
     generator = torch.Generator().manual_seed(hash((seed, epoch, index)) % 2**63)
+
     def mix(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         out = mixup(x, y, alpha, generator)
         return out.embeddings, out.targets
+
     return mix
 
 
@@ -77,16 +79,25 @@ def _pad(rows: list[list[int]], width: int) -> tuple[torch.Tensor, torch.Tensor]
 def _batches(n: int, size: int, seed: int, epoch: int) -> list[np.ndarray]:
     order = np.random.default_rng([seed, epoch]).permutation(n)
     count = max(1, n // size)  # drop the last partial batch (same shapes on every rank)
-    return [order[i * size:(i + 1) * size] for i in range(count)]
+    return [order[i * size : (i + 1) * size] for i in range(count)]
 
 
 # --------------------------------------------------------------------------------------------- retail
 class RetailJob:
     """Two-tower training on basket examples; validation = NDCG@10 on the real valid split via the serving path."""
 
-    def __init__(self, ex: RetailExamples, cfg: RetailTrainParams, config: dict, items: pd.DataFrame,
-                 text_vectors: np.ndarray, item_text: FrozenTextVectors, valid: tuple | None, seed: int,
-                 feature_store=None):
+    def __init__(
+        self,
+        ex: RetailExamples,
+        cfg: RetailTrainParams,
+        config: dict,
+        items: pd.DataFrame,
+        text_vectors: np.ndarray,
+        item_text: FrozenTextVectors,
+        valid: tuple | None,
+        seed: int,
+        feature_store=None,
+    ):
         self.ex, self.cfg, self.config, self.items, self.seed = ex, cfg, config, items, seed
         self.text_vectors, self.item_text, self.valid = text_vectors, item_text, valid
         self.feature_store = feature_store
@@ -110,18 +121,26 @@ class RetailJob:
         feats = np.zeros((*rep_idx.shape, 3), dtype=np.float32)
         for row, i in enumerate(plan):
             f = ex.rep_feats[i][: rep_idx.shape[1]]
-            feats[row, :len(f)] = f
+            feats[row, : len(f)] = f
         target_idx, target_mask = _pad([ex.targets[i] for i in plan], self.cfg.max_targets)
-        return {"cand_text": self.cand_text, "onehot": self.onehot, "week": torch.from_numpy(ex.week[plan]),
-                "hist_idx": hist_idx, "hist_mask": hist_mask, "rep_idx": rep_idx, "rep_mask": rep_mask.float(),
-                "rep_feats": torch.from_numpy(feats), "user_feats": torch.from_numpy(ex.user_feats[plan]),
-                "target_idx": target_idx, "target_mask": target_mask.float(),
-                "weight": torch.from_numpy(ex.weight[plan]),
-                "mixup": _mixup_hook(self.cfg.mixup_alpha, self.seed, epoch, index)}
+        return {
+            "cand_text": self.cand_text,
+            "onehot": self.onehot,
+            "week": torch.from_numpy(ex.week[plan]),
+            "hist_idx": hist_idx,
+            "hist_mask": hist_mask,
+            "rep_idx": rep_idx,
+            "rep_mask": rep_mask.float(),
+            "rep_feats": torch.from_numpy(feats),
+            "user_feats": torch.from_numpy(ex.user_feats[plan]),
+            "target_idx": target_idx,
+            "target_mask": target_mask.float(),
+            "weight": torch.from_numpy(ex.weight[plan]),
+            "mixup": _mixup_hook(self.cfg.mixup_alpha, self.seed, epoch, index),
+        }
 
     def wrap(self, net: torch.nn.Module) -> RecommenderModel:
-        model = RecommenderModel(net, self.items, self.config, self.item_text, self.text_vectors,
-                                 self.ex.buckets[-1])
+        model = RecommenderModel(net, self.items, self.config, self.item_text, self.text_vectors, self.ex.buckets[-1])
         model.feature_store = self.feature_store
         return model
 
@@ -140,8 +159,16 @@ def build_retail_job(params: Params, root: Path, variant: str) -> tuple[RetailJo
     interactions, path = training_table(root, "retail", variant)
     items = items_table(root, "retail", variant)
     before = valid_cutoff(root)
-    ex = retail_examples(interactions, items, before, cfg.history_len, cfg.repeat_history, cfg.feature_buckets,
-                         cfg.max_targets, params.seed)
+    ex = retail_examples(
+        interactions,
+        items,
+        before,
+        cfg.history_len,
+        cfg.repeat_history,
+        cfg.feature_buckets,
+        cfg.max_targets,
+        params.seed,
+    )
     store = None
     if cfg.user_context:  # Feast user_stats as of each basket: point-in-time, so never from the future
         import features
@@ -154,21 +181,34 @@ def build_retail_job(params: Params, root: Path, variant: str) -> tuple[RetailJo
     table = items.assign(item_id=items["item_id"].astype(str)).drop_duplicates("item_id").set_index("item_id")
     cat = table.reindex(ex.item_ids).reset_index()
     cat[["title", "description", "category"]] = cat[["title", "description", "category"]].fillna("")
-    item_text = FrozenTextVectors(cfg.model or params.encoder.model, params.encoder.max_length,
-                                  root / params.train.cache_dir)
+    item_text = FrozenTextVectors(
+        cfg.model or params.encoder.model, params.encoder.max_length, root / params.train.cache_dir
+    )
     text_vectors = item_text(item_texts(cat))
     split_train = read_table(root / "data/splits/retail/train.parquet", "interactions")
     valid_targets = read_table(root / "data/splits/retail/valid.parquet", "interactions")
     history = split_train[split_train["ts"] < before]
     known_users = set(history["user_id"].dropna().astype(str))
     valid_targets = valid_targets[valid_targets["user_id"].astype(str).isin(known_users)]
-    config = {"name": f"two_tower_{variant}", "text_dim": int(text_vectors.shape[1]), "edges": ex.edges,
-              "dim": cfg.dim, "history_len": cfg.history_len, "user_layers": cfg.user_layers,
-              "user_heads": cfg.user_heads, "dropout": cfg.dropout, "repeat_dims": cfg.repeat_dims,
-              "repeat_history": cfg.repeat_history, "n_user_feats": int(ex.user_feats.shape[1]),
-              "temperature": cfg.temperature, "item_max_length": params.encoder.max_length,
-              "encoder": cfg.model or params.encoder.model, "trained_before": str(before), "variant": variant,
-              "user_context": list(USER_CONTEXT) if cfg.user_context else []}
+    config = {
+        "name": f"two_tower_{variant}",
+        "text_dim": int(text_vectors.shape[1]),
+        "edges": ex.edges,
+        "dim": cfg.dim,
+        "history_len": cfg.history_len,
+        "user_layers": cfg.user_layers,
+        "user_heads": cfg.user_heads,
+        "dropout": cfg.dropout,
+        "repeat_dims": cfg.repeat_dims,
+        "repeat_history": cfg.repeat_history,
+        "n_user_feats": int(ex.user_feats.shape[1]),
+        "temperature": cfg.temperature,
+        "item_max_length": params.encoder.max_length,
+        "encoder": cfg.model or params.encoder.model,
+        "trained_before": str(before),
+        "variant": variant,
+        "user_context": list(USER_CONTEXT) if cfg.user_context else [],
+    }
     log.info("retail: %d examples over %d items from %s", len(ex.week), len(ex.item_ids), path)
     job = RetailJob(ex, cfg, config, cat, text_vectors, item_text, (history, valid_targets), params.seed, store)
     return job, path
@@ -178,12 +218,22 @@ def build_retail_job(params: Params, root: Path, variant: str) -> tuple[RetailJo
 class SearchJob:
     """Bi-encoder training on (query, item) pairs; validation = catalogue NDCG@10 on the real valid queries."""
 
-    def __init__(self, pairs: SearchPairs, cfg: SearchTrainParams, config: dict, items: pd.DataFrame,
-                 text_vectors: np.ndarray, item_text: FrozenTextVectors, valid: pd.DataFrame | None, seed: int):
+    def __init__(
+        self,
+        pairs: SearchPairs,
+        cfg: SearchTrainParams,
+        config: dict,
+        items: pd.DataFrame,
+        text_vectors: np.ndarray,
+        item_text: FrozenTextVectors,
+        valid: pd.DataFrame | None,
+        seed: int,
+    ):
         self.pairs, self.cfg, self.config, self.items, self.seed = pairs, cfg, config, items, seed
         self.text_vectors, self.item_text, self.valid = torch.from_numpy(text_vectors), item_text, valid
-        tower = TextTower(cfg.model or config["encoder"], cfg.max_seq_len, cfg.trainable_layers, cfg.lora,
-                          cfg.lora_r, cfg.lora_alpha)
+        tower = TextTower(
+            cfg.model or config["encoder"], cfg.max_seq_len, cfg.trainable_layers, cfg.lora, cfg.lora_r, cfg.lora_alpha
+        )
         self.model = BiEncoder(tower, cfg.item_tower == "shared", cfg.temperature)
         self.texts = item_texts(items)
 
@@ -204,9 +254,14 @@ class SearchJob:
         target = torch.zeros(len(plan), len(cand))
         target[torch.arange(len(plan)), torch.arange(len(plan))] = 1.0
         q = self.model.query_tower.tokenize([p.queries[i] for i in plan])
-        batch = {"q_input_ids": q["input_ids"], "q_attention_mask": q["attention_mask"],
-                 "cand_mask": torch.from_numpy(mask), "target": target, "weight": torch.from_numpy(p.weight[plan]),
-                 "mixup": _mixup_hook(cfg.mixup_alpha, self.seed, epoch, index)}
+        batch = {
+            "q_input_ids": q["input_ids"],
+            "q_attention_mask": q["attention_mask"],
+            "cand_mask": torch.from_numpy(mask),
+            "target": target,
+            "weight": torch.from_numpy(p.weight[plan]),
+            "mixup": _mixup_hook(cfg.mixup_alpha, self.seed, epoch, index),
+        }
         if cfg.item_tower == "shared":
             c = self.model.query_tower.tokenize([self.texts[i] for i in cand])
             batch.update(c_input_ids=c["input_ids"], c_attention_mask=c["attention_mask"])
@@ -232,9 +287,14 @@ class SearchJob:
         top = _top_k(q @ items.T, 10)
         ids = self.items["item_id"].astype(str).to_numpy()
         # nanmean: a query whose judged items all have relevance 0 has no ideal DCG (the harness skips it too)
-        return float(np.nanmean([ndcg_at_k(list(ids[row]), dict(zip(g["item_id"].astype(str), g["relevance"],
-                                                                   strict=True)), 10)
-                              for row, (_, g) in zip(top, groups, strict=True)]))
+        return float(
+            np.nanmean(
+                [
+                    ndcg_at_k(list(ids[row]), dict(zip(g["item_id"].astype(str), g["relevance"], strict=True)), 10)
+                    for row, (_, g) in zip(top, groups, strict=True)
+                ]
+            )
+        )
 
 
 def frozen_item_vectors(params: Params, root: Path, items: pd.DataFrame, item_text: FrozenTextVectors) -> np.ndarray:
@@ -243,8 +303,9 @@ def frozen_item_vectors(params: Params, root: Path, items: pd.DataFrame, item_te
     if params.train.search.model in (None, params.encoder.model) and texts == items["title"].astype(str).tolist():
         from training.baselines import MiniLMRetriever
 
-        zero_shot = MiniLMRetriever(params.encoder.model, params.encoder.max_length, params.encoder.batch_size,
-                                    root / "data" / "cache")
+        zero_shot = MiniLMRetriever(
+            params.encoder.model, params.encoder.max_length, params.encoder.batch_size, root / "data" / "cache"
+        )
         zero_shot.fit(pd.DataFrame(), items)
         item_text.remember(texts, zero_shot.item_vectors)
     return item_text(texts)
@@ -259,15 +320,32 @@ def build_search_job(params: Params, root: Path, variant: str) -> tuple[SearchJo
     pairs = search_pairs(queries, index, cfg.positive_threshold, cfg.negative_threshold)
     encoder = cfg.model or params.encoder.model
     item_text = FrozenTextVectors(encoder, params.encoder.max_length, root / params.train.cache_dir)
-    text_vectors = frozen_item_vectors(params, root, items, item_text) if cfg.item_tower == "frozen" \
+    text_vectors = (
+        frozen_item_vectors(params, root, items, item_text)
+        if cfg.item_tower == "frozen"
         else np.zeros((len(items), 1), np.float32)
+    )
     valid = read_table(root / "data/splits/search/valid.parquet", "queries")
-    valid = valid.assign(item_id=valid["item_id"].astype(str)).groupby(["query", "item_id"], as_index=False)[
-        "relevance"].mean()
-    config = {"name": f"bi_encoder_{variant}", "shared_items": cfg.item_tower == "shared", "encoder": encoder,
-              "query_max_length": cfg.max_seq_len, "item_max_length": params.encoder.max_length, "variant": variant}
-    log.info("search: %d positive pairs (%d queries) over %d items from %s", len(pairs.pos_item),
-             len(pairs.positives), len(items), path)
+    valid = (
+        valid.assign(item_id=valid["item_id"].astype(str))
+        .groupby(["query", "item_id"], as_index=False)["relevance"]
+        .mean()
+    )
+    config = {
+        "name": f"bi_encoder_{variant}",
+        "shared_items": cfg.item_tower == "shared",
+        "encoder": encoder,
+        "query_max_length": cfg.max_seq_len,
+        "item_max_length": params.encoder.max_length,
+        "variant": variant,
+    }
+    log.info(
+        "search: %d positive pairs (%d queries) over %d items from %s",
+        len(pairs.pos_item),
+        len(pairs.positives),
+        len(items),
+        path,
+    )
     return SearchJob(pairs, cfg, config, items, text_vectors, item_text, valid, params.seed), path
 
 
@@ -281,23 +359,46 @@ class TrainOutcome:
     job: "RetailJob | SearchJob"
 
     def metrics(self) -> dict:
-        return {"valid_ndcg@10": self.result.best_metric, "best_step": self.result.best_step,
-                "steps": self.result.steps, "stopped_early": self.result.stopped_early,
-                "train_seconds": round(self.seconds, 1), "samples_per_s": round(self.result.samples_per_s, 1)}
+        return {
+            "valid_ndcg@10": self.result.best_metric,
+            "best_step": self.result.best_step,
+            "steps": self.result.steps,
+            "stopped_early": self.result.stopped_early,
+            "train_seconds": round(self.seconds, 1),
+            "samples_per_s": round(self.result.samples_per_s, 1),
+        }
 
 
 def loop_config(params: Params, task: str, checkpoint_dir: Path | None, **overrides) -> LoopConfig:
     cfg = getattr(params.train, task)
-    return LoopConfig(**{"epochs": cfg.epochs, "max_steps": cfg.max_steps, "grad_accum": cfg.grad_accum,
-                         "lr": cfg.lr, "encoder_lr": cfg.encoder_lr, "weight_decay": cfg.weight_decay,
-                         "eval_every": cfg.eval_every, "patience": cfg.patience,
-                         "checkpoint_every": params.train.checkpoint_every, "checkpoint_dir": checkpoint_dir,
-                         "seed": params.seed, "device": params.train.device, "precision": params.train.precision,
-                         **overrides})
+    return LoopConfig(
+        **{
+            "epochs": cfg.epochs,
+            "max_steps": cfg.max_steps,
+            "grad_accum": cfg.grad_accum,
+            "lr": cfg.lr,
+            "encoder_lr": cfg.encoder_lr,
+            "weight_decay": cfg.weight_decay,
+            "eval_every": cfg.eval_every,
+            "patience": cfg.patience,
+            "checkpoint_every": params.train.checkpoint_every,
+            "checkpoint_dir": checkpoint_dir,
+            "seed": params.seed,
+            "device": params.train.device,
+            "precision": params.train.precision,
+            **overrides,
+        }
+    )
 
 
-def train_task(params: Params, task: Literal["retail", "search"], variant: str = "noaug", root: Path | None = None,
-               checkpoint_dir: Path | None = None, **loop_overrides) -> TrainOutcome:
+def train_task(
+    params: Params,
+    task: Literal["retail", "search"],
+    variant: str = "noaug",
+    root: Path | None = None,
+    checkpoint_dir: Path | None = None,
+    **loop_overrides,
+) -> TrainOutcome:
     """Build the job for `task` from `data/` under `root`, train it, and return the wrapped best model."""
     root = root or repo_root()
     if params.train.threads:
@@ -315,8 +416,17 @@ def run_fingerprint(params: Params, task: str, variant: str, root: Path) -> str:
     fused = root / "data" / "fused" / task / f"{variant}.parquet"
     data = fused if fused.exists() else root / "data" / "splits" / task / "train.parquet"
     stat = data.stat() if data.exists() else None
-    key = json.dumps([params.seed, params.encoder.model_dump(), getattr(params.train, task).model_dump(),
-                      str(data), stat and (stat.st_size, stat.st_mtime_ns)], sort_keys=True, default=str)
+    key = json.dumps(
+        [
+            params.seed,
+            params.encoder.model_dump(),
+            getattr(params.train, task).model_dump(),
+            str(data),
+            stat and (stat.st_size, stat.st_mtime_ns),
+        ],
+        sort_keys=True,
+        default=str,
+    )
     return hashlib.sha256(key.encode()).hexdigest()[:12]
 
 
@@ -325,8 +435,9 @@ def main(
     task: Annotated[str, typer.Option(help="retail (two-tower recommender), search (bi-encoder) or all")] = "all",
     variant: Annotated[str, typer.Option(help="fused training set data/fused/<task>/<variant>.parquet")] = "aug",
     out: Annotated[Path, typer.Option(help="model folders go to <out>/<task>/<variant>")] = Path("models"),
-    resume: Annotated[bool, typer.Option(help="continue an interrupted run from <out>/checkpoints/ (same params "
-                                          "and data only)")] = True,
+    resume: Annotated[
+        bool, typer.Option(help="continue an interrupted run from <out>/checkpoints/ (same params and data only)")
+    ] = True,
     track: Annotated[bool, typer.Option(help="log the run, datasets and model to MLflow (training.tracking)")] = True,
     params_file: Annotated[Path | None, typer.Option("--params", help="params.yaml to read")] = None,
 ) -> None:
@@ -344,8 +455,9 @@ def main(
             continue
         folder = save_model(outcome.model, root / out / name / variant)
         metrics = {**outcome.metrics(), "data": str(outcome.data_path.relative_to(root))}
-        write_json({**metrics, "history": outcome.result.history},
-                   root / "metrics" / "train" / f"{name}-{variant}.json")
+        write_json(
+            {**metrics, "history": outcome.result.history}, root / "metrics" / "train" / f"{name}-{variant}.json"
+        )
         log.info("%s/%s: %s -> %s", name, variant, metrics, folder)
         if track:
             from training import tracking

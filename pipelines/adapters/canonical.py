@@ -18,9 +18,7 @@ def read_canonical(path: Path, report: dict | None = None) -> dict[str, pd.DataF
             "(items.parquet with interactions.parquet or queries.parquet)"
         )
     if not (folder / "items.parquet").is_file():
-        raise ShopError(
-            f"{folder}: no items.parquet (the catalogue: item_id, title, description, category, price)"
-        )
+        raise ShopError(f"{folder}: no items.parquet (the catalogue: item_id, title, description, category, price)")
     tables = {"items": read_table(folder / "items.parquet", "items")}
     for name in ("interactions", "queries", "users"):
         if (folder / f"{name}.parquet").is_file():

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pandas as pd
 
+from core.errors import ShopError
 from pipelines.adapters.formats import read_raw
 from pipelines.adapters.judged import catalogue, judged_pairs
-from core.errors import ShopError
 
 GAINS = {"E": 1.0, "S": 0.1, "C": 0.01, "I": 0.0}
 EXAMPLES = "shopping_queries_dataset_examples.parquet"
@@ -50,8 +50,7 @@ def read_esci(path: Path, report: dict | None = None) -> dict[str, pd.DataFrame]
     unknown = ~examples["product_id"].isin(products["product_id"])
     if unknown.any():
         raise ShopError(
-            f"{folder / EXAMPLES}: product_id {examples['product_id'][unknown].iloc[0]!r} "
-            f"is not in {PRODUCTS}"
+            f"{folder / EXAMPLES}: product_id {examples['product_id'][unknown].iloc[0]!r} is not in {PRODUCTS}"
         )
     pairs = judged_pairs(examples["query"], examples["product_id"], gain, "esci")
     if report is not None:

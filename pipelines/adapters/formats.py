@@ -93,8 +93,7 @@ def _read_text(path: Path, sep: str, gz: bool) -> pd.DataFrame:
         return pd.read_csv(io.StringIO(text), sep=sep, dtype=str, keep_default_na=False, na_values=[""])
     except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
         raise ShopError(
-            f"{path}: not a readable {'tab' if sep == chr(9) else 'comma'}-separated file "
-            f"({_first_line(exc)})"
+            f"{path}: not a readable {'tab' if sep == chr(9) else 'comma'}-separated file ({_first_line(exc)})"
         ) from None
 
 

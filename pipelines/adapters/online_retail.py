@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from core.errors import ShopError
 from pipelines.adapters.formats import (
     as_datetime,
     as_float,
@@ -17,7 +18,6 @@ from pipelines.adapters.formats import (
     sniff,
 )
 from pipelines.clean import RAW_COLUMNS, clean_online_retail, to_canonical
-from core.errors import ShopError
 
 WORKBOOK = "Online Retail.xlsx"
 

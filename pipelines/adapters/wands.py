@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pandas as pd
 
+from core.errors import ShopError
 from pipelines.adapters.formats import read_raw
 from pipelines.adapters.judged import catalogue, judged_pairs
-from core.errors import ShopError
 
 LABELS = {"exact": 1.0, "partial": 0.5, "irrelevant": 0.0}
 
@@ -25,9 +25,7 @@ def read_wands(path: Path, report: dict | None = None) -> dict[str, pd.DataFrame
     """Return {"items", "queries"} from a WANDS folder (or its `dataset/` subfolder)."""
     folder = Path(path)
     if not folder.is_dir():
-        raise ShopError(
-            f"{folder}: the wands adapter reads a folder holding product.csv, query.csv and label.csv"
-        )
+        raise ShopError(f"{folder}: the wands adapter reads a folder holding product.csv, query.csv and label.csv")
     products = read_raw(_find(folder, "product.csv"), sep="\t", columns=["product_id", "product_name"])
     query_path, label_path = _find(folder, "query.csv"), _find(folder, "label.csv")
     queries = read_raw(query_path, sep="\t", columns=["query_id", "query"])
@@ -40,9 +38,7 @@ def read_wands(path: Path, report: dict | None = None) -> dict[str, pd.DataFrame
         )
     text = labels["query_id"].map(queries.set_index("query_id")["query"])
     if text.isna().any():
-        raise ShopError(
-            f"{label_path}: query_id {labels['query_id'][text.isna()].iloc[0]!r} is not in query.csv"
-        )
+        raise ShopError(f"{label_path}: query_id {labels['query_id'][text.isna()].iloc[0]!r} is not in query.csv")
     category = products.get("category hierarchy", products.get("product_class"))
     items = catalogue(
         products["product_id"],

@@ -18,15 +18,15 @@ from typing import Annotated
 import pandas as pd
 import typer
 
+from core import cli
+from core.io import write_json
+from core.params import load_params
+from core.paths import repo_root
 from pipelines.augment.backends import GenerationCache, Request, fit_offline_model
 from pipelines.augment.backends.offline import OfflineBackend
 from pipelines.augment.retrieval import BM25Index
 from pipelines.augment.search_data import CATALOGUE, TRAIN_QUERIES, load_search_training
 from pipelines.augment.synthetic_queries import build_requests, few_shot_pool
-from core import cli
-from core.io import write_json
-from core.params import load_params
-from core.paths import repo_root
 
 log = logging.getLogger(__name__)
 app = typer.Typer(add_completion=False, help=__doc__)
@@ -104,9 +104,7 @@ def main(
     outputs, wall, cpu = _timed(lambda: backend.generate(requests))
     generated = sum(len(o) for o in outputs)
     with tempfile.TemporaryDirectory() as folder:
-        cached = OfflineBackend(
-            model, "shopaug-offline-v1", settings, GenerationCache(Path(folder) / "c.sqlite"), 0
-        )
+        cached = OfflineBackend(model, "shopaug-offline-v1", settings, GenerationCache(Path(folder) / "c.sqlite"), 0)
         _, w1, c1 = _timed(lambda: cached.generate(requests))
         _, w2, c2 = _timed(lambda: cached.generate(requests))
         cached.close()
@@ -144,8 +142,7 @@ def main(
             "kept_fraction_top10": round(float((ranks < 10).mean()), 4),
         },
         "huggingface": bench_huggingface(
-            hf_model
-            or (config.augment.backend.model if config.augment.backend.name == "huggingface" else None),
+            hf_model or (config.augment.backend.model if config.augment.backend.name == "huggingface" else None),
             requests[:hf_requests],
             config.augment.backend.batch_size,
         ),

@@ -11,6 +11,9 @@ import numpy as np
 import pandas as pd
 import typer
 
+from core import cli
+from core.params import CfInteractionsParams, load_params
+from core.paths import repo_root
 from pipelines.augment.manifest import write_synthetic
 from pipelines.augment.retail_history import (
     TRAIN_PATH,
@@ -20,10 +23,6 @@ from pipelines.augment.retail_history import (
     user_item_matrix,
     valid_cutoff,
 )
-from core import cli
-from core.params import load_params
-from core.paths import repo_root
-from core.params import CfInteractionsParams
 
 log = logging.getLogger(__name__)
 app = typer.Typer(add_completion=False, help=__doc__)
@@ -113,9 +112,7 @@ def generate_cf_interactions(history: pd.DataFrame, p: CfInteractionsParams, see
         for u, scores in zip(block, block_scores, strict=True):
             seen = data.matrix.indices[data.matrix.indptr[u] : data.matrix.indptr[u + 1]]
             user = data.user_ids[u]
-            for col, score in sample_items(
-                scores, seen, p.per_user, p.candidates, p.min_score, p.temperature, rng
-            ):
+            for col, score in sample_items(scores, seen, p.per_user, p.candidates, p.min_score, p.temperature, rng):
                 rows.append((user, data.item_ids[col], score))
     out = pd.DataFrame(rows, columns=["user_id", "item_id", "score"])
     if out.empty:

@@ -16,14 +16,13 @@ from typing import Annotated
 import pandas as pd
 import typer
 
+from core import cli
+from core.errors import ShopError
+from core.params import HardNegativesParams, load_params
+from core.paths import repo_root
 from pipelines.augment.manifest import write_synthetic
 from pipelines.augment.retrieval import BM25Index
 from pipelines.augment.search_data import CATALOGUE, TRAIN_QUERIES, load_search_training, take
-from core import cli
-from core.errors import ShopError
-from core.params import load_params
-from core.paths import repo_root
-from core.params import HardNegativesParams
 
 log = logging.getLogger(__name__)
 app = typer.Typer(add_completion=False, help=__doc__)
@@ -34,9 +33,7 @@ def generate_hard_negatives(
     train: pd.DataFrame, items: pd.DataFrame, hp: HardNegativesParams, seed: int
 ) -> tuple[pd.DataFrame, dict]:
     """Return (canonical rows with a `kind` column: smoothed | hard_negative, stats)."""
-    distinct = take(
-        train.drop_duplicates("query_id")[["query_id", "query"]], hp.max_queries, seed, "query_id"
-    )
+    distinct = take(train.drop_duplicates("query_id")[["query_id", "query"]], hp.max_queries, seed, "query_id")
     chosen = train[train["query_id"].isin(set(distinct["query_id"]))]
     frames = []
     if hp.smoothing > 0:
@@ -53,9 +50,7 @@ def generate_hard_negatives(
         hits = BM25Index(items).top_k(distinct["query"].astype(str).tolist(), hp.mine_top_k)
         rows = []
         for qid, text, ranked in zip(distinct["query_id"], distinct["query"], hits, strict=True):
-            unjudged = [
-                (rank, item) for rank, (item, _) in enumerate(ranked) if item not in judged.get(qid, ())
-            ]
+            unjudged = [(rank, item) for rank, (item, _) in enumerate(ranked) if item not in judged.get(qid, ())]
             for rank, item in unjudged[hp.skip_top : hp.skip_top + hp.negatives_per_query]:
                 rows.append((qid, text, item, hp.negative_relevance, "hard_negative", rank))
         negatives = len(rows)
@@ -64,18 +59,14 @@ def generate_hard_negatives(
                 pd.DataFrame(rows, columns=["query_id", "query", "item_id", "relevance", "kind", "bm25_rank"])
             )
     if not frames:
-        raise ShopError(
-            "augment.hard_negatives: smoothing and negatives_per_query are both 0; nothing to generate"
-        )
+        raise ShopError("augment.hard_negatives: smoothing and negatives_per_query are both 0; nothing to generate")
     out = pd.concat(frames, ignore_index=True)
     out = out.assign(parent_id=out["query_id"]).reset_index(drop=True)
     stats = {
         "queries": len(distinct),
         "smoothed": int((out["kind"] == "smoothed").sum()),
         "hard_negatives": negatives,
-        "queries_without_negatives": int(
-            len(distinct) - out.loc[out["kind"] == "hard_negative", "query_id"].nunique()
-        )
+        "queries_without_negatives": int(len(distinct) - out.loc[out["kind"] == "hard_negative", "query_id"].nunique())
         if hp.negatives_per_query
         else None,
     }

@@ -17,14 +17,13 @@ import numpy as np
 import pandas as pd
 import typer
 
-from pipelines.augment.manifest import write_synthetic
-from pipelines.augment.retail_history import ITEMS_PATH
 from core import cli
 from core.errors import ShopError
 from core.io import atomic_path, read_table
-from core.params import load_params
+from core.params import ItemEnrichmentParams, Params, load_params
 from core.paths import repo_root
-from core.params import ItemEnrichmentParams, Params
+from pipelines.augment.manifest import write_synthetic
+from pipelines.augment.retail_history import ITEMS_PATH
 
 log = logging.getLogger(__name__)
 app = typer.Typer(add_completion=False, help=__doc__)
@@ -37,19 +36,13 @@ def encode_titles(items: pd.DataFrame, encoder_params) -> np.ndarray:
     """Return MiniLM unit vectors of the item titles (item id when a title is empty), in `items` order."""
     from core.encoder import TextEncoder
 
-    titles = [
-        t.strip() or i for t, i in zip(items["title"].astype(str), items["item_id"].astype(str), strict=True)
-    ]
-    return TextEncoder(encoder_params.model, encoder_params.max_length, encoder_params.batch_size).encode(
-        titles
-    )
+    titles = [t.strip() or i for t, i in zip(items["title"].astype(str), items["item_id"].astype(str), strict=True)]
+    return TextEncoder(encoder_params.model, encoder_params.max_length, encoder_params.batch_size).encode(titles)
 
 
 def price_band(price: pd.Series, edges: list[float]) -> pd.Series:
     """Map prices to budget | mid-range | premium | luxury by the GBP `edges` (sorted ascending)."""
-    labels = (
-        BANDS[: len(edges) + 1] if len(edges) < len(BANDS) else [f"band {i}" for i in range(len(edges) + 1)]
-    )
+    labels = BANDS[: len(edges) + 1] if len(edges) < len(BANDS) else [f"band {i}" for i in range(len(edges) + 1)]
     return pd.Series(
         np.asarray(labels, dtype=object)[np.digitize(price.fillna(0).to_numpy(), sorted(edges))],
         index=price.index,
@@ -67,9 +60,7 @@ def name_clusters(titles: pd.Series, labels: np.ndarray, top_terms: int) -> dict
 
     clusters = np.unique(labels)
     docs = [" ".join(titles[labels == c].str.lower()) for c in clusters]
-    vectorizer = TfidfVectorizer(
-        stop_words="english", token_pattern=r"(?u)\b[a-zA-Z]{3,}\b", sublinear_tf=True
-    )
+    vectorizer = TfidfVectorizer(stop_words="english", token_pattern=r"(?u)\b[a-zA-Z]{3,}\b", sublinear_tf=True)
     tfidf = vectorizer.fit_transform(docs).toarray()
     vocab = np.asarray(vectorizer.get_feature_names_out())
     names: dict[int, str] = {}
@@ -85,18 +76,14 @@ def name_clusters(titles: pd.Series, labels: np.ndarray, top_terms: int) -> dict
     return names
 
 
-def enrich_by_clusters(
-    items: pd.DataFrame, vectors: np.ndarray, p: ItemEnrichmentParams, seed: int
-) -> pd.DataFrame:
+def enrich_by_clusters(items: pd.DataFrame, vectors: np.ndarray, p: ItemEnrichmentParams, seed: int) -> pd.DataFrame:
     """Return items with `category` (k-means cluster named by TF-IDF terms), `description`, `cluster`,
     `price_band`."""
     from sklearn.cluster import KMeans
 
     k = min(p.n_clusters, len(np.unique(vectors, axis=0)))
     labels = (
-        KMeans(n_clusters=k, random_state=seed, n_init=3).fit_predict(vectors)
-        if k > 1
-        else np.zeros(len(items), int)
+        KMeans(n_clusters=k, random_state=seed, n_init=3).fit_predict(vectors) if k > 1 else np.zeros(len(items), int)
     )
     names = name_clusters(items["title"].astype(str), labels, p.top_terms)
     out = items.copy()
@@ -130,9 +117,7 @@ def enrich_by_llm(items: pd.DataFrame, params: Params) -> pd.DataFrame:
     band = price_band(items["price"], params.augment.item_enrichment.price_bands)
     stems = [f"Product title: {t}\nPrice band: {b}\n" for t, b in zip(items["title"], band, strict=True)]
     categories = generator.complete([s + "Give a product category of 1-3 words. Category:" for s in stems])
-    descriptions = generator.complete(
-        [s + "Write one sentence describing this product. Description:" for s in stems]
-    )
+    descriptions = generator.complete([s + "Write one sentence describing this product. Description:" for s in stems])
     generator.close()
     out = items.copy()
     out["price_band"] = band
@@ -188,9 +173,7 @@ def read_embeddings(path: Path | str) -> tuple[np.ndarray, np.ndarray]:
 def main(
     params_file: Annotated[Path, typer.Option(help="params.yaml to read")] = Path("params.yaml"),
     items: Annotated[Path, typer.Option(help="canonical items to enrich")] = ITEMS_PATH,
-    out: Annotated[Path, typer.Option(help="enriched items to write")] = Path(
-        "data/synthetic/item_enrichment.parquet"
-    ),
+    out: Annotated[Path, typer.Option(help="enriched items to write")] = Path("data/synthetic/item_enrichment.parquet"),
     embeddings: Annotated[Path, typer.Option(help="title embeddings to write")] = EMBEDDINGS_PATH,
 ) -> None:
     """Write every item with a generated category and description, plus its title embedding."""
@@ -200,11 +183,7 @@ def main(
     catalogue = read_table(items, "items").sort_values("item_id", kind="stable").reset_index(drop=True)
     vectors = encode_titles(catalogue, params.encoder)
     write_embeddings(catalogue, vectors, embeddings)
-    enriched = (
-        enrich_by_llm(catalogue, params)
-        if p.use_llm
-        else enrich_by_clusters(catalogue, vectors, p, params.seed)
-    )
+    enriched = enrich_by_llm(catalogue, params) if p.use_llm else enrich_by_clusters(catalogue, vectors, p, params.seed)
     enriched["parent_id"] = enriched["item_id"]
     backend = params.augment.backend.name if p.use_llm else "minilm-kmeans-tfidf"
     model = params.augment.backend.model if p.use_llm else params.encoder.model
@@ -221,9 +200,7 @@ def main(
         model_id=model,
         extra={"categories": int(enriched["category"].nunique())},
     )
-    log.info(
-        "%s: %d items in %d categories -> %s", GENERATOR, len(enriched), enriched["category"].nunique(), out
-    )
+    log.info("%s: %d items in %d categories -> %s", GENERATOR, len(enriched), enriched["category"].nunique(), out)
 
 
 if __name__ == "__main__":

@@ -20,9 +20,21 @@ def file_sha256(path: Path | str) -> str:
     return digest.hexdigest()
 
 
-def write_synthetic(df: pd.DataFrame, out: Path | str, table: str, *, generator: str, params: dict, seed: int,
-                    inputs: list[Path | str], started: float, backend: str | None = None,
-                    model_id: str | None = None, model_hash: str | None = None, extra: dict | None = None) -> Path:
+def write_synthetic(
+    df: pd.DataFrame,
+    out: Path | str,
+    table: str,
+    *,
+    generator: str,
+    params: dict,
+    seed: int,
+    inputs: list[Path | str],
+    started: float,
+    backend: str | None = None,
+    model_id: str | None = None,
+    model_hash: str | None = None,
+    extra: dict | None = None,
+) -> Path:
     """Validate and write `df` as canonical `table` at `out`, plus `<out stem>.manifest.json`; return the manifest path.
 
     `started` is the `time.perf_counter()` value when generation began (for wall time and rows/s).
@@ -32,10 +44,19 @@ def write_synthetic(df: pd.DataFrame, out: Path | str, table: str, *, generator:
     write_table(rows, out, table)
     wall = time.perf_counter() - started
     manifest = {
-        "generator": generator, "table": table, "backend": backend, "model_id": model_id, "model_hash": model_hash,
-        "params": params, "seed": seed, "inputs": {str(p): file_sha256(p) for p in inputs},
-        "rows": len(rows), "wall_seconds": round(wall, 3), "rows_per_second": round(len(rows) / max(wall, 1e-9), 1),
-        "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), **(extra or {}),
+        "generator": generator,
+        "table": table,
+        "backend": backend,
+        "model_id": model_id,
+        "model_hash": model_hash,
+        "params": params,
+        "seed": seed,
+        "inputs": {str(p): file_sha256(p) for p in inputs},
+        "rows": len(rows),
+        "wall_seconds": round(wall, 3),
+        "rows_per_second": round(len(rows) / max(wall, 1e-9), 1),
+        "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        **(extra or {}),
     }
     manifest_path = out.with_name(out.stem + ".manifest.json")
     write_json(manifest, manifest_path)

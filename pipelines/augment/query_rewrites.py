@@ -22,17 +22,16 @@ import numpy as np
 import pandas as pd
 import typer
 
+from core import cli
+from core.errors import ShopError
+from core.io import atomic_path
+from core.params import QueryRewritesParams, load_params
+from core.paths import repo_root
 from pipelines.adapters.judged import query_id
 from pipelines.augment.backends import Request, TextGenerator, make_backend
 from pipelines.augment.backends.offline import norm, words
 from pipelines.augment.manifest import write_synthetic
 from pipelines.augment.search_data import CATALOGUE, TRAIN_QUERIES, load_search_training, take
-from core import cli
-from core.errors import ShopError
-from core.io import atomic_path
-from core.params import load_params
-from core.paths import repo_root
-from core.params import QueryRewritesParams
 
 log = logging.getLogger(__name__)
 app = typer.Typer(add_completion=False, help=__doc__)
@@ -93,9 +92,7 @@ def split_recombine(tokens: list[str], rng: np.random.Generator) -> str | None:
     if not attributes:
         return None
     size = int(rng.integers(1, len(attributes))) if len(attributes) > 1 else 1
-    keep = (
-        sorted(rng.choice(len(attributes), size=size, replace=False).tolist()) if len(attributes) > 1 else []
-    )
+    keep = sorted(rng.choice(len(attributes), size=size, replace=False).tolist()) if len(attributes) > 1 else []
     pre = [a for j, a in enumerate(head_part[:-1]) if j in keep]
     post = [a for j, a in enumerate(rest, start=len(head_part) - 1) if j in keep]
     out = " ".join(pre + [head] + post)
@@ -188,9 +185,7 @@ class WordSpace:
             return None
         similarity = similarity[similarity >= _CLOZE_MIN_SIMILARITY]
         n_fwd, n_bwd = sum(fwd.values()) + 1, sum(bwd.values()) + 1
-        score = np.array(
-            [np.log((fwd[w] + 0.1) / n_fwd) + np.log((bwd[w] + 0.1) / n_bwd) for w in candidates]
-        )
+        score = np.array([np.log((fwd[w] + 0.1) / n_fwd) + np.log((bwd[w] + 0.1) / n_bwd) for w in candidates])
         score = score + 8.0 * similarity
         best = np.argsort(-score)[:top]
         weights = np.exp(score[best] - score[best].max())
@@ -269,9 +264,7 @@ def generate_query_rewrites(
     paraphrases: dict[str, list[str]] = {}
     if "paraphrase" in rp.operations:
         examples = _paraphrase_examples(train)
-        requests = [
-            Request("paraphrase", {"query": q}, n=rp.rewrites_per_query, examples=examples) for q in texts
-        ]
+        requests = [Request("paraphrase", {"query": q}, n=rp.rewrites_per_query, examples=examples) for q in texts]
         paraphrases = dict(zip(texts, backend.generate(requests), strict=True))
     out, op_counts = [], Counter()
     for qid, text in zip(parents["query_id"].astype(str), texts, strict=True):
@@ -324,9 +317,7 @@ def _paraphrase_examples(train: pd.DataFrame, k: int = 3) -> tuple[tuple[str, st
 def main(
     params: Annotated[Path, typer.Option(help="params file")] = Path("params.yaml"),
     train: Annotated[Path, typer.Option(help="real TRAINING queries (never valid/test)")] = TRAIN_QUERIES,
-    items: Annotated[
-        Path, typer.Option(help="the search catalogue (vocabulary for substitutions)")
-    ] = CATALOGUE,
+    items: Annotated[Path, typer.Option(help="the search catalogue (vocabulary for substitutions)")] = CATALOGUE,
     out: Annotated[Path, typer.Option(help="synthetic table; its manifest goes beside it")] = Path(
         "data/synthetic/query_rewrites.parquet"
     ),

@@ -15,11 +15,8 @@ import pandas as pd
 import scipy.sparse as sp
 
 from core.errors import ShopError
-
 from core.io import read_table
-
 from core.params import Params
-
 from core.paths import repo_root
 
 TRAIN_PATH = Path("data/splits/retail/train.parquet")
@@ -67,17 +64,13 @@ def user_item_matrix(history: pd.DataFrame) -> UserItemMatrix:
     items = np.sort(pairs["item_id"].unique().astype(str))
     u = np.searchsorted(users, pairs["user_id"].astype(str).to_numpy())
     i = np.searchsorted(items, pairs["item_id"].astype(str).to_numpy())
-    matrix = sp.csr_matrix(
-        (pairs["basket_id"].to_numpy(dtype=np.float32), (u, i)), shape=(len(users), len(items))
-    )
+    matrix = sp.csr_matrix((pairs["basket_id"].to_numpy(dtype=np.float32), (u, i)), shape=(len(users), len(items)))
     return UserItemMatrix(matrix, users, items)
 
 
 def item_unit_stats(history: pd.DataFrame) -> pd.DataFrame:
     """Per item: median quantity (int >= 1) and median unit price (value / quantity) in the history."""
     rows = history.assign(unit=history["value"] / history["quantity"].clip(lower=1))
-    stats = rows.groupby("item_id", observed=True).agg(
-        quantity=("quantity", "median"), unit=("unit", "median")
-    )
+    stats = rows.groupby("item_id", observed=True).agg(quantity=("quantity", "median"), unit=("unit", "median"))
     stats["quantity"] = stats["quantity"].round().clip(lower=1).astype("int64")
     return stats

@@ -42,9 +42,7 @@ class BM25Index:
         model.index(corpus, show_progress=False)
         s = model.scores
         self.vocab = {t: i for t, i in model.vocab_dict.items() if i < len(s["indptr"]) - 1}
-        weights = sp.csc_matrix(
-            (s["data"], s["indices"], s["indptr"]), shape=(s["num_docs"], len(s["indptr"]) - 1)
-        )
+        weights = sp.csc_matrix((s["data"], s["indices"], s["indptr"]), shape=(s["num_docs"], len(s["indptr"]) - 1))
         self.weights_t = weights.T.tocsr().astype(np.float32)  # terms x items
         self.chunk = chunk
 
@@ -88,7 +86,5 @@ class BM25Index:
                 lo, hi = scores.indptr[i], scores.indptr[i + 1]
                 cols, vals = scores.indices[lo:hi], scores.data[lo:hi]
                 order = np.lexsort((cols, -vals))[:k]
-                out.append(
-                    [(self.item_ids[c], float(v)) for c, v in zip(cols[order], vals[order], strict=True)]
-                )
+                out.append([(self.item_ids[c], float(v)) for c, v in zip(cols[order], vals[order], strict=True)])
         return out

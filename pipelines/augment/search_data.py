@@ -6,7 +6,6 @@ import numpy as np
 import pandas as pd
 
 from core.errors import ShopError
-
 from core.io import read_table
 
 TRAIN_QUERIES = Path("data/splits/search/train.parquet")
@@ -16,9 +15,7 @@ CATALOGUE = Path("data/canonical/search/items.parquet")
 def load_search_training(train_path: Path, items_path: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Return (training queries, catalogue items); refuses a queries file that is not a training split."""
     if Path(train_path).stem in ("valid", "test"):
-        raise ShopError(
-            f"{train_path}: generators read training queries only, never a {Path(train_path).stem} split"
-        )
+        raise ShopError(f"{train_path}: generators read training queries only, never a {Path(train_path).stem} split")
     train = read_table(train_path, "queries")
     items = read_table(items_path, "items")
     return train[~train["is_synthetic"]].reset_index(drop=True), items.reset_index(drop=True)

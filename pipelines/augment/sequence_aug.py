@@ -17,13 +17,12 @@ import numpy as np
 import pandas as pd
 import typer
 
+from core import cli
+from core.params import SequenceAugParams, load_params
+from core.paths import repo_root
 from pipelines.augment.item_enrichment import EMBEDDINGS_PATH, read_embeddings
 from pipelines.augment.manifest import write_synthetic
 from pipelines.augment.retail_history import TRAIN_PATH, item_unit_stats, load_history, valid_cutoff
-from core import cli
-from core.params import load_params
-from core.paths import repo_root
-from core.params import SequenceAugParams
 
 log = logging.getLogger(__name__)
 app = typer.Typer(add_completion=False, help=__doc__)
@@ -61,8 +60,7 @@ def _top_neighbours(sim: np.ndarray, item_ids: np.ndarray, k: int) -> dict[str, 
     order = np.take_along_axis(-sim, top, axis=1).argsort(axis=1, kind="stable")
     top = np.take_along_axis(top, order, axis=1)
     return {
-        item_ids[i]: [item_ids[j] for j in row if np.isfinite(sim[i, j]) and sim[i, j] > 0]
-        for i, row in enumerate(top)
+        item_ids[i]: [item_ids[j] for j in row if np.isfinite(sim[i, j]) and sim[i, j] > 0] for i, row in enumerate(top)
     }
 
 
@@ -89,11 +87,7 @@ def augment_view(
         view = []
         for b, ts, items in baskets:
             drop = int(np.floor(p.mask_ratio * len(items)))
-            kept = (
-                sorted(rng.choice(len(items), size=len(items) - drop, replace=False))
-                if drop
-                else range(len(items))
-            )
+            kept = sorted(rng.choice(len(items), size=len(items) - drop, replace=False)) if drop else range(len(items))
             view.append((b, ts, [items[i] for i in kept]))
     elif op == "reorder":
         span = min(n, max(2, round(p.reorder_ratio * n)))
@@ -148,9 +142,7 @@ def generate_sequence_views(
             for parent, ts, items in view:
                 for item in items:
                     records.append((user, item, ts, parent, op, sequence))
-    out = pd.DataFrame(
-        records, columns=["user_id", "item_id", "ts", "parent_id", "augmentation", "sequence_id"]
-    )
+    out = pd.DataFrame(records, columns=["user_id", "item_id", "ts", "parent_id", "augmentation", "sequence_id"])
     if out.empty:
         return out
     real_qty = qty.reindex(pd.MultiIndex.from_arrays([out["parent_id"], out["item_id"]])).to_numpy()
@@ -170,9 +162,7 @@ def generate_sequence_views(
 def main(
     params_file: Annotated[Path, typer.Option(help="params.yaml to read")] = Path("params.yaml"),
     train: Annotated[Path, typer.Option(help="training interactions (the only split read)")] = TRAIN_PATH,
-    embeddings: Annotated[
-        Path, typer.Option(help="item title embeddings (similarity: text)")
-    ] = EMBEDDINGS_PATH,
+    embeddings: Annotated[Path, typer.Option(help="item title embeddings (similarity: text)")] = EMBEDDINGS_PATH,
     out: Annotated[Path, typer.Option(help="synthetic interactions to write")] = Path(
         "data/synthetic/sequence_aug.parquet"
     ),
@@ -188,9 +178,7 @@ def main(
         known = np.isin(ids, item_ids)
         neighbours = similar_items_by_text(ids[known], vectors[known], p.neighbours)
     else:
-        neighbours = similar_items_by_copurchase(
-            load_history(params, train, guests=True), item_ids, p.neighbours
-        )
+        neighbours = similar_items_by_copurchase(load_history(params, train, guests=True), item_ids, p.neighbours)
     rows = generate_sequence_views(history, p, neighbours, params.seed)
     write_synthetic(
         rows,

@@ -16,42 +16,33 @@ import numpy as np
 import pandas as pd
 import typer
 
+from core import cli
+from core.errors import ShopError
+from core.params import SyntheticQueriesParams, load_params
+from core.paths import repo_root
 from pipelines.adapters.judged import query_id
 from pipelines.augment.backends import Request, TextGenerator, make_backend
 from pipelines.augment.manifest import write_synthetic
 from pipelines.augment.retrieval import BM25Index, item_text
 from pipelines.augment.search_data import CATALOGUE, TRAIN_QUERIES, load_search_training, price_band, take
-from core import cli
-from core.errors import ShopError
-from core.params import load_params
-from core.paths import repo_root
-from core.params import SyntheticQueriesParams
 
 log = logging.getLogger(__name__)
 app = typer.Typer(add_completion=False, help=__doc__)
 GENERATOR = "synthetic_queries"
 
 
-def few_shot_pool(
-    train: pd.DataFrame, items: pd.DataFrame, min_relevance: float = 0.75
-) -> list[tuple[str, str]]:
+def few_shot_pool(train: pd.DataFrame, items: pd.DataFrame, min_relevance: float = 0.75) -> list[tuple[str, str]]:
     """(item title, real training query) pairs judged relevant: the only source of few-shot examples."""
     pairs = train[train["relevance"] >= min_relevance].merge(items[["item_id", "title"]], on="item_id")
     pairs = pairs.sort_values(["query_id", "item_id"]).drop_duplicates("query_id")
     return list(zip(pairs["title"].astype(str), pairs["query"].astype(str), strict=True))
 
 
-def build_requests(
-    items: pd.DataFrame, n: int, pool: list[tuple[str, str]], shots: int, seed: int
-) -> list[Request]:
+def build_requests(items: pd.DataFrame, n: int, pool: list[tuple[str, str]], shots: int, seed: int) -> list[Request]:
     """One `query` request per item with its text, context and `shots` seeded few-shot examples."""
     bands = price_band(items["price"])
     rng = np.random.default_rng(seed)
-    picks = (
-        rng.integers(len(pool), size=(len(items), shots))
-        if pool and shots
-        else np.zeros((len(items), 0), int)
-    )
+    picks = rng.integers(len(pool), size=(len(items), shots)) if pool and shots else np.zeros((len(items), 0), int)
     out = []
     for i, row in enumerate(items[["title", "description", "category"]].itertuples(index=False)):
         record = {
@@ -106,9 +97,7 @@ def generate_synthetic_queries(
     outputs = backend.generate(requests)
     gen_seconds = time.perf_counter() - started
     ids = chosen["item_id"].astype(str).tolist()
-    rows = pd.DataFrame(
-        [(q, ids[i]) for i, texts in enumerate(outputs) for q in texts], columns=["query", "item_id"]
-    )
+    rows = pd.DataFrame([(q, ids[i]) for i, texts in enumerate(outputs) for q in texts], columns=["query", "item_id"])
     rows = rows[rows["query"].str.strip() != ""].drop_duplicates(["query", "item_id"]).reset_index(drop=True)
     generated = len(rows)
     if rows.empty:
@@ -122,9 +111,7 @@ def generate_synthetic_queries(
         rows["rank"] = -1
     if rows.empty:
         raise ShopError("augment.synthetic_queries.filter_top_k: round-trip filtering removed every query")
-    rows = rows.assign(
-        query_id=rows["query"].map(query_id), relevance=sp.relevance, parent_id=rows["item_id"]
-    )
+    rows = rows.assign(query_id=rows["query"].map(query_id), relevance=sp.relevance, parent_id=rows["item_id"])
     stats = {
         "items": len(chosen),
         "requested": len(chosen) * sp.queries_per_item,
@@ -153,9 +140,7 @@ def main(
     train_df, items_df = load_search_training(train, items)
     backend = make_backend(bp, config.seed, repo_root(), train=train_df, items=items_df)
     try:
-        rows, stats = generate_synthetic_queries(
-            train_df, items_df, sp, backend, config.seed, config.encoder.model
-        )
+        rows, stats = generate_synthetic_queries(train_df, items_df, sp, backend, config.seed, config.encoder.model)
     finally:
         backend.close()
     write_synthetic(

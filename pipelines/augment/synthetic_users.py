@@ -18,6 +18,10 @@ import pandas as pd
 import typer
 from scipy import stats
 
+from core import cli
+from core.io import read_table
+from core.params import CfInteractionsParams, SyntheticUsersParams, load_params
+from core.paths import repo_root
 from pipelines.augment.cf_interactions import CfModel, fit_als
 from pipelines.augment.manifest import write_synthetic
 from pipelines.augment.retail_history import (
@@ -27,11 +31,6 @@ from pipelines.augment.retail_history import (
     load_history,
     valid_cutoff,
 )
-from core import cli
-from core.io import read_table
-from core.params import load_params
-from core.paths import repo_root
-from core.params import CfInteractionsParams, SyntheticUsersParams
 
 log = logging.getLogger(__name__)
 app = typer.Typer(add_completion=False, help=__doc__)
@@ -155,9 +154,7 @@ def normal_scores(frame: pd.DataFrame, rng: np.random.Generator) -> np.ndarray:
     return out
 
 
-def inverse_marginals(
-    z: np.ndarray, columns: list[str], sorted_values: dict[str, np.ndarray]
-) -> pd.DataFrame:
+def inverse_marginals(z: np.ndarray, columns: list[str], sorted_values: dict[str, np.ndarray]) -> pd.DataFrame:
     """Map normal scores back through each column's empirical quantiles (discrete columns stay on real
     values)."""
     u = stats.norm.cdf(z)
@@ -212,9 +209,7 @@ def sample_histories(
         else:
             baskets = []
         first = float(np.clip(row["first_day"], 0, horizon - 1))
-        span = float(
-            np.clip(max(row["span_days"], len(baskets) - 1), 0, horizon - first - 1)
-        )  # >= 1 day apart
+        span = float(np.clip(max(row["span_days"], len(baskets) - 1), 0, horizon - first - 1))  # >= 1 day apart
         day_offsets = [np.floor(first + span * i / max(len(baskets) - 1, 1)) for i in range(len(baskets))]
         days.append([d + rng.choice(time_of_day) for d in day_offsets])
         histories.append(baskets)
@@ -275,9 +270,7 @@ def main(
     params_file: Annotated[Path, typer.Option(help="params.yaml to read")] = Path("params.yaml"),
     train: Annotated[Path, typer.Option(help="training interactions (the only split read)")] = TRAIN_PATH,
     users: Annotated[Path, typer.Option(help="canonical users (country)")] = USERS_PATH,
-    out: Annotated[Path, typer.Option(help="synthetic interactions")] = Path(
-        "data/synthetic/synthetic_users.parquet"
-    ),
+    out: Annotated[Path, typer.Option(help="synthetic interactions")] = Path("data/synthetic/synthetic_users.parquet"),
     users_out: Annotated[Path, typer.Option(help="synthetic user profiles")] = Path(
         "data/synthetic/synthetic_users.users.parquet"
     ),
@@ -289,9 +282,7 @@ def main(
     p = params.augment.synthetic_users
     history = load_history(params, train)
     countries = (
-        read_table(users, "users").set_index("user_id")["country"]
-        if users.exists()
-        else pd.Series(dtype="string")
+        read_table(users, "users").set_index("user_id")["country"] if users.exists() else pd.Series(dtype="string")
     )
     table, rows = generate_synthetic_users(
         history, countries, p, params.augment.cf_interactions, params.seed, valid_cutoff(params)

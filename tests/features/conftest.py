@@ -10,9 +10,9 @@ import pandas as pd
 import pytest
 import redis
 
+from core.paths import repo_root
 from features.build import compute_tables, load_to_store
 from features.store import open_store
-from core.paths import repo_root
 
 CUTOFF = "2011-11-01"
 REDIS = "127.0.0.1:6379"

@@ -8,11 +8,11 @@ import sys
 import pytest
 import yaml
 
+from core.errors import ShopError
+from core.paths import repo_root
 from features import OnlineFeatureClient
 from features.build import main
 from features.store import open_store
-from core.errors import ShopError
-from core.paths import repo_root
 
 
 def _env() -> dict:

@@ -4,9 +4,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from core.errors import ShopError
 from features import compute
 from features.build import compute_tables
-from core.errors import ShopError
 
 CUTOFF = "2011-11-01"  # as in conftest.py
 
@@ -16,9 +16,7 @@ def test_user_snapshot_aggregates_only_interactions_before_its_timestamp(data, t
     users = tables[0]
     sample = users.sample(60, random_state=1)
     for row in sample.itertuples():
-        past = interactions[
-            (interactions["user_id"] == row.user_id) & (interactions["ts"] < row.event_timestamp)
-        ]
+        past = interactions[(interactions["user_id"] == row.user_id) & (interactions["ts"] < row.event_timestamp)]
         assert row.frequency == past["basket_id"].nunique()
         assert row.n_lines == len(past)
         assert row.monetary == pytest.approx(past["value"].sum(), rel=1e-5)

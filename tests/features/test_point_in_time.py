@@ -7,11 +7,11 @@ import pytest
 from rec_slice import CUTOFF, retail_slice
 
 import features
-from features.build import compute_tables
-from features.store import apply_definitions
-from features.point_in_time import add_context
 from core.errors import ShopError
 from core.paths import repo_root
+from features.build import compute_tables
+from features.point_in_time import add_context
+from features.store import apply_definitions
 
 
 @pytest.fixture(scope="module")

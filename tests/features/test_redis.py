@@ -4,8 +4,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from features import OnlineFeatureClient, point_in_time_user_features
 from core.errors import ShopError
+from features import OnlineFeatureClient, point_in_time_user_features
 
 
 def test_production_profile_uses_redis_and_sql_registry(redis_store):
@@ -23,9 +23,7 @@ def test_redis_values_equal_latest_offline_snapshot(redis_store, tables):
     for column in ["frequency", "monetary", "recency_days", "share_midday", "days_since_first_purchase"]:
         np.testing.assert_allclose(online[column].astype(float), latest[column].astype(float), rtol=1e-6)
     items = tables[1].groupby("item_id").tail(1).set_index("item_id")
-    online_items, _ = OnlineFeatureClient(redis_store).get_item_features(
-        list(items.index), ["copurchase_degree"]
-    )
+    online_items, _ = OnlineFeatureClient(redis_store).get_item_features(list(items.index), ["copurchase_degree"])
     assert (online_items.set_index("item_id")["copurchase_degree"] == items["copurchase_degree"]).all()
 
 

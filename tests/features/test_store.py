@@ -4,13 +4,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from core.errors import ShopError
 from features import (
     OnlineFeatureClient,
     point_in_time_item_features,
     point_in_time_service_features,
     point_in_time_user_features,
 )
-from core.errors import ShopError
 
 NUMERIC_USER = ["frequency", "monetary", "n_lines", "recency_days", "share_evening", "share_cluster_0"]
 
@@ -22,9 +22,7 @@ def test_point_in_time_join_never_returns_a_later_value(sqlite_store, data):
     sample = known.drop_duplicates("basket_id").sample(40, random_state=3)
     before = sample["ts"] - pd.Timedelta(seconds=1)
     next_day = sample["ts"].dt.floor("D") + pd.Timedelta(days=1, seconds=1)
-    entity = pd.DataFrame(
-        {"user_id": list(sample["user_id"]) * 2, "event_timestamp": list(before) + list(next_day)}
-    )
+    entity = pd.DataFrame({"user_id": list(sample["user_id"]) * 2, "event_timestamp": list(before) + list(next_day)})
     out = point_in_time_user_features(entity, ["frequency", "monetary"], store=sqlite_store)
     assert list(out["user_id"]) == list(entity["user_id"])  # row order kept
     for row in out.itertuples():

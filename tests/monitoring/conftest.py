@@ -8,8 +8,14 @@ from core.params import load_params
 
 @pytest.fixture
 def params():
-    return load_params(overrides={"monitoring": {"gate": {"sample_rows": 300, "dcr_rows": 200},
-                                                 "drift": {"min_requests": 5, "embedding_rows": 100}}})
+    return load_params(
+        overrides={
+            "monitoring": {
+                "gate": {"sample_rows": 300, "dcr_rows": 200},
+                "drift": {"min_requests": 5, "embedding_rows": 100},
+            }
+        }
+    )
 
 
 @pytest.fixture

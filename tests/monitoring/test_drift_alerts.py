@@ -11,9 +11,9 @@ import pytest
 from monitoring_fixtures import WORDS, make_items, make_purchases, make_queries
 from typer.testing import CliRunner
 
+from core.io import write_table
 from monitoring.alerts import raise_alert
 from monitoring.drift import Reference, app, run_drift, save_to_workspace, split_window
-from core.io import write_table
 
 NOW = pd.Timestamp("2026-11-20 12:00", tz="UTC")
 
@@ -32,16 +32,45 @@ def request_log(n: int, seed: int, drifted: bool = False, start: pd.Timestamp = 
         if i % 2:  # search
             n_words = int(rng.integers(1, 4))
             words = ["xqz" + str(rng.integers(1000)), "#@!"] if drifted else list(rng.choice(WORDS, n_words, False))
-            rows.append((ts, f"r{seed}-{i}", "search", None, " ".join(words), None, 5, "search",
-                         [str(100000 + j) for j in range(5)], list(np.sort(rng.random(5))[::-1]), 12.0))
+            rows.append(
+                (
+                    ts,
+                    f"r{seed}-{i}",
+                    "search",
+                    None,
+                    " ".join(words),
+                    None,
+                    5,
+                    "search",
+                    [str(100000 + j) for j in range(5)],
+                    list(np.sort(rng.random(5))[::-1]),
+                    12.0,
+                )
+            )
         else:  # recommend
             user = f"ghost{i}" if drifted else str(13000 + int(rng.integers(0, 60)))
-            items = [str(20000 + int(j)) for j in (rng.choice(2, 2, replace=False) if drifted
-                                                    else rng.choice(10, 5, replace=False))]
+            items = [
+                str(20000 + int(j))
+                for j in (rng.choice(2, 2, replace=False) if drifted else rng.choice(10, 5, replace=False))
+            ]
             scores = list(np.sort(rng.random(len(items)) + (3 if drifted else 0))[::-1])
             rows.append((ts, f"r{seed}-{i}", "recommend", user, None, None, 5, "two_tower", items, scores, 8.0))
-    return pd.DataFrame(rows, columns=["ts", "request_id", "endpoint", "user_id", "query", "item_id", "k", "strategy",
-                                       "returned_items", "scores", "latency_ms"])
+    return pd.DataFrame(
+        rows,
+        columns=[
+            "ts",
+            "request_id",
+            "endpoint",
+            "user_id",
+            "query",
+            "item_id",
+            "k",
+            "strategy",
+            "returned_items",
+            "scores",
+            "latency_ms",
+        ],
+    )
 
 
 def test_drifted_window_fails_tests_and_clean_window_passes(params):
@@ -72,9 +101,14 @@ def test_window_split_uses_newest_request():
 
 
 def test_alert_reaches_receiver_after_a_500_and_respects_cooldown(params, receiver, tmp_path):
-    p = params.monitoring.alerts.model_copy(update={
-        "webhook_url": receiver.url, "retry_wait_s": 0.01, "state_file": str(tmp_path / "state.json"),
-        "log_file": str(tmp_path / "alerts.jsonl")})
+    p = params.monitoring.alerts.model_copy(
+        update={
+            "webhook_url": receiver.url,
+            "retry_wait_s": 0.01,
+            "state_file": str(tmp_path / "state.json"),
+            "log_file": str(tmp_path / "alerts.jsonl"),
+        }
+    )
     t0 = dt.datetime(2026, 11, 20, 12, tzinfo=dt.UTC)
     first = raise_alert("drift", "test", ["users: drift"], {"n": 1}, p, tmp_path, now=t0)
     assert first["delivery"] == "sent"
@@ -95,21 +129,37 @@ def test_cli_alerts_on_a_drifted_log_and_exits_nonzero(params, receiver, tmp_pat
     ref_purchases = make_purchases(60, seed=1)
     write_table(make_queries(300, seed=1), splits / "search" / "train.parquet", "queries")
     write_table(ref_purchases, splits / "retail" / "train.parquet", "interactions")
-    write_table(pd.DataFrame({"user_id": ref_purchases["user_id"].unique(), "country": "United Kingdom"}),
-                canonical / "retail" / "users.parquet", "users")
+    write_table(
+        pd.DataFrame({"user_id": ref_purchases["user_id"].unique(), "country": "United Kingdom"}),
+        canonical / "retail" / "users.parquet",
+        "users",
+    )
     write_table(make_items(), canonical / "retail" / "items.parquet", "items")
     params_file = tmp_path / "params.yaml"
     import yaml
 
     from core.paths import repo_root
+
     raw = yaml.safe_load((repo_root() / "params.yaml").read_text())
     raw["monitoring"]["drift"]["min_requests"] = 5
-    raw["monitoring"]["alerts"].update(retry_wait_s=0.01, state_file=str(tmp_path / "state.json"),
-                                       log_file=str(tmp_path / "alerts.jsonl"))
+    raw["monitoring"]["alerts"].update(
+        retry_wait_s=0.01, state_file=str(tmp_path / "state.json"), log_file=str(tmp_path / "alerts.jsonl")
+    )
     params_file.write_text(yaml.safe_dump(raw))
     monkeypatch.setenv("SHOPAUG_ALERT_WEBHOOK", receiver.url)
-    args = ["--params-file", str(params_file), "--log-dir", str(logs), "--splits", str(splits), "--canonical",
-            str(canonical), "--out", str(tmp_path / "drift"), "--no-embeddings"]
+    args = [
+        "--params-file",
+        str(params_file),
+        "--log-dir",
+        str(logs),
+        "--splits",
+        str(splits),
+        "--canonical",
+        str(canonical),
+        "--out",
+        str(tmp_path / "drift"),
+        "--no-embeddings",
+    ]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 1, result.output
     assert result.output.startswith("alert:") and "delivery sent" in result.output
@@ -127,8 +177,8 @@ def test_missing_or_broken_request_log_gives_one_line_error(tmp_path):
     assert out.stderr.strip().splitlines()[-1].startswith("error:") and "no request-log files" in out.stderr
     (tmp_path / "bad").mkdir()
     pd.DataFrame({"ts": [NOW], "request_id": ["r"]}).to_parquet(tmp_path / "bad" / "a.parquet")
-    from monitoring.drift import read_request_log
     from core.errors import ShopError
+    from monitoring.drift import read_request_log
 
     with pytest.raises(ShopError, match=r"missing column\(s\) \['endpoint'"):
         read_request_log(tmp_path / "bad")

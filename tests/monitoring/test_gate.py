@@ -5,10 +5,10 @@ import pandas as pd
 import pytest
 from monitoring_fixtures import make_items, make_purchases, make_queries
 
+from core.encoder import TextEncoder
+from core.errors import ShopError
 from monitoring.checks import EncoderCache, vocabulary
 from monitoring.gate import GateInputs, gate_generator, user_profiles
-from core.errors import ShopError
-from core.encoder import TextEncoder
 
 
 @pytest.fixture(scope="module")
@@ -22,8 +22,14 @@ def search_inputs(real: pd.DataFrame) -> GateInputs:
 
 def test_clean_synthetic_queries_pass_with_real_evidently_and_embeddings(params, encoder):
     real = make_queries(400, seed=1)
-    entry, snapshot = gate_generator("query_rewrites", make_queries(300, seed=2, source="query_rewrites"),
-                                     search_inputs(real), params.monitoring.gate, 42, encoder)
+    entry, snapshot = gate_generator(
+        "query_rewrites",
+        make_queries(300, seed=2, source="query_rewrites"),
+        search_inputs(real),
+        params.monitoring.gate,
+        42,
+        encoder,
+    )
     assert entry["decision"] == "pass", entry["checks"]
     assert entry["checks"]["embedding_drift"]["value"] < params.monitoring.gate.embedding_drop
     assert "<html" in snapshot.get_html_str(as_iframe=False).lower()
@@ -43,8 +49,7 @@ def test_corrupted_text_column_fails(params, encoder):
     rng = np.random.default_rng(3)
     corrupted = make_queries(300, seed=2, source="synthetic_queries")
     corrupted["query"] = ["".join(rng.choice(list("qxzjkv#%"), size=12)) + " zzkq" for _ in range(len(corrupted))]
-    entry, _ = gate_generator("synthetic_queries", corrupted, search_inputs(real), params.monitoring.gate, 42,
-                              encoder)
+    entry, _ = gate_generator("synthetic_queries", corrupted, search_inputs(real), params.monitoring.gate, 42, encoder)
     assert entry["checks"]["oov_share"]["status"] == "fail"
     assert entry["checks"]["embedding_drift"]["value"] > 0.9
     assert entry["decision"] == "fail"
@@ -69,8 +74,9 @@ def test_synthetic_user_with_a_real_users_history_fails_privacy(params):
     clone = real[real["user_id"] == real["user_id"].iloc[0]].assign(user_id="synthetic_users:clone")
     synthetic = pd.concat([synthetic, clone], ignore_index=True)
     profiles = user_profiles(synthetic).reset_index(drop=True)
-    entry, _ = gate_generator("synthetic_users", synthetic, retail_inputs(real), params.monitoring.gate, 42, None,
-                              profiles)
+    entry, _ = gate_generator(
+        "synthetic_users", synthetic, retail_inputs(real), params.monitoring.gate, 42, None, profiles
+    )
     assert entry["checks"]["identical_histories"]["value"] >= 1 / 31
     assert entry["checks"]["identical_histories"]["status"] == "fail"
     assert entry["decision"] == "fail"
@@ -83,8 +89,15 @@ def test_clean_synthetic_users_pass_privacy(params):
     real_sets = {frozenset(g["item_id"]) for _, g in real.groupby("user_id")}
     keep = [u for u, g in synthetic.groupby("user_id") if frozenset(g["item_id"]) not in real_sets]
     synthetic = synthetic[synthetic["user_id"].isin(keep)]
-    entry, _ = gate_generator("synthetic_users", synthetic, retail_inputs(real), params.monitoring.gate, 42, None,
-                              user_profiles(synthetic).reset_index(drop=True))
+    entry, _ = gate_generator(
+        "synthetic_users",
+        synthetic,
+        retail_inputs(real),
+        params.monitoring.gate,
+        42,
+        None,
+        user_profiles(synthetic).reset_index(drop=True),
+    )
     for name in ("identical_histories", "identical_profiles", "copied_rows"):
         assert entry["checks"][name]["status"] == "pass", (name, entry["checks"][name])
     assert entry["decision"] != "fail"
@@ -95,7 +108,8 @@ def test_empty_and_missing_columns_give_one_line_errors(params):
     with pytest.raises(ShopError, match="no rows"):
         gate_generator("query_rewrites", real.iloc[:0], search_inputs(real), params.monitoring.gate, 42, None)
     with pytest.raises(ShopError, match=r"missing column\(s\) \['relevance'\]"):
-        gate_generator("query_rewrites", real.drop(columns=["relevance"]), search_inputs(real),
-                       params.monitoring.gate, 42, None)
+        gate_generator(
+            "query_rewrites", real.drop(columns=["relevance"]), search_inputs(real), params.monitoring.gate, 42, None
+        )
     with pytest.raises(ShopError, match="unknown generator"):
         gate_generator("mixup", real, search_inputs(real), params.monitoring.gate, 42, None)

@@ -58,9 +58,7 @@ def retail_slice(n_users: int = 300, seed: int = 0) -> dict[str, pd.DataFrame]:
         .reset_index()
         .assign(description="", category="", is_synthetic=False, source="online_retail")
     )
-    users = rows.drop_duplicates("user_id")[["user_id", "country"]].assign(
-        is_synthetic=False, source="online_retail"
-    )
+    users = rows.drop_duplicates("user_id")[["user_id", "country"]].assign(is_synthetic=False, source="online_retail")
     inter = (
         rows.groupby(["user_id", "basket_id", "item_id"], as_index=False)
         .agg(ts=("ts", "min"), quantity=("quantity", "sum"), value=("value", "sum"))

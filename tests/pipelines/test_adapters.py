@@ -8,11 +8,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from core.errors import ShopError
+from core.params import SourceParams
+from core.schema import validate_table
 from pipelines.adapters import ADAPTERS, TASK_TABLES, load_source
 from pipelines.adapters.judged import query_id
-from core.errors import ShopError
-from core.schema import validate_table
-from core.params import SourceParams
 
 RETAIL = pd.DataFrame(
     {
@@ -147,9 +147,9 @@ def test_wands_maps_exact_partial_irrelevant_and_keeps_the_whole_catalogue(tmp_p
             "product_description": ["a chair", None, "a lamp"],
         }
     ).to_csv(tmp_path / "dataset" / "product.csv", sep="\t", index=False)
-    pd.DataFrame(
-        {"query_id": [0, 1], "query": ["wood chair", "table"], "query_class": ["Chairs", "Tables"]}
-    ).to_csv(tmp_path / "dataset" / "query.csv", sep="\t", index=False)
+    pd.DataFrame({"query_id": [0, 1], "query": ["wood chair", "table"], "query_class": ["Chairs", "Tables"]}).to_csv(
+        tmp_path / "dataset" / "query.csv", sep="\t", index=False
+    )
     pd.DataFrame(
         {
             "id": [0, 1, 2],
@@ -168,9 +168,7 @@ def test_wands_maps_exact_partial_irrelevant_and_keeps_the_whole_catalogue(tmp_p
 
 
 def test_wands_refuses_an_unknown_label(tmp_path):
-    pd.DataFrame({"product_id": [0], "product_name": ["chair"]}).to_csv(
-        tmp_path / "product.csv", sep="\t", index=False
-    )
+    pd.DataFrame({"product_id": [0], "product_name": ["chair"]}).to_csv(tmp_path / "product.csv", sep="\t", index=False)
     pd.DataFrame({"query_id": [0], "query": ["chair"]}).to_csv(tmp_path / "query.csv", sep="\t", index=False)
     pd.DataFrame({"id": [0], "query_id": [0], "product_id": [0], "label": ["Maybe"]}).to_csv(
         tmp_path / "label.csv", sep="\t", index=False
@@ -249,9 +247,7 @@ def test_canonical_table_missing_a_column_is_refused(tmp_path):
     pd.DataFrame(
         {"item_id": ["a"], "title": ["mug"], "description": [""], "category": [""], "price": [1.0]}
     ).to_parquet(tmp_path / "items.parquet")
-    pd.DataFrame({"query_id": ["q1"], "query": ["mug"], "item_id": ["a"]}).to_parquet(
-        tmp_path / "queries.parquet"
-    )
+    pd.DataFrame({"query_id": ["q1"], "query": ["mug"], "item_id": ["a"]}).to_parquet(tmp_path / "queries.parquet")
     with pytest.raises(ShopError, match=r"missing column\(s\) \['relevance'\]"):
         load_source("canonical", tmp_path)
 

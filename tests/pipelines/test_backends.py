@@ -14,13 +14,12 @@ import numpy as np
 import pytest
 from search_slice import search_slice
 
+from core.errors import ShopError
+from core.params import BackendParams, load_params
+from core.schema import validate_table
 from pipelines.augment.backends import GenerationCache, Request, clean_output, fit_offline_model, make_backend
 from pipelines.augment.backends.offline import OfflineBackend
 from pipelines.augment.backends.openai_compat import OpenAIBackend
-from core.errors import ShopError
-from core.params import load_params
-from core.schema import validate_table
-from core.params import BackendParams
 
 SETTINGS = {"temperature": 0.8, "top_p": 0.95, "max_new_tokens": 8}
 
@@ -83,9 +82,18 @@ print(model.fingerprint(), hashlib.sha256(json.dumps(out).encode()).hexdigest())
 def test_offline_backend_is_deterministic_across_processes():
     """String hashing differs per process (PYTHONHASHSEED); the learned model and its samples must not."""
     here = str(Path(__file__).parent)
-    runs = {subprocess.run([sys.executable, "-c", CROSS_PROCESS, here], capture_output=True, text=True, check=True,
-                           env={**os.environ, "PYTHONHASHSEED": seed}).stdout.strip().splitlines()[-1]
-            for seed in ("1", "2")}
+    runs = {
+        subprocess.run(
+            [sys.executable, "-c", CROSS_PROCESS, here],
+            capture_output=True,
+            text=True,
+            check=True,
+            env={**os.environ, "PYTHONHASHSEED": seed},
+        )
+        .stdout.strip()
+        .splitlines()[-1]
+        for seed in ("1", "2")
+    }
     assert len(runs) == 1
 
 
@@ -120,12 +128,8 @@ def test_offline_backend_refuses_free_text(offline_model):
 
 def test_offline_paraphrase_changes_the_query(offline_model):
     backend = OfflineBackend(offline_model, "m", SETTINGS, seed=0)
-    out = backend.generate(
-        [Request("paraphrase", {"query": q}, n=2) for q in ("angle bracket", "shower head")]
-    )
-    assert all(
-        p != q for p, q in zip([o[0] for o in out if o], ("angle bracket", "shower head"), strict=False)
-    )
+    out = backend.generate([Request("paraphrase", {"query": q}, n=2) for q in ("angle bracket", "shower head")])
+    assert all(p != q for p, q in zip([o[0] for o in out if o], ("angle bracket", "shower head"), strict=False))
 
 
 def test_clean_output_takes_the_first_line_without_labels():
@@ -245,9 +249,7 @@ class FakeOpenAI:
                     item = prompt.rsplit("title: ", 1)[-1].split(";")[0].split("\n")[0]
                     texts = [f"{item.lower()} {i}" for i in range(body.get("n", 1))]
                     choices = [
-                        {"message": {"role": "assistant", "content": t}}
-                        if "messages" in body
-                        else {"text": t}
+                        {"message": {"role": "assistant", "content": t}} if "messages" in body else {"text": t}
                         for t in texts
                     ]
                     payload = (

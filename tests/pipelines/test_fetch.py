@@ -14,9 +14,8 @@ import pytest
 import yaml
 
 from core.errors import ShopError
-
-from core.paths import repo_root
 from core.params import SourceParams
+from core.paths import repo_root
 from pipelines.fetch import check_source, copy_source, download_target, locate, sha256_of
 
 PAYLOAD = b"InvoiceNo,StockCode\n536365,85123A\n"
@@ -54,9 +53,7 @@ def test_present_file_is_verified_and_copied(tmp_path):
 def test_checksum_mismatch_names_the_param(tmp_path):
     (tmp_path / "retail").mkdir()
     (tmp_path / "retail" / "retail.csv").write_bytes(PAYLOAD + b"tampered\n")
-    with pytest.raises(
-        ShopError, match=r"retail\.csv: sha256 is [0-9a-f]{64}, but data\.retail\.sha256 expects"
-    ):
+    with pytest.raises(ShopError, match=r"retail\.csv: sha256 is [0-9a-f]{64}, but data\.retail\.sha256 expects"):
         check_source(source(sha256=PAYLOAD_SHA), "retail", tmp_path)
 
 
@@ -78,9 +75,7 @@ def test_failed_download_says_where_to_put_the_file(tmp_path):
     with socket.socket() as sock:  # a port nobody listens on
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    with pytest.raises(
-        ShopError, match=r"cannot download .*; download it by hand and put it at .*retail\.csv"
-    ):
+    with pytest.raises(ShopError, match=r"cannot download .*; download it by hand and put it at .*retail\.csv"):
         locate(source(url=f"http://127.0.0.1:{port}/retail.csv"), "retail", tmp_path)
     assert not list(tmp_path.rglob("*.csv*"))  # no partial download left
 
@@ -91,10 +86,7 @@ def test_a_download_in_another_format_keeps_the_upstream_name(tmp_path):
         url="https://archive.ics.uci.edu/static/public/352/online+retail.zip",
     )
     assert download_target(zipped, tmp_path) == tmp_path / "online_retail" / "online+retail.zip"
-    assert (
-        download_target(source(url="https://x.org/retail.csv"), tmp_path)
-        == tmp_path / "retail" / "retail.csv"
-    )
+    assert download_target(source(url="https://x.org/retail.csv"), tmp_path) == tmp_path / "retail" / "retail.csv"
 
 
 def test_a_folder_source_is_copied_whole_with_a_stable_hash(tmp_path):

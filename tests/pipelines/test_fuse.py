@@ -7,10 +7,10 @@ import logging
 import pandas as pd
 import pytest
 
-from pipelines.augment.manifest import write_synthetic
 from core.errors import ShopError
 from core.io import write_json, write_table
 from core.params import load_params
+from pipelines.augment.manifest import write_synthetic
 from pipelines.fuse import GENERATORS, run_fuse
 
 T0 = pd.Timestamp("2011-03-01 10:00", tz="UTC")
@@ -51,17 +51,13 @@ SYNTHETIC_ROWS = {
         [
             _inter("u3", "A", _day(2), "cf:b5", parent_id="b5"),
             _inter("u3", "B", _day(2), "cf:b5", parent_id="b5"),
-            _inter(
-                "u1", "A", _day(0), "cf:b1", parent_id="b1"
-            ),  # same (user, item, ts) as a real row: duplicate
+            _inter("u1", "A", _day(0), "cf:b1", parent_id="b1"),  # same (user, item, ts) as a real row: duplicate
         ]
     ),
     "sequence_aug": pd.DataFrame(
         [
             _inter("u1", "A", _day(0), "s:0:b1", parent_id="b1", sequence_id="u1#s:0"),  # a crop: new view
-            _inter(
-                "u2", "A", _day(1), "s:0:b3", parent_id="b3", sequence_id="u2#s:0"
-            ),  # copies u2's whole history
+            _inter("u2", "A", _day(1), "s:0:b3", parent_id="b3", sequence_id="u2#s:0"),  # copies u2's whole history
             _inter("u2", "D", _day(9), "s:0:b4", parent_id="b4", sequence_id="u2#s:0"),
         ]
     ),
@@ -138,9 +134,7 @@ def root(tmp_path):
 
 def gate(root, decisions: dict[str, str]) -> None:
     names = GENERATORS["retail"] + GENERATORS["search"] + ["item_enrichment"]
-    write_json(
-        {g: {"decision": decisions.get(g, "pass"), "checks": {}} for g in names}, root / "metrics/gate.json"
-    )
+    write_json({g: {"decision": decisions.get(g, "pass"), "checks": {}} for g in names}, root / "metrics/gate.json")
 
 
 def fuse(root, **overrides) -> dict[str, dict[str, pd.DataFrame]]:
@@ -149,9 +143,7 @@ def fuse(root, **overrides) -> dict[str, dict[str, pd.DataFrame]]:
     out = {}
     for task in ("retail", "search"):
         manifest = json.loads((root / f"data/fused/{task}/manifest.json").read_text())
-        out[task] = {
-            name: pd.read_parquet(root / f"data/fused/{task}/{name}.parquet") for name in manifest["variants"]
-        }
+        out[task] = {name: pd.read_parquet(root / f"data/fused/{task}/{name}.parquet") for name in manifest["variants"]}
         out[task]["_manifest"] = manifest
     return out
 
@@ -164,9 +156,7 @@ def test_aug_adds_weighted_synthetic_rows_with_provenance(root):
     synthetic = aug[aug["is_synthetic"]]
     assert set(synthetic["source"]) == set(GENERATORS["retail"])
     weights = load_params().fuse.weights
-    assert all(
-        w == getattr(weights, s) for s, w in zip(synthetic["source"], synthetic["weight"], strict=True)
-    )
+    assert all(w == getattr(weights, s) for s, w in zip(synthetic["source"], synthetic["weight"], strict=True))
     assert (aug.loc[~aug["is_synthetic"], "weight"] == 1.0).all()
     assert synthetic.loc[synthetic["source"] != "synthetic_users", "parent_id"].notna().all()
 
@@ -239,10 +229,7 @@ def test_gate_drop_excludes_with_a_warning_and_fail_stops(root, caplog):
     gate(root, {"sequence_aug": "drop"})
     with caplog.at_level(logging.WARNING):
         retail = fuse(root)["retail"]
-    assert (
-        "sequence_aug" not in set(retail["aug"]["source"])
-        and "gate dropped generator sequence_aug" in caplog.text
-    )
+    assert "sequence_aug" not in set(retail["aug"]["source"]) and "gate dropped generator sequence_aug" in caplog.text
     gate(root, {"cf_interactions": "fail"})
     with pytest.raises(ShopError, match="cf_interactions"):
         fuse(root)

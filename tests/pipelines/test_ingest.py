@@ -16,7 +16,6 @@ import pytest
 import yaml
 
 from core.io import read_table
-
 from core.paths import repo_root
 from pipelines.ingest import slice_retail, slice_search
 
@@ -110,9 +109,7 @@ def test_ingest_writes_canonical_tables_and_the_cleaning_report(tmp_path):
     queries = read_table(project / "canonical" / "search" / "queries.parquet", "queries")
     assert sorted(queries["relevance"]) == [0.75, 1.0, 1.0]
     report = json.loads((project / "ingest.json").read_text())
-    assert (
-        report["retail"]["cleaning"]["rows_in"] == 4 and report["retail"]["cleaning"]["guest_rows_kept"] == 1
-    )
+    assert report["retail"]["cleaning"]["rows_in"] == 4 and report["retail"]["cleaning"]["guest_rows_kept"] == 1
     assert report["search"]["output"]["distinct_queries"] == 3
 
 
@@ -238,9 +235,7 @@ def test_slice_retail_is_deterministic_for_a_seed_and_keeps_guest_share():
 
 
 def test_slice_search_keeps_whole_queries():
-    queries = pd.DataFrame(
-        {"query_id": [f"q{i // 3}" for i in range(60)], "item_id": [f"i{i}" for i in range(60)]}
-    )
+    queries = pd.DataFrame({"query_id": [f"q{i // 3}" for i in range(60)], "item_id": [f"i{i}" for i in range(60)]})
     tables = {"queries": queries, "items": pd.DataFrame({"item_id": [f"i{i}" for i in range(70)]})}
     sliced = slice_search(tables, 5, seed=3)
     assert sliced["queries"]["query_id"].nunique() == 5 and len(sliced["queries"]) == 15
@@ -288,9 +283,6 @@ def test_fetch_ingest_split_on_the_real_data_slice(tmp_path):
     test = read_table(splits / "retail" / "test.parquet", "interactions")
     assert (train["ts"] < cutoff).all() and (test["ts"] >= cutoff).all()
     assert set(test["user_id"]) <= set(train["user_id"].dropna()) and len(test) > 0
-    search = {
-        name: read_table(splits / "search" / f"{name}.parquet", "queries")
-        for name in ("train", "valid", "test")
-    }
+    search = {name: read_table(splits / "search" / f"{name}.parquet", "queries") for name in ("train", "valid", "test")}
     assert not set(search["train"]["query"]) & set(search["test"]["query"])
     assert sum(df["query_id"].nunique() for df in search.values()) == 500

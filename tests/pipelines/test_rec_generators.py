@@ -6,13 +6,13 @@ import pytest
 import torch
 from rec_slice import CUTOFF, VALID_CUTOFF, retail_slice
 
-from pipelines.augment import cf_interactions, item_enrichment, sequence_aug, synthetic_users
-from pipelines.augment.manifest import write_synthetic
-from training.mixup import mixup
-from pipelines.augment.retail_history import load_history, safe_history, valid_cutoff
 from core.errors import ShopError
 from core.io import read_table
 from core.params import load_params
+from pipelines.augment import cf_interactions, item_enrichment, sequence_aug, synthetic_users
+from pipelines.augment.manifest import write_synthetic
+from pipelines.augment.retail_history import load_history, safe_history, valid_cutoff
+from training.mixup import mixup
 
 PARAMS = load_params()
 
@@ -85,14 +85,8 @@ def test_cf_interactions_threshold_above_every_score_yields_nothing(history):
 
 def test_sequence_views_change_the_real_sequence_and_point_to_its_baskets(history, neighbours, tmp_path):
     p = _seq(views_per_user=2, max_baskets=6)
-    rows = _written(
-        sequence_aug.generate_sequence_views(history, p, neighbours, seed=2), tmp_path, "sequence_aug"
-    )
-    assert (
-        rows["is_synthetic"].all()
-        and (rows["source"] == "sequence_aug").all()
-        and rows["parent_id"].notna().all()
-    )
+    rows = _written(sequence_aug.generate_sequence_views(history, p, neighbours, seed=2), tmp_path, "sequence_aug")
+    assert rows["is_synthetic"].all() and (rows["source"] == "sequence_aug").all() and rows["parent_id"].notna().all()
     eligible = (history.groupby("user_id")["basket_id"].nunique() >= p.min_baskets).sum()
     assert 0 < rows["sequence_id"].nunique() <= 2 * eligible
     assert set(rows["augmentation"]) == {"crop", "mask", "reorder", "substitute"}
@@ -287,8 +281,12 @@ def test_item_enrichment_llm_mode_goes_through_an_openai_compatible_server(data)
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Server)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        backend = {"name": "openai", "model": "tiny", "cache": False,
-                   "base_url": f"http://127.0.0.1:{server.server_address[1]}/v1"}
+        backend = {
+            "name": "openai",
+            "model": "tiny",
+            "cache": False,
+            "base_url": f"http://127.0.0.1:{server.server_address[1]}/v1",
+        }
         params = load_params(overrides={"augment": {"backend": backend, "item_enrichment": {"use_llm": True}}})
         out = item_enrichment.enrich_by_llm(data["items"].head(4), params)
     finally:

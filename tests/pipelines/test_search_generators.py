@@ -9,6 +9,17 @@ import yaml
 from search_slice import search_slice
 
 import pipelines.augment.search_data as search_data
+from core.errors import ShopError
+from core.io import read_table
+from core.params import (
+    BackendParams,
+    HardNegativesParams,
+    QueryRewritesParams,
+    SyntheticQueriesParams,
+    load_params,
+)
+from core.paths import repo_root
+from core.schema import validate_table
 from pipelines.augment import hard_negatives as hn_stage
 from pipelines.augment import query_rewrites as qr_stage
 from pipelines.augment import synthetic_queries as sq_stage
@@ -16,17 +27,6 @@ from pipelines.augment.backends import TextGenerator, make_backend
 from pipelines.augment.hard_negatives import generate_hard_negatives
 from pipelines.augment.query_rewrites import generate_query_rewrites, keyboard_typo, split_recombine
 from pipelines.augment.synthetic_queries import generate_synthetic_queries
-from core.errors import ShopError
-from core.io import read_table
-from core.params import load_params
-from core.paths import repo_root
-from core.schema import validate_table
-from core.params import (
-    BackendParams,
-    HardNegativesParams,
-    QueryRewritesParams,
-    SyntheticQueriesParams,
-)
 from pipelines.fuse import fuse_queries, normalise_query
 
 SEED = 42
@@ -188,9 +188,7 @@ def test_generators_read_only_training_queries_and_the_catalogue(data, tmp_path,
         (qr_stage, "query_rewrites"),
         (hn_stage, "hard_negatives"),
     ):
-        stage.main(
-            params=merged, train=paths["train"], items=paths["items"], out=tmp_path / f"{name}.parquet"
-        )
+        stage.main(params=merged, train=paths["train"], items=paths["items"], out=tmp_path / f"{name}.parquet")
         manifest = json.loads((tmp_path / f"{name}.manifest.json").read_text())
         assert set(manifest["inputs"]) == {str(paths["train"]), str(paths["items"])}
         assert manifest["generator"] == name and manifest["seed"] == base.seed and manifest["rows"] > 0
@@ -201,18 +199,14 @@ def test_generators_read_only_training_queries_and_the_catalogue(data, tmp_path,
         sq_stage.main(params=merged, train=paths["test"], items=paths["items"], out=tmp_path / "x.parquet")
 
 
-def test_no_synthetic_query_equals_a_held_out_query_after_the_fusion_guard(
-    data, synthetic, rewrites, negatives
-):
+def test_no_synthetic_query_equals_a_held_out_query_after_the_fusion_guard(data, synthetic, rewrites, negatives):
     fp = load_params().fuse
     generated = {
         "synthetic_queries": synthetic[0],
         "query_rewrites": rewrites[0],
         "hard_negatives": negatives[0],
     }
-    generated = {
-        g: validate_table(df.assign(is_synthetic=True, source=g), "queries", g) for g, df in generated.items()
-    }
+    generated = {g: validate_table(df.assign(is_synthetic=True, source=g), "queries", g) for g, df in generated.items()}
     fused, stats = fuse_queries(data["train"], generated, fp, SEED, held_out(data))
     synthetic_rows = fused[fused["is_synthetic"]]
     assert len(synthetic_rows) > 0

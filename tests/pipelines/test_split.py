@@ -9,9 +9,7 @@ import pytest
 import yaml
 
 from core.errors import ShopError
-
 from core.io import write_table
-
 from core.paths import repo_root
 from pipelines.split import first_baskets, split_retail, split_search
 
@@ -72,9 +70,7 @@ def test_validation_is_built_the_same_way_inside_train():
 
 
 def test_first_baskets_breaks_same_time_ties_by_basket_id():
-    rows = interactions(
-        ("a", "1", "x", "2011-01-01"), ("a", "9", "y", "2011-02-01"), ("a", "8", "z", "2011-02-01")
-    )
+    rows = interactions(("a", "1", "x", "2011-01-01"), ("a", "9", "y", "2011-02-01"), ("a", "8", "z", "2011-02-01"))
     assert first_baskets(rows, pd.Timestamp("2011-01-15", tz="UTC"))["basket_id"].tolist() == ["8"]
 
 
@@ -115,9 +111,7 @@ def test_search_split_is_deterministic_for_a_seed_and_changes_with_it():
 def test_a_query_keeps_its_split_when_other_queries_are_added():
     small, _ = split_search(queries(200), 0.1, 0.2, seed=7)
     large, _ = split_search(queries(400), 0.1, 0.2, seed=7)
-    moved = set(small["train"]["query_id"]) & (
-        set(large["test"]["query_id"]) | set(large["valid"]["query_id"])
-    )
+    moved = set(small["train"]["query_id"]) & (set(large["test"]["query_id"]) | set(large["valid"]["query_id"]))
     assert len(moved) <= 10  # ranks are per query: only the rank boundary shifts
 
 

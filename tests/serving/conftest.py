@@ -16,7 +16,6 @@ import pytest
 from serving_fixture_models import ADMIN_TOKEN, register_fixture_model
 
 from core.io import write_table
-
 from core.paths import data_dir, repo_root
 from serving.launch import start_service, stop_service
 
@@ -57,12 +56,8 @@ def retail_slice(rows: int = RETAIL_ROWS) -> dict[str, pd.DataFrame]:
 
 def search_slice(rows: int = SEARCH_ROWS) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(catalogue items, judged queries) from the first `rows` lines of the real Home Depot file."""
-    raw = pd.read_csv(
-        data_dir() / "homedepot" / "search_relevance.csv.gz", nrows=rows, dtype={"product_uid": str}
-    )
-    items = raw.drop_duplicates("product_uid").rename(
-        columns={"product_uid": "item_id", "product_title": "title"}
-    )
+    raw = pd.read_csv(data_dir() / "homedepot" / "search_relevance.csv.gz", nrows=rows, dtype={"product_uid": str})
+    items = raw.drop_duplicates("product_uid").rename(columns={"product_uid": "item_id", "product_title": "title"})
     items = items[["item_id", "title"]].assign(description="", category="", price=0.0)
     return items, raw
 

@@ -48,9 +48,7 @@ class FixtureRecommenderModel:
         self._vectors.update(zip(items["item_id"].astype(str), vectors, strict=True))
         return vectors
 
-    def encode_users(
-        self, histories: list[list[str]], user_features: pd.DataFrame | None = None
-    ) -> np.ndarray:
+    def encode_users(self, histories: list[list[str]], user_features: pd.DataFrame | None = None) -> np.ndarray:
         out = np.ones((len(histories), 384), dtype=np.float32)
         for row, history in enumerate(histories):
             known = [self._vectors[i] for i in history if i in self._vectors]

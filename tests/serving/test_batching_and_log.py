@@ -64,8 +64,10 @@ def test_an_encoder_error_reaches_every_waiting_request_and_the_batcher_survives
 
 
 def test_validation_bodies_become_one_line_naming_the_field():
-    body = (b'{"error": "1 validation error for SearchRequest", '
-            b'"detail": [{"loc": ["k"], "msg": "Input should be\\n <= 100"}]}')
+    body = (
+        b'{"error": "1 validation error for SearchRequest", '
+        b'"detail": [{"loc": ["k"], "msg": "Input should be\\n <= 100"}]}'
+    )
     assert one_line_reason(body, 400) == "k: Input should be <= 100"
     assert one_line_reason(b'[{"error": "item_id \'x\' is in neither catalogue"}]', 404).startswith("item_id 'x'")
     assert one_line_reason(b"", 400) == "HTTP 400"
@@ -73,9 +75,19 @@ def test_validation_bodies_become_one_line_naming_the_field():
 
 def test_request_log_writes_bounded_files_and_drops_over_the_buffer(tmp_path):
     log = RequestLog(tmp_path, sample_rate=1.0, rows_per_file=3, flush_s=60, max_files=2, max_buffered_rows=7)
-    row = {"ts": dt.datetime.now(dt.UTC), "request_id": "r", "endpoint": "search", "user_id": None, "query": "q",
-           "item_id": None, "k": 2, "strategy": "search", "returned_items": ["a", "b"], "scores": [0.5, 0.4],
-           "latency_ms": 1.5}
+    row = {
+        "ts": dt.datetime.now(dt.UTC),
+        "request_id": "r",
+        "endpoint": "search",
+        "user_id": None,
+        "query": "q",
+        "item_id": None,
+        "k": 2,
+        "strategy": "search",
+        "returned_items": ["a", "b"],
+        "scores": [0.5, 0.4],
+        "latency_ms": 1.5,
+    }
     for _ in range(10):
         log.record(row)
     log.close()
@@ -86,8 +98,9 @@ def test_request_log_writes_bounded_files_and_drops_over_the_buffer(tmp_path):
 
 
 def test_sampling_keeps_about_the_configured_share(tmp_path):
-    log = RequestLog(tmp_path, sample_rate=0.1, rows_per_file=10_000, flush_s=60, max_files=5,
-                     max_buffered_rows=10_000, seed=1)
+    log = RequestLog(
+        tmp_path, sample_rate=0.1, rows_per_file=10_000, flush_s=60, max_files=5, max_buffered_rows=10_000, seed=1
+    )
     for _ in range(2000):
         log.record({"request_id": "r"})
     assert 120 < len(log._rows) < 280

@@ -46,12 +46,8 @@ def test_recommend_known_user_is_personal_and_excludes_purchases(server, world):
 
 def test_recommend_unknown_user_falls_back_to_recent_items_then_popularity(server, world):
     item = world["retail"]["items"]["item_id"].iloc[0]
-    from_items = post(
-        server, "recommend", {"user_id": "new-visitor", "k": 3, "recent_item_ids": [item]}
-    ).json()
-    assert from_items["strategy"] == "cold_start_items" and item not in [
-        i["item_id"] for i in from_items["items"]
-    ]
+    from_items = post(server, "recommend", {"user_id": "new-visitor", "k": 3, "recent_item_ids": [item]}).json()
+    assert from_items["strategy"] == "cold_start_items" and item not in [i["item_id"] for i in from_items["items"]]
     popular = post(server, "recommend", {"user_id": "new-visitor", "k": 3}).json()
     assert popular["strategy"] == "popularity_global" and len(popular["items"]) == 3
     country = world["retail"]["users"]["country"].iloc[0]
@@ -73,9 +69,7 @@ def test_search_with_a_known_user_is_reranked_for_them(server, world):
     personal = post(server, "search", {"query": "lamp", "k": 10, "user_id": user}).json()
     assert personal["strategy"] == "search_personalized"
     assert [i["score"] for i in personal["items"]] != [i["score"] for i in plain["items"]]
-    assert (
-        post(server, "search", {"query": "lamp", "k": 10, "user_id": "nobody"}).json()["strategy"] == "search"
-    )
+    assert post(server, "search", {"query": "lamp", "k": 10, "user_id": "nobody"}).json()["strategy"] == "search"
 
 
 def test_similar_answers_from_the_catalogue_holding_the_item(server, world):
@@ -130,12 +124,8 @@ def test_admin_reload_refuses_a_wrong_token(server):
 def test_reload_to_a_new_champion_under_concurrent_requests_fails_none(server, world):
     user, _ = known_user(world)
     before = post(server, "ping", {}).json()
-    new_search = register_fixture_model(
-        world["uri"], "shopaug-search", "search", world["search_items"], "v2 "
-    )
-    new_rec = register_fixture_model(
-        world["uri"], "shopaug-recommender", "retail", world["retail"]["items"], "v2 "
-    )
+    new_search = register_fixture_model(world["uri"], "shopaug-search", "search", world["search_items"], "v2 ")
+    new_rec = register_fixture_model(world["uri"], "shopaug-recommender", "retail", world["retail"]["items"], "v2 ")
     calls = [
         ("search", {"query": "cordless drill", "k": 5}),
         ("recommend", {"user_id": user, "k": 5}),

@@ -46,11 +46,20 @@ def data_root(tmp_path) -> Path:
     """A repo-shaped folder: retail splits, one synthetic generator (+ manifest), fused sets, a dvc.lock."""
     root = tmp_path / "repo"
     ts = pd.Timestamp("2011-10-01", tz="UTC")
-    real = pd.DataFrame({
-        "user_id": ["u1", "u1", "u2"], "item_id": ["a", "b", "a"], "ts": [ts] * 3, "event": ["purchase"] * 3,
-        "quantity": [1, 2, 1], "value": [1.0, 2.0, 1.0], "basket_id": ["x", "x", "y"],
-        "is_synthetic": [False] * 3, "source": ["online_retail"] * 3, "parent_id": [None] * 3,
-    })
+    real = pd.DataFrame(
+        {
+            "user_id": ["u1", "u1", "u2"],
+            "item_id": ["a", "b", "a"],
+            "ts": [ts] * 3,
+            "event": ["purchase"] * 3,
+            "quantity": [1, 2, 1],
+            "value": [1.0, 2.0, 1.0],
+            "basket_id": ["x", "x", "y"],
+            "is_synthetic": [False] * 3,
+            "source": ["online_retail"] * 3,
+            "parent_id": [None] * 3,
+        }
+    )
     synthetic = real.assign(user_id="s1", is_synthetic=True, source="cf_interactions", parent_id="u1")
     for rel, df in {
         "data/splits/retail/train.parquet": real,
@@ -62,11 +71,13 @@ def data_root(tmp_path) -> Path:
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
         df.to_parquet(root / rel, index=False)
     (root / "data/synthetic/cf_interactions.manifest.json").write_text(
-        json.dumps({"generator": "cf_interactions", "params": {"per_user": 5}, "seed": 42}))
+        json.dumps({"generator": "cf_interactions", "params": {"per_user": 5}, "seed": 42})
+    )
     (root / "metrics").mkdir()
     (root / "metrics/gate.json").write_text(json.dumps({"cf_interactions": {"decision": "pass"}}))
     size = (root / "data/fused/retail/aug.parquet").stat().st_size
     (root / "dvc.lock").write_text(
         "schema: '2.0'\nstages:\n  fuse:\n    outs:\n    - path: data/fused/retail/aug.parquet\n"
-        f"      hash: md5\n      md5: 0123456789abcdef0123456789abcdef\n      size: {size}\n")
+        f"      hash: md5\n      md5: 0123456789abcdef0123456789abcdef\n      size: {size}\n"
+    )
     return root

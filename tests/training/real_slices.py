@@ -20,19 +20,31 @@ def _write(root: Path, rel: str, df: pd.DataFrame) -> None:
 
 def retail_slice(root: Path, n_users: int = 120, n_items: int = 300) -> Path:
     """The most active customers' purchases of the most popular items, split like the `split` stage."""
-    raw = pd.read_csv(data_dir() / "online_retail/online_retail.csv.gz",
-                      dtype={"InvoiceNo": str, "StockCode": str, "CustomerID": str})
-    raw = raw[~raw["InvoiceNo"].str.startswith("C") & (raw["Quantity"] > 0) & (raw["UnitPrice"] > 0)
-              & raw["StockCode"].str.match(r"^\d{5}") & raw["CustomerID"].notna()]
+    raw = pd.read_csv(
+        data_dir() / "online_retail/online_retail.csv.gz", dtype={"InvoiceNo": str, "StockCode": str, "CustomerID": str}
+    )
+    raw = raw[
+        ~raw["InvoiceNo"].str.startswith("C")
+        & (raw["Quantity"] > 0)
+        & (raw["UnitPrice"] > 0)
+        & raw["StockCode"].str.match(r"^\d{5}")
+        & raw["CustomerID"].notna()
+    ]
     top_items = raw["StockCode"].value_counts().index[:n_items]
     raw = raw[raw["StockCode"].isin(top_items)]
     top_users = raw.groupby("CustomerID")["InvoiceNo"].nunique().sort_values(ascending=False).index[:n_users]
     raw = raw[raw["CustomerID"].isin(top_users)]
-    inter = pd.DataFrame({
-        "user_id": raw["CustomerID"].str.replace(r"\.0$", "", regex=True), "item_id": raw["StockCode"],
-        "ts": pd.to_datetime(raw["InvoiceDate"]).dt.tz_localize("UTC"), "event": "purchase",
-        "quantity": raw["Quantity"].astype("int64"), "value": raw["Quantity"] * raw["UnitPrice"],
-        "basket_id": raw["InvoiceNo"]}).drop_duplicates(["basket_id", "item_id"])
+    inter = pd.DataFrame(
+        {
+            "user_id": raw["CustomerID"].str.replace(r"\.0$", "", regex=True),
+            "item_id": raw["StockCode"],
+            "ts": pd.to_datetime(raw["InvoiceDate"]).dt.tz_localize("UTC"),
+            "event": "purchase",
+            "quantity": raw["Quantity"].astype("int64"),
+            "value": raw["Quantity"] * raw["UnitPrice"],
+            "basket_id": raw["InvoiceNo"],
+        }
+    ).drop_duplicates(["basket_id", "item_id"])
     items = raw.groupby("StockCode").agg(title=("Description", "first"), price=("UnitPrice", "median"))
     items = items.reset_index().rename(columns={"StockCode": "item_id"}).assign(description="", category="")
     items["title"] = items["title"].fillna("")
@@ -44,10 +56,14 @@ def retail_slice(root: Path, n_users: int = 120, n_items: int = 300) -> Path:
         return rows[rows["ts"] == rows.groupby("user_id")["ts"].transform("min")]
 
     _write(root, "data/splits/retail/train.parquet", train)
-    _write(root, "data/splits/retail/valid.parquet",
-           first_basket(train[train["ts"] >= VALID_CUTOFF], train[train["ts"] < VALID_CUTOFF]))
+    _write(
+        root,
+        "data/splits/retail/valid.parquet",
+        first_basket(train[train["ts"] >= VALID_CUTOFF], train[train["ts"] < VALID_CUTOFF]),
+    )
     (root / "data/splits/retail/split.json").write_text(
-        json.dumps({"cutoff": str(CUTOFF), "valid_cutoff": str(VALID_CUTOFF)}))
+        json.dumps({"cutoff": str(CUTOFF), "valid_cutoff": str(VALID_CUTOFF)})
+    )
     return root
 
 
@@ -56,9 +72,9 @@ def feast_store(root: Path) -> Path:
     import shutil
 
     import features
+    from core.paths import repo_root
     from features.build import compute_tables
     from features.store import apply_definitions
-    from core.paths import repo_root
 
     train = pd.read_parquet(root / "data/splits/retail/train.parquet")
     items = pd.read_parquet(root / "data/canonical/retail/items.parquet")
@@ -78,9 +94,14 @@ def search_slice(root: Path, n_rows: int = 1200, seed: int = 0) -> Path:
     items = raw.groupby("product_uid")["product_title"].first().reset_index()
     items = items.rename(columns={"product_uid": "item_id", "product_title": "title"})
     _write(root, "data/canonical/search/items.parquet", items.assign(description="", category="", price=np.nan))
-    queries = pd.DataFrame({
-        "query_id": raw["search_term"].map(lambda s: hashlib.sha1(s.encode()).hexdigest()[:12]),
-        "query": raw["search_term"], "item_id": raw["product_uid"], "relevance": (raw["relevance"] - 1) / 2})
+    queries = pd.DataFrame(
+        {
+            "query_id": raw["search_term"].map(lambda s: hashlib.sha1(s.encode()).hexdigest()[:12]),
+            "query": raw["search_term"],
+            "item_id": raw["product_uid"],
+            "relevance": (raw["relevance"] - 1) / 2,
+        }
+    )
     texts = np.array(sorted(queries["query"].unique()))
     np.random.default_rng(seed).shuffle(texts)
     valid = set(texts[: len(texts) // 4])

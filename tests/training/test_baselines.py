@@ -32,19 +32,24 @@ def shop(seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
             records += [(f"u{u}", item, ts, f"u{u}b{b}") for item in picks]
         ts = CUTOFF + pd.Timedelta(days=1)
         targets += [(f"u{u}", item, ts, f"u{u}t") for item in [records[-2][1], group[8], "best0", "best1"]]
-    records += [(None, f"g{g}_{j}", CUTOFF - pd.Timedelta(days=5), f"guest{g}") for g in range(6)
-                for j in range(10)] + [(None, "best1", CUTOFF - pd.Timedelta(days=3), "guest9")]
+    records += [
+        (None, f"g{g}_{j}", CUTOFF - pd.Timedelta(days=5), f"guest{g}") for g in range(6) for j in range(10)
+    ] + [(None, "best1", CUTOFF - pd.Timedelta(days=3), "guest9")]
 
     def frame(recs):
         return pd.DataFrame(recs, columns=["user_id", "item_id", "ts", "basket_id"]).assign(
-            event="purchase", quantity=1, value=1.0)
+            event="purchase", quantity=1, value=1.0
+        )
 
     history = frame(records)
     return history, frame(targets), pd.DataFrame({"item_id": sorted(history["item_id"].unique())})
 
 
-@pytest.mark.parametrize("model", [PopularityRecommender(30), CoPurchaseKNNRecommender(20, 30),
-                                   RepeatPurchaseRecommender(30)], ids=lambda m: m.name)
+@pytest.mark.parametrize(
+    "model",
+    [PopularityRecommender(30), CoPurchaseKNNRecommender(20, 30), RepeatPurchaseRecommender(30)],
+    ids=lambda m: m.name,
+)
 def test_recommendation_baseline_beats_random(model):
     history, targets, items = shop()
     scores = {}
@@ -71,23 +76,47 @@ def test_repeat_purchase_ranks_the_most_recent_items_first_then_popularity():
     model.fit(history, items)
     ranked = model.recommend(history, ["u0"], 12)["u0"]
     last_basket = set(history.loc[history["basket_id"] == "u0b2", "item_id"])
-    assert set(ranked[:len(last_basket)]) == last_basket
+    assert set(ranked[: len(last_basket)]) == last_basket
     assert ranked[-1] not in set(history.loc[history["user_id"] == "u0", "item_id"])
 
 
-CATALOGUE = pd.DataFrame({"item_id": [f"p{i}" for i in range(8)], "title": [
-    "Red cotton t-shirt", "Steel claw hammer 16 oz", "Cordless drill 20V lithium", "White ceramic table lamp",
-    "Garden hose 50 ft", "Oak kitchen cabinet door", "LED light bulb 60W", "Stainless steel kitchen sink"]})
-QUERIES = pd.DataFrame({
-    "query_id": ["q1", "q1", "q2", "q2", "q3", "q3", "q4", "q4"],
-    "query": ["hammer", "hammer", "drill cordless", "drill cordless", "kitchen sink", "kitchen sink",
-              "lamp for table", "lamp for table"],
-    "item_id": ["p1", "p2", "p2", "p1", "p7", "p5", "p3", "p6"],
-    "relevance": [1.0, 0.0, 1.0, 0.0, 1.0, 0.5, 1.0, 0.5]})
+CATALOGUE = pd.DataFrame(
+    {
+        "item_id": [f"p{i}" for i in range(8)],
+        "title": [
+            "Red cotton t-shirt",
+            "Steel claw hammer 16 oz",
+            "Cordless drill 20V lithium",
+            "White ceramic table lamp",
+            "Garden hose 50 ft",
+            "Oak kitchen cabinet door",
+            "LED light bulb 60W",
+            "Stainless steel kitchen sink",
+        ],
+    }
+)
+QUERIES = pd.DataFrame(
+    {
+        "query_id": ["q1", "q1", "q2", "q2", "q3", "q3", "q4", "q4"],
+        "query": [
+            "hammer",
+            "hammer",
+            "drill cordless",
+            "drill cordless",
+            "kitchen sink",
+            "kitchen sink",
+            "lamp for table",
+            "lamp for table",
+        ],
+        "item_id": ["p1", "p2", "p2", "p1", "p7", "p5", "p3", "p6"],
+        "relevance": [1.0, 0.0, 1.0, 0.0, 1.0, 0.5, 1.0, 0.5],
+    }
+)
 
 
-@pytest.mark.parametrize("model_factory", [BM25Retriever, lambda: MiniLMRetriever(batch_size=8)],
-                         ids=["bm25", "minilm"])
+@pytest.mark.parametrize(
+    "model_factory", [BM25Retriever, lambda: MiniLMRetriever(batch_size=8)], ids=["bm25", "minilm"]
+)
 def test_search_baseline_beats_random(model_factory):
     model = model_factory()
     results = {}

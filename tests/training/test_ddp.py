@@ -18,14 +18,17 @@ def _free_port() -> int:
 
 
 def _worker(rank: int, world: int, port: int, out: str) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE=str(world), RANK=str(rank),
-                      LOCAL_RANK=str(rank))
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE=str(world), RANK=str(rank), LOCAL_RANK=str(rank)
+    )
     torch.set_num_threads(1)
     job = ToyJob(seed=0)
     cfg = LoopConfig(epochs=2, lr=1e-2, eval_every=4, patience=100, device="cpu", checkpoint_dir=f"{out}/ckpt")
     result = train_loop(job, cfg)
-    torch.save({"params": job.model.state_dict(), "history": result.history, "world": dist.get_world_size()},
-               f"{out}/rank{rank}.pt")
+    torch.save(
+        {"params": job.model.state_dict(), "history": result.history, "world": dist.get_world_size()},
+        f"{out}/rank{rank}.pt",
+    )
     dist.destroy_process_group()
 
 

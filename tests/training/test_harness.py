@@ -3,27 +3,39 @@
 import pandas as pd
 import pytest
 
-from core.params import EvaluationParams
 from core.errors import ShopError
+from core.params import EvaluationParams
 from training.harness import evaluate_recommender, evaluate_retriever
 
-PARAMS = EvaluationParams(k=2, recall_ks=[2], catalogue_recall_k=3, bootstrap_samples=50,
-                          cold_user_max_purchases=1, new_item_days=5)
+PARAMS = EvaluationParams(
+    k=2, recall_ks=[2], catalogue_recall_k=3, bootstrap_samples=50, cold_user_max_purchases=1, new_item_days=5
+)
 CUTOFF = pd.Timestamp("2011-11-01", tz="UTC")
 
 
 def rows(records):
     return pd.DataFrame(records, columns=["user_id", "item_id", "ts", "basket_id"]).assign(
-        ts=lambda d: pd.to_datetime(d["ts"], utc=True), event="purchase", quantity=1, value=1.0)
+        ts=lambda d: pd.to_datetime(d["ts"], utc=True), event="purchase", quantity=1, value=1.0
+    )
 
 
-HISTORY = rows([
-    ("cold", "a", "2011-09-01", "b1"),
-    ("warm", "a", "2011-09-01", "b2"), ("warm", "b", "2011-09-10", "b3"), ("warm", "c", "2011-09-20", "b4"),
-    (None, "n", "2011-10-30", "g1"),  # a guest basket: "n" is a new item, first seen 2 days before the cutoff
-])
-TARGETS = rows([("cold", "b", "2011-11-02", "t1"), ("cold", "n", "2011-11-02", "t1"),
-                ("warm", "a", "2011-11-03", "t2"), ("warm", "d", "2011-11-03", "t2")])
+HISTORY = rows(
+    [
+        ("cold", "a", "2011-09-01", "b1"),
+        ("warm", "a", "2011-09-01", "b2"),
+        ("warm", "b", "2011-09-10", "b3"),
+        ("warm", "c", "2011-09-20", "b4"),
+        (None, "n", "2011-10-30", "g1"),  # a guest basket: "n" is a new item, first seen 2 days before the cutoff
+    ]
+)
+TARGETS = rows(
+    [
+        ("cold", "b", "2011-11-02", "t1"),
+        ("cold", "n", "2011-11-02", "t1"),
+        ("warm", "a", "2011-11-03", "t2"),
+        ("warm", "d", "2011-11-03", "t2"),
+    ]
+)
 ITEMS = pd.DataFrame({"item_id": list("abcdn")})
 
 
@@ -77,8 +89,9 @@ class FixedRetriever:
 
 
 def test_retriever_catalogue_and_rerank_metrics_match_hand_computation():
-    queries = pd.DataFrame({"query_id": ["q"] * 3, "query": ["red lamp"] * 3, "item_id": ["a", "b", "c"],
-                            "relevance": [1.0, 0.5, 0.0]})
+    queries = pd.DataFrame(
+        {"query_id": ["q"] * 3, "query": ["red lamp"] * 3, "item_id": ["a", "b", "c"], "relevance": [1.0, 0.5, 0.0]}
+    )
     items = pd.DataFrame({"item_id": ["a", "b", "c", "x"]})
     units: dict = {}
     out = evaluate_retriever(FixedRetriever(), queries, items, PARAMS, per_unit=units)

@@ -88,6 +88,10 @@ def test_binary_metrics_agree_with_ranx():
         run[f"q{q}"] = {item: float(25 - r) for r, item in enumerate(ranked)}
         ours.append(binary_metrics(ranked, relevant, 10, [10]))
     theirs = evaluate(Qrels.from_dict(qrels), Run.from_dict(run), ["hit_rate@10", "recall@10", "ndcg@10", "mrr"])
-    for ranx_name, name in [("hit_rate@10", "hr@10"), ("recall@10", "recall@10"), ("ndcg@10", "ndcg@10"),
-                            ("mrr", "mrr")]:
+    for ranx_name, name in [
+        ("hit_rate@10", "hr@10"),
+        ("recall@10", "recall@10"),
+        ("ndcg@10", "ndcg@10"),
+        ("mrr", "mrr"),
+    ]:
         assert np.mean([m[name] for m in ours]) == pytest.approx(theirs[ranx_name], abs=1e-9), name

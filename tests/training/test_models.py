@@ -6,8 +6,8 @@ import pytest
 import torch
 from real_slices import VALID_CUTOFF, feast_store, retail_slice, search_slice
 
-from core.params import EvaluationParams, load_params
 from core.encoder import load_encoder
+from core.params import EvaluationParams, load_params
 from training.baselines import RandomRecommender
 from training.data import user_context
 from training.harness import evaluate_recommender, evaluate_retriever
@@ -17,24 +17,52 @@ from training.train import build_search_job, train_task
 
 pytestmark = pytest.mark.integration
 EVAL = EvaluationParams(bootstrap_samples=0, recall_ks=[10], catalogue_recall_k=20)
-TINY = {"dim": 32, "history_len": 5, "repeat_history": 20, "repeat_dims": 64, "user_layers": 1, "user_heads": 2,
-        "batch_size": 32, "max_steps": 40, "eval_every": 20, "lr": 3e-3}
+TINY = {
+    "dim": 32,
+    "history_len": 5,
+    "repeat_history": 20,
+    "repeat_dims": 64,
+    "user_layers": 1,
+    "user_heads": 2,
+    "batch_size": 32,
+    "max_steps": 40,
+    "eval_every": 20,
+    "lr": 3e-3,
+}
 
 
 @pytest.fixture(scope="module")
 def retail(tmp_path_factory):
     root = retail_slice(tmp_path_factory.mktemp("retail"))
-    params = load_params(overrides={"train": {"retail": TINY, "cache_dir": str(root / "cache")},
-                                    "features": {"store_config": str(feast_store(root))}})
+    params = load_params(
+        overrides={
+            "train": {"retail": TINY, "cache_dir": str(root / "cache")},
+            "features": {"store_config": str(feast_store(root))},
+        }
+    )
     return root, train_task(params, "retail", "noaug", root)
 
 
 @pytest.fixture(scope="module")
 def search(tmp_path_factory):
     root = search_slice(tmp_path_factory.mktemp("search"))
-    params = load_params(overrides={"train": {"cache_dir": str(root / "cache"), "search": {
-        "trainable_layers": 1, "max_seq_len": 16, "batch_size": 16, "max_steps": 30, "eval_every": 15,
-        "sampled_negatives": 64, "lr": 1e-3, "encoder_lr": 1e-4}}})
+    params = load_params(
+        overrides={
+            "train": {
+                "cache_dir": str(root / "cache"),
+                "search": {
+                    "trainable_layers": 1,
+                    "max_seq_len": 16,
+                    "batch_size": 16,
+                    "max_steps": 30,
+                    "eval_every": 15,
+                    "sampled_negatives": 64,
+                    "lr": 1e-3,
+                    "encoder_lr": 1e-4,
+                },
+            }
+        }
+    )
     outcome = train_task(params, "search", "noaug", root)
     outcome.params = params
     return root, outcome
@@ -95,15 +123,23 @@ def test_saved_search_model_loads_with_identical_embeddings(search, tmp_path):
     assert isinstance(loaded, SearchModel)
     texts = ["cordless drill", "white interior paint"]
     np.testing.assert_allclose(loaded.encode_queries(texts), model.encode_queries(texts), atol=1e-6)
-    np.testing.assert_allclose(loaded.encode_items(model.items.head(20)), model.encode_items(model.items.head(20)),
-                               atol=1e-6)
+    np.testing.assert_allclose(
+        loaded.encode_items(model.items.head(20)), model.encode_items(model.items.head(20)), atol=1e-6
+    )
 
 
 def test_recommender_serves_unseen_items_from_text_and_unseen_users_from_history(retail):
     _, outcome = retail
     model = outcome.model
-    new_item = pd.DataFrame({"item_id": ["NEW-1"], "title": ["RED RETROSPOT GIFT BAG"], "description": [""],
-                             "category": [""], "price": [1.5]})
+    new_item = pd.DataFrame(
+        {
+            "item_id": ["NEW-1"],
+            "title": ["RED RETROSPOT GIFT BAG"],
+            "description": [""],
+            "category": [""],
+            "price": [1.5],
+        }
+    )
     vectors = model.encode_items(pd.concat([model.items.head(2), new_item], ignore_index=True))
     assert np.isfinite(vectors).all() and not np.allclose(vectors[2], 0)
     users = model.encode_users([["NEW-1"], [model.item_ids[1]]])
@@ -116,7 +152,7 @@ def test_user_tower_reads_point_in_time_feast_context_and_flags_users_without_it
     root, outcome = retail
     job, model = outcome.job, outcome.model
     assert model.config["user_context"] == USER_CONTEXT
-    context = job.ex.user_feats[:, -len(USER_CONTEXT) - 1:]
+    context = job.ex.user_feats[:, -len(USER_CONTEXT) - 1 :]
     assert (context[:, -1] == 0).mean() > 0.9  # real users of the slice: a snapshot before nearly every basket
     frequency = np.expm1(context[:, 0])  # log1p(distinct baskets so far): never counts the example's basket
     user = pd.Series(job.ex.users)

@@ -26,8 +26,7 @@ def register(params, root, tmp_path, tag: str, ndcg: float, cold: float, new_ite
     folder = tiny_model_dir(tmp_path / tag, ndcg)
     (folder / "metrics.json").write_text(json.dumps(harness_like(ndcg, cold, new_items)))
     with tracking.start_run(params, "retail", "aug", root=root) as run:
-        version = run.log_model(folder, python_model=TinyPyfunc(),
-                                input_example=pd.DataFrame({"history": [["a"]]}))
+        version = run.log_model(folder, python_model=TinyPyfunc(), input_example=pd.DataFrame({"history": [["a"]]}))
     return str(version.version)
 
 

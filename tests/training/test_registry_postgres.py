@@ -40,12 +40,16 @@ def test_postgres_registry_tracks_registers_and_promotes(postgres_uri, data_root
     for var in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "MLFLOW_ARTIFACT_LOCATION"):
         monkeypatch.delenv(var, raising=False)
     # the only change from the embedded default: params (no code path differs)
-    params = load_params(overrides={"mlflow": {"tracking_uri": postgres_uri,
-                                               "artifact_location": str(tmp_path / "artifacts")}})
+    params = load_params(
+        overrides={"mlflow": {"tracking_uri": postgres_uri, "artifact_location": str(tmp_path / "artifacts")}}
+    )
     with tracking.start_run(params, "search", "aug", root=data_root) as run:
         run.log_metrics({"valid/ndcg@10": 0.4}, step=1)
-        version = run.log_model(tiny_model_dir(tmp_path / "model", 0.4), python_model=TinyPyfunc(),
-                                input_example=pd.DataFrame({"query": ["drill"]}))
+        version = run.log_model(
+            tiny_model_dir(tmp_path / "model", 0.4),
+            python_model=TinyPyfunc(),
+            input_example=pd.DataFrame({"query": ["drill"]}),
+        )
 
     client = MlflowClient()
     assert client._tracking_client.tracking_uri.startswith("postgresql+psycopg2://")

@@ -8,16 +8,23 @@ def stats(v: float, low: float, high: float) -> dict:
 
 
 def test_tables_show_cis_paired_differences_and_the_ablation():
-    doc = {"search": {
-        "baselines": {"bm25": {"ndcg@10": stats(0.338, 0.323, 0.354)}},
-        "models": {"noaug": {"ndcg@10": stats(0.32, 0.30, 0.33)}, "aug": {"ndcg@10": stats(0.34, 0.32, 0.35)},
-                   "minus_query_rewrites": {"ndcg@10": stats(0.33, 0.31, 0.345)}},
-        "synthetic_share": {"noaug": 0.0, "aug": 0.5, "minus_query_rewrites": 0.41},
-        "uplift": {"best_baseline": "bm25", "models": {"aug": {"baseline:bm25": {"ndcg@10": 0.006},
-                                                                "noaug": {"ndcg@10": 0.0625}}}},
-        "ablation": {"query_rewrites": {"ndcg@10": 0.01, "ndcg@10_ci": [0.002, 0.018]}},
-        "versus_twin": {"aug": {"ndcg@10": stats(0.02, 0.01, 0.03)}},
-    }}
+    doc = {
+        "search": {
+            "baselines": {"bm25": {"ndcg@10": stats(0.338, 0.323, 0.354)}},
+            "models": {
+                "noaug": {"ndcg@10": stats(0.32, 0.30, 0.33)},
+                "aug": {"ndcg@10": stats(0.34, 0.32, 0.35)},
+                "minus_query_rewrites": {"ndcg@10": stats(0.33, 0.31, 0.345)},
+            },
+            "synthetic_share": {"noaug": 0.0, "aug": 0.5, "minus_query_rewrites": 0.41},
+            "uplift": {
+                "best_baseline": "bm25",
+                "models": {"aug": {"baseline:bm25": {"ndcg@10": 0.006}, "noaug": {"ndcg@10": 0.0625}}},
+            },
+            "ablation": {"query_rewrites": {"ndcg@10": 0.01, "ndcg@10_ci": [0.002, 0.018]}},
+            "versus_twin": {"aug": {"ndcg@10": stats(0.02, 0.01, 0.03)}},
+        }
+    }
     text = report.render(doc)
     assert "| bm25 (best baseline) | 0 | 0.338 [0.323, 0.354] |" in text
     assert "| bi-encoder, augmented | 0.50 | 0.340 [0.320, 0.350] | – | – | +0.020 [+0.010, +0.030] |" in text

@@ -6,14 +6,17 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from core.params import load_params
 from core.errors import ShopError
+from core.params import load_params
 from training import results
 
 
 def res(ndcg: float, cold: float = 0.1) -> dict:
-    return {"ndcg@10": {"value": ndcg}, "hr@10": {"value": ndcg * 2},
-            "segments": {"cold_users": {"ndcg@10": {"value": cold}}}}
+    return {
+        "ndcg@10": {"value": ndcg},
+        "hr@10": {"value": ndcg * 2},
+        "segments": {"cold_users": {"ndcg@10": {"value": cold}}},
+    }
 
 
 def test_uplift_is_relative_to_twin_and_best_real_baseline():
@@ -62,12 +65,16 @@ def test_planned_runs_add_ablation_variants_that_exist(tmp_path):
     fused.mkdir(parents=True)
     for variant in ("noaug", "aug", "minus_cf_interactions"):
         (fused / f"{variant}.parquet").write_bytes(b"")
-    (fused / "manifest.json").write_text(json.dumps(
-        {"variants": {"noaug": {}, "aug": {}, "minus_cf_interactions": {}, "minus_sequence_aug": {}}}))
+    (fused / "manifest.json").write_text(
+        json.dumps({"variants": {"noaug": {}, "aug": {}, "minus_cf_interactions": {}, "minus_sequence_aug": {}}})
+    )
     runs = ["retail/noaug", "retail/aug", "search/aug"]
     params = load_params(overrides={"experiments": {"runs": runs, "ablation": True}})
     assert results.planned_runs(params, tmp_path) == [
-        ("retail", "noaug"), ("retail", "aug"), ("retail", "minus_cf_interactions")]
+        ("retail", "noaug"),
+        ("retail", "aug"),
+        ("retail", "minus_cf_interactions"),
+    ]
     no_ablation = load_params(overrides={"experiments": {"runs": runs, "ablation": False}})
     assert results.planned_runs(no_ablation, tmp_path) == [("retail", "noaug"), ("retail", "aug")]
     bad = load_params(overrides={"experiments": {"runs": ["books/aug"]}})
@@ -77,8 +84,14 @@ def test_planned_runs_add_ablation_variants_that_exist(tmp_path):
 
 def test_sweep_rows_accumulate_and_a_rerun_replaces_its_own(tmp_path):
     path = tmp_path / "sweep" / "retail.csv"
-    row = {"variant": "aug", "synthetic_share": 0.3, "ndcg@10": 0.2, "max_synthetic_share": 0.5,
-           "generators": "cf_interactions+online_retail", "augment_enabled": True}
+    row = {
+        "variant": "aug",
+        "synthetic_share": 0.3,
+        "ndcg@10": 0.2,
+        "max_synthetic_share": 0.5,
+        "generators": "cf_interactions+online_retail",
+        "augment_enabled": True,
+    }
     results.append_sweep(path, [row, {**row, "variant": "noaug", "synthetic_share": 0.0}])
     results.append_sweep(path, [{**row, "synthetic_share": 0.1, "max_synthetic_share": 0.1}])
     results.append_sweep(path, [{**row, "ndcg@10": 0.21}])  # same setting again: replaces the first aug row
@@ -90,15 +103,25 @@ def test_sweep_rows_accumulate_and_a_rerun_replaces_its_own(tmp_path):
 def test_training_reads_the_items_table_the_fused_manifest_names(tmp_path):
     from training.data import items_table
 
-    for rel, title in (("data/canonical/retail/items.parquet", "LAMP"),
-                       ("data/synthetic/item_enrichment.parquet", "LAMP | lighting")):
+    for rel, title in (
+        ("data/canonical/retail/items.parquet", "LAMP"),
+        ("data/synthetic/item_enrichment.parquet", "LAMP | lighting"),
+    ):
         (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
-        pd.DataFrame({"item_id": ["1"], "title": [title], "description": [""], "category": [""],
-                      "price": [1.0]}).to_parquet(tmp_path / rel)
+        pd.DataFrame(
+            {"item_id": ["1"], "title": [title], "description": [""], "category": [""], "price": [1.0]}
+        ).to_parquet(tmp_path / rel)
     assert items_table(tmp_path, "retail", "aug")["title"].iloc[0] == "LAMP"  # no manifest: canonical
     (tmp_path / "data/fused/retail").mkdir(parents=True)
-    (tmp_path / "data/fused/retail/manifest.json").write_text(json.dumps({"variants": {
-        "aug": {"items": "data/synthetic/item_enrichment.parquet"},
-        "noaug": {"items": "data/canonical/retail/items.parquet"}}}))
+    (tmp_path / "data/fused/retail/manifest.json").write_text(
+        json.dumps(
+            {
+                "variants": {
+                    "aug": {"items": "data/synthetic/item_enrichment.parquet"},
+                    "noaug": {"items": "data/canonical/retail/items.parquet"},
+                }
+            }
+        )
+    )
     assert items_table(tmp_path, "retail", "aug")["title"].iloc[0] == "LAMP | lighting"
     assert items_table(tmp_path, "retail", "noaug")["title"].iloc[0] == "LAMP"

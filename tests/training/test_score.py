@@ -9,8 +9,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from core.params import load_params
 from core.errors import ShopError
+from core.params import load_params
 from training.baselines import BM25Retriever, PopularityRecommender
 from training.score import evaluate_dataset, load_model_for_eval
 
@@ -20,8 +20,9 @@ PARAMS = load_params(overrides={"evaluation": {"bootstrap_samples": 20}})
 
 
 def cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "training.score", *args], cwd=ROOT, capture_output=True,
-                          text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "training.score", *args], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
 
 
 def test_help_lists_the_options():
@@ -31,13 +32,17 @@ def test_help_lists_the_options():
         assert option in done.stdout
 
 
-@pytest.mark.parametrize(("adapter", "data", "message"), [
-    ("nosuch", "params.yaml", "--adapter 'nosuch': unknown"),
-    ("homedepot", "missing/file.csv.gz", "file not found"),
-])
+@pytest.mark.parametrize(
+    ("adapter", "data", "message"),
+    [
+        ("nosuch", "params.yaml", "--adapter 'nosuch': unknown"),
+        ("homedepot", "missing/file.csv.gz", "file not found"),
+    ],
+)
 def test_bad_input_is_one_line_error_with_exit_2(tmp_path, adapter, data, message):
-    done = cli("--task", "search", "--model", "bm25", "--data", data, "--adapter", adapter,
-               "--out", str(tmp_path / "m.json"))
+    done = cli(
+        "--task", "search", "--model", "bm25", "--data", data, "--adapter", adapter, "--out", str(tmp_path / "m.json")
+    )
     assert done.returncode == 2
     assert done.stderr.strip().startswith("error: ") and message in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1
@@ -54,12 +59,20 @@ def test_model_specs_map_to_baselines_and_unknown_specs_are_refused():
 def test_canonical_folder_is_split_and_scored_like_the_pipeline(tmp_path):
     ts = pd.Timestamp("2011-10-15", tz="UTC")
     later = pd.Timestamp("2011-11-05", tz="UTC")
-    inter = pd.DataFrame({
-        "user_id": ["u1", "u1", "u2", "u2", "u1", "u2"], "item_id": ["a", "b", "a", "c", "a", "b"],
-        "ts": [ts, ts, ts, ts, later, later], "event": "purchase", "quantity": 1, "value": 1.0,
-        "basket_id": ["b1", "b1", "b2", "b2", "t1", "t2"]})
-    items = pd.DataFrame({"item_id": list("abc"), "title": ["x", "y", "z"], "description": "", "category": "",
-                          "price": 1.0})
+    inter = pd.DataFrame(
+        {
+            "user_id": ["u1", "u1", "u2", "u2", "u1", "u2"],
+            "item_id": ["a", "b", "a", "c", "a", "b"],
+            "ts": [ts, ts, ts, ts, later, later],
+            "event": "purchase",
+            "quantity": 1,
+            "value": 1.0,
+            "basket_id": ["b1", "b1", "b2", "b2", "t1", "t2"],
+        }
+    )
+    items = pd.DataFrame(
+        {"item_id": list("abc"), "title": ["x", "y", "z"], "description": "", "category": "", "price": 1.0}
+    )
     inter.to_parquet(tmp_path / "interactions.parquet")
     items.to_parquet(tmp_path / "items.parquet")
     result = evaluate_dataset("retail", "popularity", tmp_path, "canonical", PARAMS)

@@ -19,8 +19,11 @@ def test_run_logs_params_metrics_lineage_and_registers_challenger(mlflow_params,
             run.log_metrics({"train/loss": 1.0 / (step + 1)}, step=step)
         run.log_metrics({"valid/ndcg@10": 0.25})
         time.sleep(1.2)  # let the system-metrics sampler (0.5 s) report at least once
-        version = run.log_model(tiny_model_dir(tmp_path / "model", 0.5), python_model=TinyPyfunc(),
-                                input_example=pd.DataFrame({"history": [["a", "b"], ["a"]]}))
+        version = run.log_model(
+            tiny_model_dir(tmp_path / "model", 0.5),
+            python_model=TinyPyfunc(),
+            input_example=pd.DataFrame({"history": [["a", "b"], ["a"]]}),
+        )
 
     client = MlflowClient()
     logged = client.get_run(run.run_id)
@@ -61,8 +64,11 @@ def test_run_logs_params_metrics_lineage_and_registers_challenger(mlflow_params,
 
 def test_unregistered_variant_moves_no_alias(mlflow_params, data_root, tmp_path):
     with tracking.start_run(mlflow_params, "search", "noaug", root=data_root) as run:
-        result = run.log_model(tiny_model_dir(tmp_path / "m", 0.1), python_model=TinyPyfunc(),
-                               input_example=pd.DataFrame({"query": ["drill"]}))
+        result = run.log_model(
+            tiny_model_dir(tmp_path / "m", 0.1),
+            python_model=TinyPyfunc(),
+            input_example=pd.DataFrame({"query": ["drill"]}),
+        )
     assert result is None and run.model_uri
     assert MlflowClient().search_registered_models() == []
 
@@ -98,10 +104,23 @@ def test_real_search_model_round_trips_through_registry(mlflow_params, data_root
     from training.models import BiEncoder, TextTower
     from training.serving_api import SearchModel, load_model, save_model
 
-    items = pd.DataFrame({"item_id": ["1", "2"], "title": ["cordless drill", "white paint"],
-                          "description": "", "category": "", "price": 1.0})
-    config = {"name": "tiny", "shared_items": True, "encoder": "minilm", "query_max_length": 16,
-              "item_max_length": 16, "variant": "aug"}
+    items = pd.DataFrame(
+        {
+            "item_id": ["1", "2"],
+            "title": ["cordless drill", "white paint"],
+            "description": "",
+            "category": "",
+            "price": 1.0,
+        }
+    )
+    config = {
+        "name": "tiny",
+        "shared_items": True,
+        "encoder": "minilm",
+        "query_max_length": 16,
+        "item_max_length": 16,
+        "variant": "aug",
+    }
     model = SearchModel(BiEncoder(TextTower("minilm", 16), True, 0.05), items, config, None)
     folder = save_model(model, tmp_path / "search-model")
     with tracking.start_run(mlflow_params, "search", "aug", root=data_root) as run:
@@ -114,13 +133,17 @@ def test_real_search_model_round_trips_through_registry(mlflow_params, data_root
     np.testing.assert_allclose(loaded.encode_queries(queries), model.encode_queries(queries), atol=1e-5)
     pyfunc = mlflow.pyfunc.load_model(uri)
     assert pyfunc.metadata.signature.inputs.input_names() == ["query"]
-    np.testing.assert_allclose(pyfunc.predict(pd.DataFrame({"query": queries})),
-                               model.encode_queries(queries), atol=1e-5)
+    np.testing.assert_allclose(
+        pyfunc.predict(pd.DataFrame({"query": queries})), model.encode_queries(queries), atol=1e-5
+    )
 
 
 def test_params_win_over_uris_mlflow_itself_exported(mlflow_params, tmp_path):
     first, _ = tracking.configure(mlflow_params.mlflow)
-    other = mlflow_params.model_copy(update={"mlflow": mlflow_params.mlflow.model_copy(
-        update={"tracking_uri": f"sqlite:///{tmp_path / 'second.db'}"})})
+    other = mlflow_params.model_copy(
+        update={
+            "mlflow": mlflow_params.mlflow.model_copy(update={"tracking_uri": f"sqlite:///{tmp_path / 'second.db'}"})
+        }
+    )
     second, registry = tracking.configure(other.mlflow)
     assert first.endswith("mlflow.db") and second.endswith("second.db") and registry == second

@@ -29,11 +29,14 @@ class ToyJob:
 
     def plans(self, epoch: int) -> list[np.ndarray]:
         order = np.random.default_rng([self.seed, epoch]).permutation(len(self.x))
-        return [order[i:i + self.batch_size] for i in range(0, len(order) - self.batch_size + 1, self.batch_size)]
+        return [order[i : i + self.batch_size] for i in range(0, len(order) - self.batch_size + 1, self.batch_size)]
 
     def collate(self, plan: np.ndarray, epoch: int, index: int) -> dict:
-        return {"x": torch.from_numpy(self.x[plan]), "y": torch.from_numpy(self.y[plan]),
-                "weight": torch.ones(len(plan))}
+        return {
+            "x": torch.from_numpy(self.x[plan]),
+            "y": torch.from_numpy(self.y[plan]),
+            "weight": torch.ones(len(plan)),
+        }
 
     def validate(self, model: nn.Module) -> float:
         if self.valid_metrics is not None:  # scripted metric sequence (early-stopping tests)

@@ -4,6 +4,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from core.errors import ShopError
+from core.params import BackendParams
 from pipelines.augment.backends.base import (
     GenerationCache,
     Request,
@@ -11,8 +13,6 @@ from pipelines.augment.backends.base import (
     clean_output,
     render_prompt,
 )
-from core.params import BackendParams
-from core.errors import ShopError
 
 __all__ = [
     "GenerationCache",
@@ -32,9 +32,7 @@ def fit_offline_model(train: pd.DataFrame, items: pd.DataFrame):
     titles = items[["item_id", "title"]].astype({"item_id": str})
     pairs = train.astype({"item_id": str}).merge(titles, on="item_id", how="inner")
     if pairs.empty:
-        raise ShopError(
-            "offline backend: no training query's item_id is in the catalogue; nothing to learn from"
-        )
+        raise ShopError("offline backend: no training query's item_id is in the catalogue; nothing to learn from")
     model = OfflineQueryModel().fit(pairs, items["title"].astype(str).tolist())
     return model.fit_paraphrases(train)
 
@@ -54,17 +52,13 @@ def make_backend(
     settings = {"temperature": bp.temperature, "top_p": bp.top_p, "max_new_tokens": bp.max_new_tokens}
     cache = None
     if bp.cache:
-        cache_dir = (
-            Path(bp.cache_dir) if Path(bp.cache_dir).is_absolute() else Path(root or ".") / bp.cache_dir
-        )
+        cache_dir = Path(bp.cache_dir) if Path(bp.cache_dir).is_absolute() else Path(root or ".") / bp.cache_dir
         cache = GenerationCache(cache_dir / f"{bp.name}.sqlite")
     if bp.name == "offline":
         from pipelines.augment.backends.offline import OfflineBackend
 
         if train is None or items is None:
-            raise ShopError(
-                "augment.backend.name: offline needs the training queries and the catalogue to learn from"
-            )
+            raise ShopError("augment.backend.name: offline needs the training queries and the catalogue to learn from")
         return OfflineBackend(fit_offline_model(train, items), bp.model, settings, cache, seed)
     if bp.name == "huggingface":
         from pipelines.augment.backends.huggingface import HuggingFaceBackend
@@ -88,6 +82,4 @@ def make_backend(
             retry_wait_s=bp.retry_wait_s,
             api_key_env=bp.api_key_env,
         )
-    raise ShopError(
-        f"augment.backend.name: unknown backend '{bp.name}'; expected offline, huggingface or openai"
-    )
+    raise ShopError(f"augment.backend.name: unknown backend '{bp.name}'; expected offline, huggingface or openai")

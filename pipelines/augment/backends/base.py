@@ -93,9 +93,7 @@ class GenerationCache:
             for start in range(0, len(keys), 900):
                 part = keys[start : start + 900]
                 marks = ",".join("?" * len(part))
-                for key, value in self._db.execute(
-                    f"SELECT key, value FROM outputs WHERE key IN ({marks})", part
-                ):
+                for key, value in self._db.execute(f"SELECT key, value FROM outputs WHERE key IN ({marks})", part):
                     found[key] = json.loads(value)
         return found
 
@@ -136,9 +134,7 @@ class TextGenerator(ABC):
 
     def request_key(self, request: Request) -> str:
         params = {**self.settings, "n": request.n, "seed": self.seed, "task": request.task}
-        return GenerationCache.key(
-            self.name, f"{self.model_id}@{self.model_hash}", self.cache_text(request), params
-        )
+        return GenerationCache.key(self.name, f"{self.model_id}@{self.model_hash}", self.cache_text(request), params)
 
     def generate(self, requests: list[Request]) -> list[list[str]]:
         """Return, per request, up to `request.n` cleaned non-empty texts (cached outputs reused)."""

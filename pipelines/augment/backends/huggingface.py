@@ -6,9 +6,9 @@ from pathlib import Path
 
 import torch
 
+from core.errors import ShopError
 from pipelines.augment.backends.base import Request, TextGenerator, clean_output
 from pipelines.augment.manifest import file_sha256
-from core.errors import ShopError
 
 log = logging.getLogger(__name__)
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -55,9 +55,7 @@ class HuggingFaceBackend(TextGenerator):
             config = AutoConfig.from_pretrained(source)
             self.tokenizer = AutoTokenizer.from_pretrained(source)
         except OSError as exc:
-            raise ShopError(
-                f"augment.backend.model: cannot load '{model_id}' ({str(exc).splitlines()[0]})"
-            ) from None
+            raise ShopError(f"augment.backend.model: cannot load '{model_id}' ({str(exc).splitlines()[0]})") from None
         self.device, self.dtype = pick_device_dtype(device, dtype)
         self.seq2seq = bool(getattr(config, "is_encoder_decoder", False))
         loader = AutoModelForSeq2SeqLM if self.seq2seq else AutoModelForCausalLM

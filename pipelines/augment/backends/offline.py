@@ -20,8 +20,8 @@ from functools import lru_cache
 import numpy as np
 import pandas as pd
 
-from pipelines.augment.backends.base import Request, TextGenerator
 from core.errors import ShopError
+from pipelines.augment.backends.base import Request, TextGenerator
 
 _WORD = re.compile(r"[a-z0-9]+(?:[.'/-][a-z0-9]+)*")
 _BOUNDARY = frozenset({"in", "with", "for", "by"})
@@ -49,11 +49,7 @@ def norm(token: str) -> str:
 @lru_cache(maxsize=1 << 18)
 def _shape(token: str) -> int:
     digits = sum(c.isdigit() for c in token)
-    return (
-        0
-        if digits == 0
-        else (1 if digits == len(token.replace(".", "").replace("/", "").replace("-", "")) else 2)
-    )
+    return 0 if digits == 0 else (1 if digits == len(token.replace(".", "").replace("/", "").replace("-", "")) else 2)
 
 
 def _len_bucket(n: int) -> int:
@@ -82,15 +78,12 @@ def _title_tokens(title: str) -> tuple[tuple[str, str, int, int], ...]:
 class OfflineQueryModel:
     """Keep/drop/add/order model of shopper queries, estimated from real (query, title) training pairs."""
 
-    def fit(
-        self, pairs: pd.DataFrame, catalogue_titles: list[str], min_relevance: float = 0.75
-    ) -> "OfflineQueryModel":
+    def fit(self, pairs: pd.DataFrame, catalogue_titles: list[str], min_relevance: float = 0.75) -> "OfflineQueryModel":
         """Estimate the model from `pairs` (columns query, title, relevance); refuses an empty training set."""
         pairs = pairs[pairs["relevance"] >= min_relevance]
         if pairs.empty:
             raise ShopError(
-                "offline backend: no training (query, title) pairs with relevance >= "
-                f"{min_relevance} to learn from"
+                f"offline backend: no training (query, title) pairs with relevance >= {min_relevance} to learn from"
             )
         df = Counter(k for t in catalogue_titles for k in {norm(w) for w in words(t)})
         logs = np.log1p(np.array(sorted(df.values()), dtype=float))
@@ -152,16 +145,12 @@ class OfflineQueryModel:
         self.cooc = {}
         for key, counter in cooc.items():
             top = [
-                (w, norm(w), round(c / (title_n[key] + 5), 6))
-                for w, c in _top(counter, 30)
-                if c >= 2 and w in known
+                (w, norm(w), round(c / (title_n[key] + 5), 6)) for w, c in _top(counter, 30) if c >= 2 and w in known
             ][:15]
             if top:
                 self.cooc[key] = top
         mean_rel = float(np.mean([r for rs in added_rel.values() for r in rs])) if added_rel else 0.5
-        self.added_rel = {
-            w: (sum(rs) + 2 * mean_rel) / (len(rs) + 2) for w, rs in added_rel.items() if len(rs) >= 3
-        }
+        self.added_rel = {w: (sum(rs) + 2 * mean_rel) / (len(rs) + 2) for w, rs in added_rel.items() if len(rs) >= 3}
         self.mean_rel = mean_rel
         self.order_sigma = self._fit_order_noise(np.array(pair_dist, float), np.array(pair_inv, float))
         self.pairs_used = int(len(pairs))

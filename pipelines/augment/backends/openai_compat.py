@@ -11,8 +11,8 @@ import os
 import httpx
 from tenacity import AsyncRetrying, RetryError, retry_if_exception, stop_after_attempt, wait_exponential
 
-from pipelines.augment.backends.base import Request, TextGenerator, clean_output
 from core.errors import ShopError
+from pipelines.augment.backends.base import Request, TextGenerator, clean_output
 
 
 class _Retryable(Exception):
@@ -84,9 +84,7 @@ class OpenAIBackend(TextGenerator):
             self.usage[key] += int(usage.get(key) or 0)
         return texts
 
-    async def _one(
-        self, client: httpx.AsyncClient, gate: asyncio.Semaphore, request: Request, key: str
-    ) -> list[str]:
+    async def _one(self, client: httpx.AsyncClient, gate: asyncio.Semaphore, request: Request, key: str) -> list[str]:
         url = f"{self.base_url}/{'chat/completions' if self.endpoint == 'chat' else 'completions'}"
         payload = self._payload(request, self.request_seed(self.seed, key) % (2**31))
         async with gate:
@@ -132,9 +130,7 @@ class OpenAIBackend(TextGenerator):
         limits = httpx.Limits(max_connections=self.concurrency)
         async with httpx.AsyncClient(timeout=self.timeout_s, headers=headers, limits=limits) as client:
             return list(
-                await asyncio.gather(
-                    *(self._one(client, gate, r, k) for r, k in zip(requests, keys, strict=True))
-                )
+                await asyncio.gather(*(self._one(client, gate, r, k) for r, k in zip(requests, keys, strict=True)))
             )
 
     def _generate(self, requests: list[Request], keys: list[str]) -> list[list[str]]:
