@@ -44,9 +44,11 @@ def stage_app(doc: str | None) -> typer.Typer:
 
 
 def resolve(path: Path | str) -> Path:
-    """`path` as given when it exists or is absolute, else relative to the repository root."""
+    """`path` as given when it exists or is absolute, or when the working folder is a project (holds a
+    params.yaml: outputs not written yet land there); else relative to the repository root."""
     path = Path(path).expanduser()
-    return path if path.is_absolute() or path.exists() else repo_root() / path
+    here = path.is_absolute() or path.exists() or Path(PARAMS).is_file()
+    return path if here else repo_root() / path
 
 
 def load(path: Path | str | None = None, overrides: dict | None = None) -> Params:

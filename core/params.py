@@ -284,7 +284,6 @@ class ExperimentsParams(Section):
     """The models `train@<name>` trains and `evaluate` compares: a fused variant of a task each."""
 
     models: dict[str, ModelSpec] = Field(description="<task>-<variant>: {task, variant}; dvc.yaml foreach")
-    sweep_dir: str = Field(description="<task>.csv: NDCG@10 vs synthetic share, a row per model")
 
 
 class GateParams(Section):

@@ -25,7 +25,7 @@ from features.client import OnlineFeatureClient
 from features.store import open_store
 
 log = logging.getLogger(__name__)
-app = typer.Typer(add_completion=False, help=__doc__)
+app = cli.stage_app(__doc__)
 TARGET_P99_MS = {"sqlite": 1.0, "redis": 2.0}  # one entity (issue 3)
 
 
@@ -142,7 +142,7 @@ def main(
     seed: Annotated[int, typer.Option(help="seed for the sampled ids")] = 42,
 ) -> None:
     """Materialise the built tables into SQLite and Redis, then time online lookups of 1, 10 and 100 users."""
-    features_dir = features_dir if features_dir.is_absolute() else repo_root() / features_dir
+    features_dir = cli.resolve(features_dir)
     if not (features_dir / "user_features.parquet").exists():
         raise ShopError(f"{features_dir}: no user_features.parquet; run `python -m features.build` first")
     users = pd.read_parquet(features_dir / "user_features.parquet", columns=["user_id"])["user_id"].unique()
@@ -162,7 +162,7 @@ def main(
     result["machine"]["load_avg_after"] = os.getloadavg()
     result["targets_p99_ms_one_user"] = TARGET_P99_MS
     result["targets_met"] = {k: result["latency_ms"][k]["1"]["client"]["p99"] <= v for k, v in TARGET_P99_MS.items()}
-    out = out if out.is_absolute() else repo_root() / out
+    out = cli.resolve(out)
     write_json(result, out)
     out.with_suffix(".md").write_text(markdown(result))
     print(markdown(result))

@@ -10,18 +10,12 @@ import typer
 
 from core import cli
 from core.io import atomic_dir, read_table, write_json
-from core.params import load_params
-from core.paths import repo_root
 from features import compute
 from features.store import apply_definitions, config_path, materialize, open_store
 
 log = logging.getLogger(__name__)
-app = typer.Typer(add_completion=False, help=__doc__)
-
-
-def _path(value: str | Path) -> Path:
-    path = Path(value).expanduser()
-    return path if path.is_absolute() else repo_root() / path
+app = cli.stage_app(__doc__)
+ENRICHED_ITEMS = "rows.parquet"  # item_enrichment's rows: the enriched items table (item_id, category, ...)
 
 
 def compute_tables(
@@ -69,12 +63,15 @@ def load_to_store(out_dir: Path, config: str | Path | None) -> dict:
 
 @app.command()
 def main(
-    params_file: Annotated[Path | None, typer.Option("--params", help="params.yaml to read `features.*` from")] = None,
-    train: Annotated[Path, typer.Option(help="training interactions")] = Path("data/splits/retail/train.parquet"),
-    items: Annotated[Path, typer.Option(help="canonical items")] = Path("data/canonical/retail/items.parquet"),
-    users: Annotated[Path, typer.Option(help="canonical users (country); optional")] = Path(
-        "data/canonical/retail/users.parquet"
+    params: cli.ParamsOption = cli.PARAMS,
+    splits: Annotated[Path, typer.Option(help="retail splits folder (its train.parquet)")] = Path("data/splits/retail"),
+    canonical: Annotated[Path, typer.Option(help="canonical retail tables (items, users: optional)")] = Path(
+        "data/canonical/retail"
     ),
+    enrichment: Annotated[
+        Path,
+        typer.Option(help="item_enrichment's folder (rows.parquet: enriched items); absent = categories from items"),
+    ] = Path("data/synthetic/item_enrichment"),
     out: Annotated[Path, typer.Option(help="folder for the snapshot tables (the Feast file sources)")] = Path(
         "data/features"
     ),
@@ -84,32 +81,33 @@ def main(
     online: Annotated[bool, typer.Option(help="run feast apply and materialise after computing")] = True,
 ) -> None:
     """Compute user/item feature snapshots from the training split, then feast apply and materialise."""
-    params = load_params(params_file)
-    settings = params.features
+    conf = cli.load(params)
+    settings = conf.features
+    splits, canonical, enrichment, out_dir = (cli.resolve(p) for p in (splits, canonical, enrichment, out))
     started = time.perf_counter()
-    train_df = read_table(_path(train), "interactions")
-    items_df = read_table(_path(items), "items")
-    users_df = read_table(_path(users), "users") if _path(users).exists() else None
-    enrichment_path = _path(settings.enrichment)
-    enrichment = pd.read_parquet(enrichment_path) if enrichment_path.exists() else None
+    train_df = read_table(splits / "train.parquet", "interactions")
+    items_df = read_table(canonical / "items.parquet", "items")
+    users_path = canonical / "users.parquet"
+    users_df = read_table(users_path, "users") if users_path.exists() else None
+    enrichment_path = enrichment / ENRICHED_ITEMS
+    enrichment_df = pd.read_parquet(enrichment_path) if enrichment_path.exists() else None
     log.info(
         "computing features from %d training rows (enrichment: %s)",
         len(train_df),
-        enrichment_path if enrichment is not None else "absent, categories from items",
+        enrichment_path if enrichment_df is not None else "absent, categories from items",
     )
     user_table, item_table = compute_tables(
         train_df,
         items_df,
         users_df,
-        enrichment,
-        params.split.retail.cutoff,
+        enrichment_df,
+        conf.split.retail.cutoff,
         settings.snapshot_days,
         settings.cold_start_days,
         settings.max_basket_items,
-        params.seed,
+        conf.seed,
     )
     computed = time.perf_counter()
-    out_dir = _path(out)
     with atomic_dir(out_dir) as tmp:
         user_table.to_parquet(tmp / "user_features.parquet", index=False)
         item_table.to_parquet(tmp / "item_features.parquet", index=False)
@@ -132,14 +130,14 @@ def main(
         )
     write_json(
         {
-            "cutoff": str(params.split.retail.cutoff),
+            "cutoff": str(conf.split.retail.cutoff),
             "snapshot_days": settings.snapshot_days,
             "rows": {"user_features": len(user_table), "item_features": len(item_table)},
             "entities": {
                 "users": int(user_table["user_id"].nunique()),
                 "items": int(item_table["item_id"].nunique()),
             },
-            "enrichment_used": enrichment is not None,
+            "enrichment_used": enrichment_df is not None,
             "timings": timings,
         },
         out_dir / "manifest.json",

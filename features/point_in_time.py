@@ -1,5 +1,4 @@
-"""Augmentation 9: point-in-time Feast context (user and item features as of each example) for real and
-synthetic rows.
+"""Point-in-time Feast context (user and item features as of each example) for real and synthetic rows.
 
 Training code calls `add_context` on a fused training set (or any examples with user_id / item_id and a time).
 Features come only from the feature store's public functions, so each row sees the latest snapshot stamped at
@@ -12,6 +11,7 @@ import logging
 import pandas as pd
 
 from core.errors import ShopError
+from features.store import point_in_time_item_features, point_in_time_user_features
 
 log = logging.getLogger(__name__)
 
@@ -33,8 +33,6 @@ def add_context(
     The row's time is `ts_col` or, when the examples have no time (search queries), the fixed `as_of`. Lookups
     are made once per distinct (id, time) pair. Refuses examples lacking the id or time columns.
     """
-    import features
-
     if ts_col not in examples.columns and as_of is None:
         raise ShopError(f"examples: no column '{ts_col}' and no as_of time for point-in-time features")
     when = (
@@ -47,8 +45,8 @@ def add_context(
     )
     out = examples.copy()
     lookups = [
-        ("user", "user_id", features.point_in_time_user_features, user_features, users),
-        ("item", "item_id", features.point_in_time_item_features, item_features, items),
+        ("user", "user_id", point_in_time_user_features, user_features, users),
+        ("item", "item_id", point_in_time_item_features, item_features, items),
     ]
     for prefix, key, lookup, names, wanted in lookups:
         if not wanted:

@@ -10,6 +10,7 @@ import pandas as pd
 from feast import FeatureStore
 
 from core.errors import ShopError
+from core.params import load_params
 from core.paths import repo_root
 from features import definitions
 
@@ -38,8 +39,6 @@ def config_path(configured: str | Path | None = None) -> Path:
 
 def _configured_in_params() -> str:
     """params.yaml `features.store_config`, or the embedded default where params.yaml is absent (a Bento)."""
-    from core.params import load_params
-
     try:
         return load_params().features.store_config
     except ShopError:

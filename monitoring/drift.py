@@ -27,15 +27,16 @@ import pandas as pd
 import typer
 
 from core import cli
+from core.encoder import TextEncoder
 from core.errors import ShopError
 from core.io import atomic_path, read_table, write_json
-from core.params import DriftParams, Params, load_params
+from core.params import DriftParams, Params
 from core.paths import repo_root
 from monitoring.alerts import check_webhook_url, raise_alert
 from monitoring.checks import Comparison, EncoderCache, evidently_compare, failed_tests, require_columns, vocabulary
 
 log = logging.getLogger(__name__)
-app = typer.Typer(add_completion=False, help=__doc__)
+app = cli.stage_app(__doc__)
 LOG_COLUMNS = [
     "ts",
     "request_id",
@@ -250,7 +251,7 @@ def _values(snapshot) -> dict:
 
 @app.command()
 def main(
-    params_file: Annotated[Path, typer.Option(help="params.yaml to read")] = Path("params.yaml"),
+    params: cli.ParamsOption = cli.PARAMS,
     log_dir: Annotated[Path | None, typer.Option(help="request log folder (default monitoring.drift.log_dir)")] = None,
     splits: Annotated[Path, typer.Option(help="training reference splits")] = Path("data/splits"),
     canonical: Annotated[Path, typer.Option(help="canonical tables (users, items)")] = Path("data/canonical"),
@@ -261,12 +262,10 @@ def main(
     embeddings: Annotated[bool, typer.Option(help="MiniLM embedding drift of queries")] = True,
 ) -> None:
     """Compare the newest window of the request log with the training reference; alert and exit 1 on failure."""
-    root = repo_root()
-    params = load_params(params_file if params_file.is_absolute() else root / params_file)
-    d = params.monitoring.drift
-    check_webhook_url(params.monitoring.alerts.webhook_url)
-    rel = lambda p: p if p.is_absolute() else root / p  # noqa: E731
-    log_path = rel(log_dir or Path(d.log_dir))
+    conf = cli.load(params)
+    d = conf.monitoring.drift
+    check_webhook_url(conf.monitoring.alerts.webhook_url)
+    log_path = cli.resolve(log_dir or Path(d.log_dir))
     current, previous = split_window(read_request_log(log_path), window_hours or d.window_hours, now)
     if len(current) < d.min_requests:
         raise ShopError(
@@ -275,12 +274,10 @@ def main(
         )
     encoder = None
     if embeddings:
-        from core.encoder import TextEncoder
-
-        encoder = EncoderCache(lambda: TextEncoder(params.encoder.model, 32, params.encoder.batch_size))
-    reference = Reference.from_files(rel(splits), rel(canonical))
-    sections, snapshots = run_drift(params, current, previous, reference, encoder)
-    out = rel(out)
+        encoder = EncoderCache(lambda: TextEncoder(conf.encoder.model, 32, conf.encoder.batch_size))
+    reference = Reference.from_files(cli.resolve(splits), cli.resolve(canonical))
+    sections, snapshots = run_drift(conf, current, previous, reference, encoder)
+    out = cli.resolve(out)
     out.mkdir(parents=True, exist_ok=True)
     for name, snapshot in snapshots.items():
         with atomic_path(out / f"{name}.html") as tmp:
@@ -298,7 +295,7 @@ def main(
     }
     write_json(summary, out / "drift.json")
     if d.workspace:
-        save_to_workspace(rel(Path(d.workspace)), snapshots)
+        save_to_workspace(cli.resolve(d.workspace), snapshots)
     if not failed:
         log.info("drift: %d requests, all %d sections within thresholds", len(current), len(sections))
         return
@@ -308,8 +305,8 @@ def main(
             "monitoring.drift",
             failed,
             {"window": summary["window"], "report": str(out)},
-            params.monitoring.alerts,
-            root,
+            conf.monitoring.alerts,
+            repo_root(),
         )
         delivery = rec["delivery"]
     else:

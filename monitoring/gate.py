@@ -1,8 +1,9 @@
-"""The real-vs-synthetic gate: per generator an Evidently report, fidelity and privacy checks, and a decision.
+"""Stage `gate` (one generator per run): an Evidently report, fidelity and privacy checks, and a decision.
 
-For every generator in `monitoring.gate.generators` its table under data/synthetic is compared with its real
-counterpart (search: training queries; retail: training purchases before the validation cutoff; items: the
-canonical retail catalogue). Checks and thresholds (params `monitoring.gate`):
+The generator's rows (`data/synthetic/<name>/rows.parquet`) are compared with their real counterpart, chosen by
+the registry row `generators.<name>` (table queries: the task's training queries; interactions: training
+purchases before the validation cutoff; items: the task's canonical catalogue). Which checks decide comes from
+the row's `gate` spec; thresholds from params `gate`:
 
 - column drift (Evidently ValueDrift: normed Wasserstein for numbers, Jensen-Shannon for categories) on row
   features and on text descriptors (characters, words, out-of-vocabulary share);
@@ -11,10 +12,9 @@ canonical retail catalogue). Checks and thresholds (params `monitoring.gate`):
 - privacy: rows copied from real rows, histories / profiles identical to a real one (must be 0), and the
   distance to the closest real record compared with real-to-real distances.
 
-Decision per generator: `fail` if a decisive check crosses its fail threshold or a privacy limit, `drop` if one
-crosses its drop threshold (fuse leaves the generator out, with a warning), else `pass`. Writes
-`metrics/gate.json` ({generator: {"decision", "checks", ...}}) and `reports/gate/<generator>.html`; exits
-non-zero with one line when any generator fails.
+Decision: `fail` if a decisive check crosses its fail threshold or a privacy limit, `drop` if one crosses its
+drop threshold (fuse leaves the generator out, with a warning), else `pass`. Writes `metrics/gate/<name>.json`
+({"decision", "checks", ...}) and `reports/gate/<name>.html`; exits 2 with one line when the generator fails.
 """
 
 import html
@@ -29,9 +29,10 @@ import pandas as pd
 import typer
 
 from core import cli
+from core.encoder import TextEncoder
 from core.errors import ShopError
 from core.io import atomic_path, read_table, write_json
-from core.params import GateParams, Params, load_params
+from core.params import GateParams, GeneratorRow, Params
 from core.paths import repo_root
 from monitoring.checks import (
     Comparison,
@@ -51,68 +52,20 @@ from monitoring.checks import (
 from pipelines.augment.retail_history import safe_history, valid_cutoff
 
 log = logging.getLogger(__name__)
-app = typer.Typer(add_completion=False, help=__doc__)
+app = cli.stage_app(__doc__)
 PROFILE = ["n_baskets", "basket_size", "log_unit_price", "log_quantity", "first_day", "span_days"]
 
 
-@dataclass(frozen=True)
-class Spec:
-    """What is compared for one generator and which checks decide (others are reported as `info`)."""
-
-    kind: str  # search | retail | items
-    decisive_drift: tuple[str, ...]
-    copy_decisive: bool = True
-    dcr_decisive: bool = False
-    text_decisive: bool = True
-    identity_decisive: bool = True  # histories identical to a real one: privacy limit (must be 0)
-    notes: str = ""
-
-
-SPECS = {
-    "synthetic_queries": Spec(
-        "search",
-        ("query_chars", "query_words"),
-        notes="relevance is set by augment.synthetic_queries.relevance: reported, not decisive",
-    ),
-    "query_rewrites": Spec("search", ("relevance", "query_chars", "query_words")),
-    "hard_negatives": Spec(
-        "search",
-        ("query_chars", "query_words"),
-        notes="relevance shifts by design (smoothing, negatives): reported, not decisive",
-    ),
-    "cf_interactions": Spec(
-        "retail",
-        ("quantity", "value", "item_popularity", "weekday"),
-        notes="extras join a real basket: basket_size / hour reported, not decisive",
-    ),
-    "sequence_aug": Spec(
-        "retail",
-        ("quantity", "value", "item_popularity", "basket_size", "hour", "weekday"),
-        copy_decisive=False,
-        identity_decisive=False,
-        notes="views of a user's own history reuse real rows by design: copied rows and views equal "
-        "to the user's whole history are reported (fuse removes the latter), not decisive",
-    ),
-    "synthetic_users": Spec(
-        "retail",
-        ("quantity", "value", "item_popularity", "basket_size", "hour", "weekday"),
-        dcr_decisive=True,
-        notes="new people: profile identity and closeness decide",
-    ),
-    "item_enrichment": Spec(
-        "items",
-        ("price", "title_chars", "title_words"),
-        notes="real title/price must be unchanged; new category/description reported",
-    ),
-}
+# Generators that write a profile table (users.parquet) beside their rows: their profiles are checked too.
+PROFILE_TABLES = {"synthetic_users": "users.parquet"}
 
 
 @dataclass
 class GateInputs:
-    """Real counterparts, read once and shared by every generator of a kind."""
+    """Real counterparts of a generator's table kind (queries, interactions, items) and the users' profiles."""
 
-    search: pd.DataFrame | None = None
-    retail: pd.DataFrame | None = None
+    queries: pd.DataFrame | None = None
+    interactions: pd.DataFrame | None = None
     items: pd.DataFrame | None = None
     users: pd.DataFrame | None = None
     vocab: dict = field(default_factory=dict)
@@ -199,26 +152,35 @@ def decide(checks: dict[str, dict]) -> str:
 
 
 # ------------------------------------------------------------------------------------------- one generator
+def generator_row(params: Params, name: str) -> GeneratorRow:
+    """The registry row `generators.<name>`; ShopError for a name the registry does not list."""
+    if name not in params.generators:
+        raise ShopError(f"generators: unknown generator '{name}'; expected one of {sorted(params.generators)}")
+    return params.generators[name]
+
+
 def gate_generator(
     name: str,
     synthetic: pd.DataFrame,
     inputs: GateInputs,
-    g: GateParams,
-    seed: int,
+    params: Params,
     encoder: EncoderCache | None,
     extra: pd.DataFrame | None = None,
 ) -> tuple[dict, object]:
-    """Return ({"decision", "checks", ...}, Evidently snapshot) for generator `name`'s synthetic rows."""
+    """Return ({"decision", "checks", ...}, Evidently snapshot) for generator `name`'s synthetic rows.
+
+    What is compared and which checks decide come from the registry row `params.generators[name]`; thresholds
+    from `params.gate`. `extra` is the generator's profile table (synthetic_users), checked when given.
+    """
     from evidently.tests import lte
 
-    spec = SPECS.get(name)
-    if spec is None:
-        raise ShopError(f"monitoring.gate.generators: unknown generator '{name}'; expected one of {sorted(SPECS)}")
-    label = f"data/synthetic/{name}.parquet"
+    row = generator_row(params, name)
+    spec, g, seed = row.gate, params.gate, params.seed
+    label = f"{name} rows"
     rng = np.random.default_rng(seed)
-    if spec.kind == "search":
+    if row.table == "queries":
         require_columns(synthetic, ["query", "item_id", "relevance"], label)
-        real_all, vocab = inputs.search, inputs.vocab["query"]
+        real_all, vocab = inputs.queries, inputs.vocab["query"]
         comp = Comparison(
             sample(real_all, g.sample_rows, seed),
             sample(synthetic, g.sample_rows, seed),
@@ -226,9 +188,9 @@ def gate_generator(
             text="query",
         )
         text_col = "query"
-    elif spec.kind == "retail":
+    elif row.table == "interactions":
         require_columns(synthetic, ["user_id", "item_id", "ts", "quantity", "value", "basket_id"], label)
-        real_all, vocab = inputs.retail, inputs.vocab["title"]
+        real_all, vocab = inputs.interactions, inputs.vocab["title"]
         titles = inputs.items.set_index("item_id")["title"]
         real_f, syn_f = retail_frame(real_all, real_all, titles), retail_frame(synthetic, real_all, titles)
         comp = Comparison(
@@ -249,15 +211,15 @@ def gate_generator(
             text="title",
         )
         text_col = "title"
-    tests = {f"drift:{c}": [lte(g.drift_drop)] for c in spec.decisive_drift}
-    if spec.text_decisive:
+    tests = {f"drift:{c}": [lte(g.drift_drop)] for c in spec.drift}
+    if spec.text:
         tests["embedding_drift"] = [lte(g.embedding_drop)]
         tests["oov"] = [lte(g.oov_drop)]
     snapshot, values = evidently_compare(comp, encoder, tests, vocab)
 
     checks: dict[str, dict] = {}
     drift = {k.split(":", 1)[1]: v for k, v in values.items() if k.startswith("drift:")}
-    decisive = {c: drift[c] for c in spec.decisive_drift if c in drift}
+    decisive = {c: drift[c] for c in spec.drift if c in drift}
     worst = max(decisive, key=decisive.get) if decisive else None
     checks["column_drift"] = check(
         decisive.get(worst) if worst else None,
@@ -270,13 +232,13 @@ def gate_generator(
     if "embedding_drift" in values:
         checks["embedding_drift"] = check(
             values["embedding_drift"],
-            spec.text_decisive,
+            spec.text,
             g.embedding_drop,
             g.embedding_fail,
             method="ROC AUC, Evidently ModelDriftMethod",
         )
     syn_text = comp.synthetic[text_col].astype(str).tolist()
-    checks["oov_share"] = check(float(oov_share(syn_text, vocab).mean()), spec.text_decisive, g.oov_drop, g.oov_fail)
+    checks["oov_share"] = check(float(oov_share(syn_text, vocab).mean()), spec.text, g.oov_drop, g.oov_fail)
     checks["vocabulary_overlap"] = check(vocabulary_overlap(syn_text, vocab), False)
     # fidelity over the decisive columns only: a column set by design (constant labels) is not a fidelity loss
     real_d = text_descriptors(comp.real, comp.text, vocab)
@@ -284,8 +246,8 @@ def gate_generator(
     fid = fidelity(
         real_d,
         syn_d,
-        [c for c in spec.decisive_drift if c not in comp.categorical],
-        [c for c in spec.decisive_drift if c in comp.categorical],
+        [c for c in spec.drift if c not in comp.categorical],
+        [c for c in spec.drift if c in comp.categorical],
     )
     checks["shape_score"] = check(
         fid["shape_score"], True, g.shape_drop, g.shape_fail, higher_is_worse=False, by_column=fid["shape_by_column"]
@@ -297,8 +259,8 @@ def gate_generator(
         g.pair_trend_fail,
         higher_is_worse=False,
     )
-    checks.update(privacy_checks(name, spec, synthetic, inputs, g, rng, encoder, comp, extra))
-    if spec.kind == "items":
+    checks.update(privacy_checks(row, synthetic, inputs, g, rng, encoder, comp, extra))
+    if row.table == "items":
         checks.update(enrichment_checks(synthetic, vocab))
     entry = {
         "decision": decide(checks),
@@ -312,8 +274,7 @@ def gate_generator(
 
 
 def privacy_checks(
-    name: str,
-    spec: Spec,
+    row: GeneratorRow,
     synthetic: pd.DataFrame,
     inputs: GateInputs,
     g: GateParams,
@@ -323,13 +284,14 @@ def privacy_checks(
     profiles: pd.DataFrame | None,
 ) -> dict[str, dict]:
     """Copied rows, identical histories / profiles, distance to closest real record."""
+    spec = row.gate
     out: dict[str, dict] = {}
-    if spec.kind == "search":
-        real = inputs.search.assign(q=normalise_query(inputs.search["query"]), r=inputs.search["relevance"].round(4))
+    if row.table == "queries":
+        real = inputs.queries.assign(q=normalise_query(inputs.queries["query"]), r=inputs.queries["relevance"].round(4))
         syn = synthetic.assign(q=normalise_query(synthetic["query"]), r=synthetic["relevance"].round(4))
         out["copied_rows"] = check(
             copied_row_share(real, syn, ["q", "item_id", "r"]),
-            spec.copy_decisive,
+            spec.copies,
             fail=g.max_copied_rows,
             key="(query, item_id, relevance)",
         )
@@ -342,22 +304,22 @@ def privacy_checks(
             )
             out["dcr_ratio"] = check(
                 dcr.pop("dcr_ratio"),
-                spec.dcr_decisive,
+                spec.dcr,
                 fail=g.min_dcr_ratio,
                 higher_is_worse=False,
                 space="MiniLM query embeddings (cosine)",
                 **dcr,
             )
-    elif spec.kind == "retail":
-        real = inputs.retail
+    elif row.table == "interactions":
+        real = inputs.interactions
         out["copied_rows"] = check(
             copied_row_share(real, synthetic, ["user_id", "item_id", "ts"]),
-            spec.copy_decisive,
+            spec.copies,
             fail=g.max_copied_rows,
             key="(user_id, item_id, ts)",
         )
         out["identical_histories"] = check(
-            identical_history_share(real, synthetic), spec.identity_decisive, fail=g.max_identical_share
+            identical_history_share(real, synthetic), spec.identity, fail=g.max_identical_share
         )
         key = synthetic["sequence_id"] if "sequence_id" in synthetic.columns else synthetic["user_id"]
         syn_sets = synthetic.groupby(key.astype(str).to_numpy())["item_id"].agg(lambda s: frozenset(s.astype(str)))
@@ -366,7 +328,7 @@ def privacy_checks(
         dcr = dcr_sets(list(real_sets), list(syn_sets), rng)
         out["dcr_ratio"] = check(
             dcr.pop("dcr_ratio"),
-            spec.dcr_decisive,
+            spec.dcr,
             fail=g.min_dcr_ratio,
             higher_is_worse=False,
             space="item sets (Jaccard distance)",
@@ -375,14 +337,13 @@ def privacy_checks(
         if profiles is not None:
             out.update(profile_checks(profiles, inputs.users, g, rng))
     else:
-        real = inputs.items
         out["copied_rows"] = check(0.0, False, key="items annotate the real catalogue; copies expected")
     return out
 
 
 def profile_checks(synthetic: pd.DataFrame, real: pd.DataFrame, g: GateParams, rng: np.random.Generator) -> dict:
     """synthetic_users profiles vs real users: identical share, closeness, and SDMetrics fidelity."""
-    require_columns(synthetic, PROFILE, "data/synthetic/synthetic_users.users.parquet")
+    require_columns(synthetic, PROFILE, "synthetic profiles (users.parquet)")
     real_v = real[PROFILE].astype(float).to_numpy()
     syn_v = synthetic[PROFILE].astype(float).to_numpy()
     real_keys = {tuple(np.round(r, 6)) for r in real_v}
@@ -435,32 +396,30 @@ def enrichment_checks(items: pd.DataFrame, vocab: set[str]) -> dict[str, dict]:
 
 
 # ------------------------------------------------------------------------------------------- stage
-def load_inputs(params: Params, splits: Path, canonical: Path, names: list[str]) -> GateInputs:
-    """Read the real counterparts the requested generators need."""
+def load_inputs(params: Params, row: GeneratorRow, splits: Path, canonical: Path) -> GateInputs:
+    """Read the real counterpart of the generator's table kind: splits/<task>/train, canonical/<task>/items."""
     inputs = GateInputs()
-    kinds = {SPECS[n].kind for n in names if n in SPECS}
-    if "search" in kinds:
-        inputs.search = read_table(splits / "search" / "train.parquet", "queries")
-        inputs.vocab["query"] = vocabulary(inputs.search["query"].astype(str).unique())
-    if kinds & {"retail", "items"}:
-        inputs.items = read_table(canonical / "retail" / "items.parquet", "items")
-        inputs.vocab["title"] = vocabulary(inputs.items["title"].astype(str).unique())
-    if "retail" in kinds:
-        train = read_table(splits / "retail" / "train.parquet", "interactions")
-        inputs.retail = safe_history(train, valid_cutoff(params))
-        inputs.users = user_profiles(inputs.retail)
+    if row.table == "queries":
+        inputs.queries = read_table(splits / row.task / "train.parquet", "queries")
+        inputs.vocab["query"] = vocabulary(inputs.queries["query"].astype(str).unique())
+        return inputs
+    inputs.items = read_table(canonical / row.task / "items.parquet", "items")
+    inputs.vocab["title"] = vocabulary(inputs.items["title"].astype(str).unique())
+    if row.table == "interactions":
+        train = read_table(splits / row.task / "train.parquet", "interactions")
+        inputs.interactions = safe_history(train, valid_cutoff(params))
+        inputs.users = user_profiles(inputs.interactions)
     return inputs
 
 
-def read_synthetic(name: str, synthetic_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame | None]:
-    """The generator's table (and synthetic_users' profile table)."""
-    table = {"search": "queries", "retail": "interactions", "items": "items"}[SPECS[name].kind]
-    frame = read_table(synthetic_dir / f"{name}.parquet", table)
+def read_synthetic(name: str, row: GeneratorRow, folder: Path) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+    """The generator's rows (`<folder>/rows.parquet`) and, for synthetic_users, its profile table."""
+    frame = read_table(folder / "rows.parquet", row.table)
     profiles = None
-    if name == "synthetic_users":
-        path = synthetic_dir / "synthetic_users.users.parquet"
+    if name in PROFILE_TABLES:
+        path = folder / PROFILE_TABLES[name]
         if not path.exists():
-            raise ShopError(f"{path}: file not found (synthetic_users writes it beside its interactions)")
+            raise ShopError(f"{path}: file not found ({name} writes it beside its rows)")
         profiles = pd.read_parquet(path)
     return frame, profiles
 
@@ -485,72 +444,68 @@ def summary_html(name: str, entry: dict) -> str:
 
 def run_gate(
     params: Params,
+    name: str,
     synthetic_dir: Path,
     splits: Path,
     canonical: Path,
     out: Path,
-    reports: Path,
-    names: list[str] | None = None,
+    report: Path,
     embeddings: bool = True,
 ) -> dict:
-    """Gate every generator; write the JSON metrics and HTML reports; return the gate dict."""
-    g = params.monitoring.gate
-    names = names or list(g.generators)
-    unknown = [n for n in names if n not in SPECS]
-    if unknown:
-        raise ShopError(f"monitoring.gate.generators: unknown generator(s) {unknown}; expected {sorted(SPECS)}")
-    inputs = load_inputs(params, splits, canonical, names)
+    """Gate one generator; write its JSON entry and HTML report; return the entry."""
+    row = generator_row(params, name)
+    inputs = load_inputs(params, row, splits, canonical)
     encoder = None
     if embeddings:
-        from core.encoder import TextEncoder
-
         e = params.encoder
         encoder = EncoderCache(lambda: TextEncoder(e.model, min(e.max_length, 32), e.batch_size))
-    result, snapshots = {}, {}
-    for name in names:
-        started = time.perf_counter()
-        synthetic, profiles = read_synthetic(name, synthetic_dir)
-        entry, snapshot = gate_generator(name, synthetic, inputs, g, params.seed, encoder, profiles)
-        entry["seconds"] = round(time.perf_counter() - started, 2)
-        entry["report"] = str(reports / f"{name}.html")
-        result[name], snapshots[name] = entry, snapshot
-        log.info("gate: %s -> %s (%.1fs)", name, entry["decision"], entry["seconds"])
-    reports.mkdir(parents=True, exist_ok=True)
-    for name, snapshot in snapshots.items():
-        page = snapshot.get_html_str(as_iframe=False)
-        page = page.replace("<body>", "<body>" + summary_html(name, result[name]), 1)
-        with atomic_path(reports / f"{name}.html") as tmp:
-            tmp.write_text(page)
-    write_json(result, out)
-    return result
+    started = time.perf_counter()
+    synthetic, profiles = read_synthetic(name, row, synthetic_dir)
+    entry, snapshot = gate_generator(name, synthetic, inputs, params, encoder, profiles)
+    # no wall-clock time in the entry: fuse depends on it (seconds go to the log)
+    entry["report"] = _shown(report)
+    log.info("gate: %s -> %s (%.1fs)", name, entry["decision"], time.perf_counter() - started)
+    page = snapshot.get_html_str(as_iframe=False)
+    page = page.replace("<body>", "<body>" + summary_html(name, entry), 1)
+    report.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(report) as tmp:
+        tmp.write_text(page)
+    write_json(entry, out)
+    return entry
+
+
+def _shown(path: Path) -> str:
+    """`path` relative to the repository root when inside it (the same string on every checkout)."""
+    root = repo_root()
+    return str(path.relative_to(root)) if path.is_relative_to(root) else str(path)
 
 
 @app.command()
 def main(
-    params_file: Annotated[Path, typer.Option(help="params.yaml to read")] = Path("params.yaml"),
-    synthetic_dir: Annotated[Path, typer.Option(help="generator outputs")] = Path("data/synthetic"),
-    splits: Annotated[Path, typer.Option(help="real splits (search/train, retail/train)")] = Path("data/splits"),
-    canonical: Annotated[Path, typer.Option(help="canonical tables (retail items)")] = Path("data/canonical"),
-    out: Annotated[Path, typer.Option(help="gate decisions and checks (JSON)")] = Path("metrics/gate.json"),
-    reports: Annotated[Path, typer.Option(help="folder for <generator>.html")] = Path("reports/gate"),
-    generator: Annotated[list[str] | None, typer.Option(help="only these generators (repeatable)")] = None,
+    generator: Annotated[str, typer.Option(help="the generator to gate (a key of params `generators`)")],
+    params: cli.ParamsOption = cli.PARAMS,
+    synthetic: Annotated[
+        Path | None, typer.Option(help="its folder (rows.parquet); default data/synthetic/<generator>")
+    ] = None,
+    splits: Annotated[Path, typer.Option(help="real splits (<task>/train.parquet)")] = Path("data/splits"),
+    canonical: Annotated[Path, typer.Option(help="canonical tables (<task>/items.parquet)")] = Path("data/canonical"),
+    out: Annotated[
+        Path | None, typer.Option(help="decision and checks (JSON); default metrics/gate/<generator>.json")
+    ] = None,
+    report: Annotated[Path | None, typer.Option(help="HTML report; default reports/gate/<generator>.html")] = None,
 ) -> None:
-    """Gate each generator's synthetic data against its real counterpart; exit non-zero if one fails."""
-    root = repo_root()
-    params = load_params(params_file if params_file.is_absolute() else root / params_file)
-    paths = [p if p.is_absolute() else root / p for p in (synthetic_dir, splits, canonical, out, reports)]
-    result = run_gate(params, *paths, names=generator or None)
-    for name, entry in result.items():
-        bad = [k for k, c in entry["checks"].items() if c["status"] in ("drop", "fail")]
-        line = f"gate: {name}: {entry['decision']}" + (f" ({', '.join(bad)})" if bad else "")
-        (log.warning if entry["decision"] != "pass" else log.info)(line)
-    failed = {n: e for n, e in result.items() if e["decision"] == "fail"}
-    if failed:
-        detail = "; ".join(
-            f"{n}: " + ", ".join(f"{k}={c['value']}" for k, c in e["checks"].items() if c["status"] == "fail")
-            for n, e in failed.items()
-        )
-        raise ShopError(f"synthetic-data gate failed for {sorted(failed)} ({detail}); see {paths[4]}")
+    """Gate one generator's synthetic data against its real counterpart; exit 2 if it fails."""
+    conf = cli.load(params)
+    synthetic = cli.resolve(synthetic or Path("data/synthetic") / generator)
+    out = cli.resolve(out or Path("metrics/gate") / f"{generator}.json")
+    report = cli.resolve(report or Path("reports/gate") / f"{generator}.html")
+    entry = run_gate(conf, generator, synthetic, cli.resolve(splits), cli.resolve(canonical), out, report)
+    bad = [k for k, c in entry["checks"].items() if c["status"] in ("drop", "fail")]
+    line = f"gate: {generator}: {entry['decision']}" + (f" ({', '.join(bad)})" if bad else "")
+    (log.warning if entry["decision"] != "pass" else log.info)(line)
+    if entry["decision"] == "fail":
+        detail = ", ".join(f"{k}={c['value']}" for k, c in entry["checks"].items() if c["status"] == "fail")
+        raise ShopError(f"synthetic-data gate failed for {generator} ({detail}); see {report}")
 
 
 if __name__ == "__main__":

@@ -19,11 +19,12 @@ from tqdm.auto import tqdm
 from core import cli
 from core.errors import ShopError
 from core.io import atomic_dir, atomic_path
-from core.params import SourceParams, load_params
-from core.paths import DATA_DIR_ENV, data_dir, repo_root
+from core.params import SourceParams
+from core.paths import DATA_DIR_ENV, data_dir
+from core.tasks import TASKS
 
 log = logging.getLogger(__name__)
-app = typer.Typer(add_completion=False, help=__doc__)
+app = cli.stage_app(__doc__)
 
 OPEN_SEARCH_DATA = (
     "or set data.search.adapter to an openly licensed dataset: wands "
@@ -157,17 +158,18 @@ def copy_source(path: Path, out: Path) -> int:
 
 @app.command()
 def main(
-    params: Annotated[Path, typer.Option(help="params file")] = Path("params.yaml"),
+    params: cli.ParamsOption = cli.PARAMS,
     out: Annotated[Path, typer.Option(help="folder receiving retail/ and search/")] = Path("data/raw"),
     task: Annotated[list[str] | None, typer.Option(help="fetch only this task (retail, search); repeatable")] = None,
 ) -> None:
     """Copy (or download) the raw retail and search files into data/raw/{retail,search}/."""
-    config = load_params(params if params.is_absolute() or params.exists() else repo_root() / params)
+    config = cli.load(params)
+    out = cli.resolve(out)
     root = data_dir()
-    tasks = task or ["retail", "search"]
-    unknown = sorted(set(tasks) - {"retail", "search"})
+    tasks = task or list(TASKS)
+    unknown = sorted(set(tasks) - set(TASKS))
     if unknown:
-        raise ShopError(f"--task: unknown task(s) {unknown}; expected retail or search")
+        raise ShopError(f"--task: unknown task(s) {unknown}; expected one of {', '.join(TASKS)}")
     # Locate and verify everything first, so a missing or altered file leaves data/raw as it was.
     found = {name: check_source(getattr(config.data, name), name, root) for name in tasks}
     for name, (path, digest) in found.items():

@@ -1,15 +1,18 @@
-"""Fusion: training sets = real rows + synthetic rows of the generators the gate passed, weighted, capped,
+"""Stage `fuse`: training sets = real rows + synthetic rows of the generators the gate passed, weighted, capped,
 deduplicated.
 
-Per task (retail interactions, search queries) it writes `data/fused/<task>/<variant>.parquet` and one
-`manifest.json`: `noaug` (real only), `aug` (real + every active generator), `synthetic_only` (search) and
-`minus_<generator>` (aug without one generator, for ablation). Every row keeps its provenance (`is_synthetic`,
-`source`, `parent_id`) and gets a `weight` (1 for real rows, the generator's weight otherwise).
-`augment.enabled: false` gives the no-augmentation twin: `aug` = `noaug` and no ablation variants.
+Per task it writes `data/fused/<task>/<variant>/` (`train.parquet`, `items.parquet`, `manifest.json`) and
+`data/fused/<task>/summary.json`: `noaug` (real only), `aug` (real + every active generator), `synthetic_only`
+(query tasks) and `minus_<generator>` (aug without one generator, for ablation). Generators, their task, table
+and weight come from the registry (params.yaml `generators`); gate decisions from `metrics/gate/<generator>.json`.
+Every row keeps its provenance (`is_synthetic`, `source`, `parent_id`) and gets a `weight` (1 for real rows, the
+generator's weight otherwise). `augment.enabled: false` gives the no-augmentation twin: `aug` = `noaug` and no
+ablation variants. Files hold no timestamps: unchanged inputs give identical outputs.
 """
 
 import json
 import logging
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,21 +25,15 @@ import typer
 from core import cli
 from core.errors import ShopError
 from core.io import atomic_dir, read_table, write_json
-from core.params import FuseParams, Params, load_params
-from core.paths import repo_root
+from core.params import FuseParams, Params
 from core.schema import validate_table
-from pipelines.augment.manifest import file_sha256
+from core.tasks import TASKS
+from pipelines.augment.manifest import ROWS_FILE, file_sha256, shown
 from pipelines.augment.retail_history import valid_cutoff
 
 log = logging.getLogger(__name__)
-app = typer.Typer(add_completion=False, help=__doc__)
+app = cli.stage_app(__doc__)
 
-GENERATORS = {
-    "retail": ["cf_interactions", "sequence_aug", "synthetic_users"],
-    "search": ["synthetic_queries", "query_rewrites", "hard_negatives"],
-}
-ITEM_GENERATORS = {"retail": ["item_enrichment"], "search": []}
-TABLE = {"retail": "interactions", "search": "queries"}
 REPLACES_PARENT = {"hard_negatives"}  # its rows on a real (query, item) pair are smoothed labels for that pair
 
 
@@ -62,31 +59,41 @@ class Cleaned:
     replaced: dict[str, set] = field(default_factory=dict)  # real row labels a generator's rows replace
     key: list[str] = field(default_factory=list)  # columns identifying a row across generators
     group: str = "basket_id"  # unit the cap keeps or drops whole
+    relabels: bool = False  # rows may carry `relabels_real` (smoothed labels of real query pairs)
 
 
-def read_gate(path: Path, use_gate: bool) -> dict[str, str]:
-    """Return {generator: decision} from the gate file; refuse a missing file (when used) or a `fail`
-    decision."""
+def read_gate(folder: Path, generators: list[str], use_gate: bool) -> dict[str, str]:
+    """Return {generator: decision} from `folder/<generator>.json`; refuse a missing folder (when used) or a
+    `fail` decision. A generator without a file is left out of the result (fuse warns and uses it ungated)."""
     if not use_gate:
         return {}
-    if not path.exists():
-        raise ShopError(f"{path}: file not found; run stage gate first (or set fuse.use_gate: false)")
-    try:
-        gate = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise ShopError(f"{path}: not valid JSON ({exc.msg})") from None
+    if not folder.is_dir():
+        raise ShopError(f"{folder}: gate folder not found; run stage gate first (or set fuse.use_gate: false)")
     decisions = {}
-    for generator, entry in gate.items():
+    for generator in generators:
+        path = folder / f"{generator}.json"
+        if not path.is_file():
+            continue
+        try:
+            entry = json.loads(path.read_text())
+        except json.JSONDecodeError as exc:
+            raise ShopError(f"{path}: not valid JSON ({exc.msg})") from None
         decision = entry.get("decision") if isinstance(entry, dict) else None
         if decision not in ("pass", "drop", "fail"):
-            raise ShopError(f"{path}: {generator}.decision must be pass, drop or fail, got {decision!r}")
+            raise ShopError(f"{path}: decision must be pass, drop or fail, got {decision!r}")
         decisions[generator] = decision
     failed = sorted(g for g, d in decisions.items() if d == "fail")
     if failed:
         raise ShopError(
-            f"{path}: generator(s) {failed} failed the synthetic-data gate; fix them or set their fuse.weights to 0"
+            f"{folder}: generator(s) {failed} failed the synthetic-data gate; "
+            "fix them or set their generators.<name>.weight to 0"
         )
     return decisions
+
+
+def task_generators(task: str, params: Params) -> list[str]:
+    """The registry's generators of `task`, in registry order."""
+    return [name for name, row in params.generators.items() if row.task == task]
 
 
 def active_generators(task: str, params: Params, gate: dict[str, str]) -> list[str]:
@@ -94,13 +101,13 @@ def active_generators(task: str, params: Params, gate: dict[str, str]) -> list[s
     if not params.augment.enabled:
         return []
     active = []
-    for generator in GENERATORS[task] + ITEM_GENERATORS[task]:
-        if getattr(params.fuse.weights, generator) <= 0:
+    for generator in task_generators(task, params):
+        if params.generators[generator].weight <= 0:
             continue
         if gate.get(generator) == "drop":
             log.warning("fuse: gate dropped generator %s; it is left out of the %s training sets", generator, task)
             continue
-        if gate and generator not in gate:
+        if params.fuse.use_gate and generator not in gate:
             log.warning("fuse: generator %s has no gate decision; it is used ungated", generator)
         active.append(generator)
     return active
@@ -180,7 +187,7 @@ def assemble(
 
 
 def clean_interactions(
-    real: pd.DataFrame, synthetic: dict[str, pd.DataFrame], fp: FuseParams, before: pd.Timestamp
+    real: pd.DataFrame, synthetic: dict[str, pd.DataFrame], weights: dict[str, float], before: pd.Timestamp
 ) -> Cleaned:
     """Check each generator's interactions against the real rows; weight them.
 
@@ -208,12 +215,12 @@ def clean_interactions(
         late = df["ts"] >= before
         if late.any():
             raise ShopError(
-                f"data/synthetic/{generator}.parquet: {int(late.sum())} row(s) at or after the "
+                f"synthetic {generator} rows: {int(late.sum())} row(s) at or after the "
                 f"validation cutoff {before}; synthetic rows may only come from earlier history"
             )
         user = df["user_id"].astype(str)
         seq = df["sequence_id"].astype(str) if "sequence_id" in df.columns else user
-        df = df.assign(sequence_id=seq.where(seq != user, None), weight=float(getattr(fp.weights, generator)))
+        df = df.assign(sequence_id=seq.where(seq != user, None), weight=float(weights[generator]))
         keys = pd.MultiIndex.from_arrays([user, seq, df["item_id"].astype(str), df["ts"].astype(str)])
         dup = keys.isin(real_keys)
         # whole views / synthetic users that merely copy a real history carry no new information
@@ -231,10 +238,15 @@ def clean_interactions(
 
 
 def fuse_interactions(
-    real: pd.DataFrame, synthetic: dict[str, pd.DataFrame], fp: FuseParams, seed: int, before: pd.Timestamp
+    real: pd.DataFrame,
+    synthetic: dict[str, pd.DataFrame],
+    weights: dict[str, float],
+    fp: FuseParams,
+    seed: int,
+    before: pd.Timestamp,
 ) -> tuple[pd.DataFrame, dict[str, FuseStats]]:
     """Return real + synthetic interactions (weighted, deduplicated, capped) and per-generator stats."""
-    return assemble(clean_interactions(real, synthetic, fp, before), list(synthetic), fp, seed)
+    return assemble(clean_interactions(real, synthetic, weights, before), list(synthetic), fp, seed)
 
 
 def normalise_query(text: pd.Series) -> pd.Series:
@@ -243,7 +255,7 @@ def normalise_query(text: pd.Series) -> pd.Series:
 
 
 def clean_queries(
-    real: pd.DataFrame, synthetic: dict[str, pd.DataFrame], fp: FuseParams, held_out_queries: set[str]
+    real: pd.DataFrame, synthetic: dict[str, pd.DataFrame], weights: dict[str, float], held_out_queries: set[str]
 ) -> Cleaned:
     """Check each generator's (query, item) pairs against the real pairs and the held-out queries; weight
     them.
@@ -261,7 +273,7 @@ def clean_queries(
     parts, stats, replaced = {}, {}, {}
     for generator, df in synthetic.items():
         norm = normalise_query(df["query"])
-        df = df.assign(query_norm=norm.to_numpy(), weight=float(getattr(fp.weights, generator)))
+        df = df.assign(query_norm=norm.to_numpy(), weight=float(weights[generator]))
         leaked = norm.isin(held_out_queries).to_numpy()
         keys = pd.MultiIndex.from_arrays([norm, df["item_id"].astype(str)])
         on_real = keys.isin(real_pairs.index) & ~leaked
@@ -273,24 +285,24 @@ def clean_queries(
             on_real = np.zeros(len(df), dtype=bool)
         stats[generator].duplicates = int(on_real.sum())
         parts[generator] = df[~(on_real | leaked)]
-    return Cleaned(real, parts, stats, replaced, key=["query_norm", "item_id"], group="query_id")
+    return Cleaned(real, parts, stats, replaced, key=["query_norm", "item_id"], group="query_id", relabels=True)
 
 
 def fuse_queries(
     real: pd.DataFrame,
     synthetic: dict[str, pd.DataFrame],
+    weights: dict[str, float],
     fp: FuseParams,
     seed: int,
     held_out_queries: set[str],
 ) -> tuple[pd.DataFrame, dict[str, FuseStats]]:
     """Return real + synthetic (query, item) pairs (weighted, deduplicated, capped) and per-generator
     stats."""
-    frame, stats = assemble(clean_queries(real, synthetic, fp, held_out_queries), list(synthetic), fp, seed)
+    frame, stats = assemble(clean_queries(real, synthetic, weights, held_out_queries), list(synthetic), fp, seed)
     return frame.drop(columns=["query_norm"], errors="ignore"), stats
 
 
 def build_variants(
-    task: str,
     cleaned: Cleaned,
     active: list[str],
     fp: FuseParams,
@@ -299,27 +311,27 @@ def build_variants(
     """Return {variant: frame} and {variant: per-generator stats}: noaug, aug, synthetic_only,
     minus_<generator>."""
     rows_from = [g for g in active if g in cleaned.parts]
-    real = cleaned.real.assign(relabels_real=False) if task == "search" else cleaned.real
+    real = cleaned.real.assign(relabels_real=False) if cleaned.relabels else cleaned.real
     variants: dict[str, pd.DataFrame] = {"noaug": real}
     reports: dict[str, dict] = {"noaug": {}}
 
     def add(name: str, generators: list[str]) -> None:
         frame, stats = assemble(cleaned, generators, fp, seed)
         frame = frame.drop(columns=["query_norm"], errors="ignore")
-        if task == "search":  # kept on the rows: smoothed labels of real pairs are not extra examples
+        if cleaned.relabels:  # kept on the rows: smoothed labels of real pairs are not extra examples
             frame["relabels_real"] = frame.get("relabels_real", pd.Series(False, index=frame.index))
             frame["relabels_real"] = frame["relabels_real"].astype("boolean").fillna(False).astype(bool)
         variants[name] = frame
         reports[name] = {g: vars(st) for g, st in stats.items()}
 
     add("aug", rows_from)
-    if task == "search" and rows_from:
+    if cleaned.relabels and rows_from:  # query pairs stand alone; interactions need the real histories
         aug = variants["aug"]
         only = aug[aug["is_synthetic"] & ~aug["relabels_real"]]
         if len(only):
             variants["synthetic_only"], reports["synthetic_only"] = only, reports["aug"]
         else:
-            log.warning("fuse: no synthetic %s rows survived (cap or dedup); synthetic_only not written", task)
+            log.warning("fuse: no synthetic rows survived (cap or dedup); synthetic_only not written")
     for generator in active:
         if generator in rows_from:
             add(f"minus_{generator}", [g for g in rows_from if g != generator])
@@ -328,121 +340,207 @@ def build_variants(
     return variants, reports
 
 
+def needed_variants(task: str, params: Params) -> list[str]:
+    """The variants of `task` the models in `experiments.models` train on."""
+    return list(dict.fromkeys(m.variant for m in params.experiments.models.values() if m.task == task))
+
+
+def add_needed(
+    task: str,
+    variants: dict[str, pd.DataFrame],
+    reports: dict,
+    params: Params,
+    gate: dict[str, str],
+) -> dict[str, str]:
+    """Add every variant a listed model needs that `build_variants` did not make: a `minus_<g>` of a
+    generator the gate dropped is `aug` (with a warning); an unknown variant is an error. Return
+    {variant: reason} for listed variants that have no rows (their folder holds only a manifest saying why,
+    so `train@<task>-<variant>` skips them)."""
+    generators = task_generators(task, params)
+    skipped = {}
+    for variant in needed_variants(task, params):
+        if variant in variants:
+            continue
+        generator = variant.removeprefix("minus_")
+        if variant.startswith("minus_") and generator in generators:
+            if gate.get(generator) == "drop":
+                log.warning("fuse: gate dropped %s, so %s/%s equals %s/aug", generator, task, variant, task)
+                variants[variant], reports[variant] = variants["aug"], reports["aug"]
+            else:  # weight 0 or augmentation off: the generator is not in aug, there is nothing to leave out
+                log.warning("fuse: generator %s is off; %s/%s is not written", generator, task, variant)
+                skipped[variant] = f"generator {generator} is off (weight 0 or augment.enabled false)"
+        elif variant in ("aug", "synthetic_only"):
+            log.warning("fuse: no synthetic rows for %s/%s; it is not written", task, variant)
+            skipped[variant] = "no synthetic rows (augment.enabled false, every generator off or dropped)"
+        elif variant != "noaug":
+            raise ShopError(
+                f"experiments.models: variant {variant!r} of task {task}: expected noaug, aug, synthetic_only "
+                f"or minus_<generator> with a generator of {task} ({', '.join(generators)})"
+            )
+    return skipped
+
+
+def describe_variant(frame: pd.DataFrame, report: dict, items: Path) -> dict:
+    """Row counts, synthetic share, sources and weights of one validated variant."""
+    relabel = frame["relabels_real"] if "relabels_real" in frame.columns else False
+    synthetic = frame[frame["is_synthetic"] & ~relabel]
+    return {
+        "rows": len(frame),
+        "real_rows": int((~frame["is_synthetic"]).sum()),
+        "relabelled_real_rows": int((frame["is_synthetic"] & relabel).sum()),
+        "synthetic_rows": len(synthetic),
+        "synthetic_share": round(len(synthetic) / max(len(frame), 1), 4),
+        "rows_by_source": frame["source"].value_counts().sort_index().to_dict(),
+        "weight_by_source": frame.groupby("source")["weight"].sum().round(2).sort_index().to_dict(),
+        "generators": report,
+        "items": shown(items),
+    }
+
+
 def write_task(
     task: str,
     variants: dict[str, pd.DataFrame],
     reports: dict,
+    items: dict[str, Path],
     out_dir: Path,
     extra: dict,
-    items: dict[str, str] | None = None,
-    shown_dir: Path | None = None,
+    lineage: dict[str, dict],
+    skipped: dict[str, str],
 ) -> dict:
-    """Write every variant (validated canonical table + `weight`) and the task's manifest.json in one go."""
-    manifest = {"task": task, "table": TABLE[task], "variants": {}, **extra}
+    """Write `out_dir/<variant>/` (train.parquet, items.parquet, manifest.json) for every variant and
+    `out_dir/summary.json`, in one go; return the summary. A variant's manifest names only its own inputs,
+    so a change to one generator leaves the folders of variants without it byte-identical (DVC skips their
+    training)."""
+    table = TASKS[task].table
+    summary = {"task": task, "table": table, "variants": {}, "skipped": skipped, **extra}
     with atomic_dir(out_dir) as tmp:
         for name, frame in variants.items():
-            checked = validate_table(frame, TABLE[task], f"{task}/{name}.parquet")
-            checked.to_parquet(tmp / f"{name}.parquet", index=False)
-            relabel = checked["relabels_real"] if "relabels_real" in checked.columns else False
-            synthetic = checked[checked["is_synthetic"] & ~relabel]
-            manifest["variants"][name] = {
-                "path": str((shown_dir or out_dir) / f"{name}.parquet"),
-                "rows": len(checked),
-                "real_rows": int((~checked["is_synthetic"]).sum()),
-                "relabelled_real_rows": int((checked["is_synthetic"] & relabel).sum()),
-                "synthetic_rows": len(synthetic),
-                "synthetic_share": round(len(synthetic) / max(len(checked), 1), 4),
-                "rows_by_source": checked["source"].value_counts().sort_index().to_dict(),
-                "weight_by_source": checked.groupby("source")["weight"].sum().round(2).sort_index().to_dict(),
-                "generators": reports[name],
-                **({"items": items[name]} if items else {}),
-            }
-        write_json(manifest, tmp / "manifest.json")
-    return manifest
+            checked = validate_table(frame, table, f"{task}/{name}/train.parquet")
+            (tmp / name).mkdir()
+            checked.to_parquet(tmp / name / "train.parquet", index=False)
+            shutil.copyfile(items[name], tmp / name / "items.parquet")
+            entry = describe_variant(checked, reports[name], items[name])
+            manifest = {"task": task, "table": table, "variant": name, **entry, **lineage[name]}
+            write_json(manifest, tmp / name / "manifest.json")
+            summary["variants"][name] = {"path": shown(out_dir / name / "train.parquet"), **entry}
+        for name, reason in skipped.items():
+            (tmp / name).mkdir()
+            write_json({"task": task, "table": table, "variant": name, "skipped": reason}, tmp / name / "manifest.json")
+        write_json(summary, tmp / "summary.json")
+    return summary
 
 
-def _load_synthetic(directory: Path, generators: list[str], table: str) -> dict[str, pd.DataFrame]:
-    out = {}
-    for generator in generators:
-        path = directory / f"{generator}.parquet"
-        if not path.exists():
-            raise ShopError(
-                f"{path}: file not found; run stage augment_{generator} (or set fuse.weights.{generator}: 0)"
-            )
-        out[generator] = read_table(path, table)
-    return out
+def rows_path(folder: Path, generator: str) -> Path:
+    """`folder/<generator>/rows.parquet`; ShopError naming the stage to run when it is missing."""
+    path = folder / generator / ROWS_FILE
+    if not path.exists():
+        raise ShopError(
+            f"{path}: file not found; run stage augment@{generator} (or set generators.{generator}.weight: 0)"
+        )
+    return path
 
 
-def fuse_task(task: str, params: Params, root: Path, gate: dict[str, str], out_dir: Path) -> dict:
-    """Fuse one task from the files under `root` into `out_dir`; return its manifest."""
+def load_synthetic(folder: Path, generators: list[str], table: str) -> dict[str, pd.DataFrame]:
+    """Each generator's rows from `folder/<generator>/rows.parquet`, validated as `table`."""
+    return {generator: read_table(rows_path(folder, generator), table) for generator in generators}
+
+
+def clean_retail(params: Params, splits: Path, synthetic: dict, weights: dict) -> tuple[Cleaned, dict]:
+    """Retail: real training interactions; synthetic rows must lie before the validation cutoff."""
+    real = read_table(splits / "train.parquet", "interactions")
+    before = valid_cutoff(params)
+    return clean_interactions(real, synthetic, weights, before), {"valid_cutoff": str(before)}
+
+
+def clean_search(params: Params, splits: Path, synthetic: dict, weights: dict) -> tuple[Cleaned, dict]:
+    """Search: real training pairs; synthetic rows whose query is a held-out query are removed."""
+    real = read_table(splits / "train.parquet", "queries")
+    held_out: set[str] = set()  # fuse may read held-out queries: only to keep them out of training data
+    for split in ("valid", "test"):
+        held_out |= set(normalise_query(read_table(splits / f"{split}.parquet", "queries")["query"]))
+    return clean_queries(real, synthetic, weights, held_out), {}
+
+
+CLEAN = {"retail": clean_retail, "search": clean_search}
+
+
+def fuse_task(
+    task: str,
+    params: Params,
+    gate: dict[str, str],
+    splits: Path,
+    canonical: Path,
+    synthetic_dir: Path,
+    out_dir: Path,
+) -> dict:
+    """Fuse one task (`splits`, `canonical` are the task's folders) into `out_dir`; return its summary."""
     started = time.perf_counter()
+    table = TASKS[task].table
     active = active_generators(task, params, gate)
-    rows_from = [g for g in active if g in GENERATORS[task]]
-    synthetic_dir = root / "data/synthetic"
-    synthetic = _load_synthetic(synthetic_dir, rows_from, TABLE[task])
-    extra: dict = {
+    rows_from = [g for g in active if params.generators[g].table == table]
+    item_generators = [g for g in active if params.generators[g].table == "items"]
+    weights = {g: params.generators[g].weight for g in task_generators(task, params)}
+    synthetic = load_synthetic(synthetic_dir, rows_from, table)
+    cleaned, extra = CLEAN[task](params, splits, synthetic, weights)
+    variants, reports = build_variants(cleaned, active, params.fuse, params.seed)
+    skipped = add_needed(task, variants, reports, params, gate)
+    items, lineage = {}, {}
+    for name in variants:  # the twin (noaug) and minus_<item generator> keep the real item text
+        used = [g for g in item_generators if name not in ("noaug", f"minus_{g}")]
+        items[name] = rows_path(synthetic_dir, used[0]) if used else canonical / "items.parquet"
+        own = sorted(set(reports[name]) | set(used))  # the generators this variant's rows and items come from
+        lineage[name] = {
+            "seed": params.seed,
+            "max_synthetic_share": params.fuse.max_synthetic_share,
+            "weights": {g: weights[g] for g in own},
+            "gate_decisions": {g: gate.get(g) for g in own},
+            "inputs": {shown(rows_path(synthetic_dir, g)): file_sha256(rows_path(synthetic_dir, g)) for g in own},
+        }
+    inputs = [rows_path(synthetic_dir, g) for g in rows_from + item_generators]
+    extra = {
         "augment_enabled": params.augment.enabled,
         "active_generators": active,
         "gate": gate,
         "max_synthetic_share": params.fuse.max_synthetic_share,
         "seed": params.seed,
-        "weights": params.fuse.weights.model_dump(),
+        "weights": weights,
+        **extra,
+        "inputs": {shown(p): file_sha256(p) for p in inputs},
     }
-    items = None
-    if task == "retail":
-        real = read_table(root / "data/splits/retail/train.parquet", "interactions")
-        before = valid_cutoff(params)
-        cleaned = clean_interactions(real, synthetic, params.fuse, before)
-        enriched = "item_enrichment" in active
-        items = {}
-        extra["valid_cutoff"] = str(before)
-    else:
-        real = read_table(root / "data/splits/search/train.parquet", "queries")
-        held_out: set[str] = set()  # fuse may read held-out queries: only to keep them out of training data
-        for split in ("valid", "test"):
-            held_out |= set(
-                normalise_query(read_table(root / f"data/splits/search/{split}.parquet", "queries")["query"])
-            )
-        cleaned = clean_queries(real, synthetic, params.fuse, held_out)
-    variants, reports = build_variants(task, cleaned, active, params.fuse, params.seed)
-    if items is not None:
-        items = {
-            name: "data/synthetic/item_enrichment.parquet"
-            if enriched and name not in ("noaug", "minus_item_enrichment")  # the twin has no synthetic text
-            else "data/canonical/retail/items.parquet"
-            for name in variants
-        }
-    extra["inputs"] = {
-        str(p.relative_to(root)): file_sha256(p) for p in (synthetic_dir / f"{g}.parquet" for g in rows_from)
-    }
-    extra["wall_seconds"] = round(time.perf_counter() - started, 2)
-    shown = out_dir.relative_to(root) if out_dir.is_relative_to(root) else out_dir
-    manifest = write_task(task, variants, reports, out_dir, extra, items, shown)
-    log.info("fuse %s: %s", task, {n: v["rows"] for n, v in manifest["variants"].items()})
-    return manifest
+    summary = write_task(task, variants, reports, items, out_dir, extra, lineage, skipped)
+    log.info(
+        "fuse %s: %s in %.1f s",
+        task,
+        {n: v["rows"] for n, v in summary["variants"].items()},
+        time.perf_counter() - started,
+    )
+    return summary
 
 
-def run_fuse(params: Params, root: Path, gate_path: Path, out_root: Path) -> dict[str, dict]:
-    """Fuse retail and search; return {task: manifest}. Refuses a failed gate or a missing synthetic file."""
-    gate = read_gate(gate_path, params.fuse.use_gate)
-    return {task: fuse_task(task, params, root, gate, out_root / task) for task in ("retail", "search")}
+def run_fuse(params: Params, splits: Path, canonical: Path, synthetic: Path, gate: Path, out: Path) -> dict[str, dict]:
+    """Fuse every task (`<folder>/<task>` inputs, `out/<task>` outputs); return {task: summary}.
+
+    Refuses a failed gate or a missing synthetic folder."""
+    decisions = read_gate(gate, list(params.generators), params.fuse.use_gate)
+    return {
+        task: fuse_task(task, params, decisions, splits / task, canonical / task, synthetic, out / task)
+        for task in TASKS
+    }
 
 
 @app.command()
 def main(
-    params_file: Annotated[Path, typer.Option(help="params.yaml to read")] = Path("params.yaml"),
-    gate: Annotated[Path, typer.Option(help="the gate's decisions")] = Path("metrics/gate.json"),
-    out: Annotated[Path, typer.Option(help="folder of fused training sets")] = Path("data/fused"),
+    params: cli.ParamsOption = cli.PARAMS,
+    splits: Annotated[Path, typer.Option(help="folder of <task>/train|valid|test.parquet")] = Path("data/splits"),
+    canonical: Annotated[Path, typer.Option(help="folder of canonical <task>/items.parquet")] = Path("data/canonical"),
+    synthetic: Annotated[Path, typer.Option(help="folder of <generator>/rows.parquet")] = Path("data/synthetic"),
+    gate: Annotated[Path, typer.Option(help="folder of the gate's <generator>.json decisions")] = Path("metrics/gate"),
+    out: Annotated[Path, typer.Option(help="folder of fused <task>/<variant>/ training sets")] = Path("data/fused"),
 ) -> None:
-    """Write the fused training sets (noaug, aug, synthetic_only, minus_<generator>) for retail and search."""
-    root = repo_root()
-    params = load_params(root / params_file if not params_file.is_absolute() else params_file)
-    run_fuse(
-        params,
-        root,
-        root / gate if not gate.is_absolute() else gate,
-        root / out if not out.is_absolute() else out,
-    )
+    """Write the fused training sets (noaug, aug, synthetic_only, minus_<generator>) of every task."""
+    config = cli.load(params)
+    paths = [cli.resolve(p) for p in (splits, canonical, synthetic, gate, out)]
+    run_fuse(config, *paths)
 
 
 if __name__ == "__main__":

@@ -15,13 +15,12 @@ import typer
 from core import cli
 from core.errors import ShopError
 from core.io import atomic_dir, write_json
-from core.params import load_params
-from core.paths import repo_root
 from core.schema import TABLES, validate_table
+from core.tasks import TASKS
 from pipelines.adapters import TASK_TABLES, load_source
 
 log = logging.getLogger(__name__)
-app = typer.Typer(add_completion=False, help=__doc__)
+app = cli.stage_app(__doc__)
 
 
 def raw_input(folder: Path, task: str) -> Path:
@@ -65,9 +64,24 @@ def slice_search(tables: dict[str, pd.DataFrame], max_queries: int | None, seed:
     return {"queries": queries, "items": tables["items"][tables["items"]["item_id"].isin(queries["item_id"])]}
 
 
+def retail_counts(tables: dict[str, pd.DataFrame]) -> dict[str, int]:
+    return {
+        "users_with_purchases": int(tables["interactions"]["user_id"].nunique()),
+        "baskets": int(tables["interactions"]["basket_id"].nunique()),
+    }
+
+
+def search_counts(tables: dict[str, pd.DataFrame]) -> dict[str, int]:
+    return {"distinct_queries": int(tables["queries"]["query_id"].nunique())}
+
+
+SLICE = {"retail": slice_retail, "search": slice_search}  # keep `max_rows` users / queries
+COUNTS = {"retail": retail_counts, "search": search_counts}  # task-specific row counts for the report
+
+
 def check_references(tables: dict[str, pd.DataFrame], task: str, name: str) -> None:
     """Every item an interaction or judged pair names must be in the catalogue."""
-    facts = tables["interactions" if task == "retail" else "queries"]
+    facts = tables[TASKS[task].table]
     unknown = ~facts["item_id"].isin(tables["items"]["item_id"])
     if unknown.any():
         raise ShopError(
@@ -90,15 +104,10 @@ def build_task(task: str, adapter: str, path: Path, max_rows: int | None, seed: 
             f"{task} needs {list(TASK_TABLES[task])}"
         )
     tables = {t: tables[t] for t in TASK_TABLES[task]}
-    tables = slice_retail(tables, max_rows, seed) if task == "retail" else slice_search(tables, max_rows, seed)
+    tables = SLICE[task](tables, max_rows, seed)
     checked = {t: validate_table(df.reset_index(drop=True), t, f"{path.name} ({t})") for t, df in tables.items()}
     check_references(checked, task, path.name)
-    counts = {f"{t}_rows": len(df) for t, df in checked.items()}
-    if task == "retail":
-        counts["users_with_purchases"] = int(checked["interactions"]["user_id"].nunique())
-        counts["baskets"] = int(checked["interactions"]["basket_id"].nunique())
-    else:
-        counts["distinct_queries"] = int(checked["queries"]["query_id"].nunique())
+    counts = {f"{t}_rows": len(df) for t, df in checked.items()} | COUNTS[task](checked)
     return checked, {
         "adapter": adapter,
         "file": path.name,
@@ -118,7 +127,7 @@ def write_tables(tables: dict[str, pd.DataFrame], folder: Path) -> None:
 
 @app.command()
 def main(
-    params: Annotated[Path, typer.Option(help="params file")] = Path("params.yaml"),
+    params: cli.ParamsOption = cli.PARAMS,
     raw: Annotated[Path, typer.Option(help="folder holding retail/ and search/ from `fetch`")] = Path("data/raw"),
     out: Annotated[Path, typer.Option(help="folder receiving canonical retail/ and search/")] = Path("data/canonical"),
     report: Annotated[Path, typer.Option(help="cleaning and row-count report (DVC metrics)")] = Path(
@@ -126,13 +135,15 @@ def main(
     ),
 ) -> None:
     """Build the canonical retail and search tables from the fetched raw files."""
-    config = load_params(params if params.is_absolute() or params.exists() else repo_root() / params)
+    config = cli.load(params)
+    raw, out, report = cli.resolve(raw), cli.resolve(out), cli.resolve(report)
     built, reports = {}, {}
-    for task, max_rows in (("retail", config.data.max_users), ("search", config.data.max_queries)):
+    max_rows = {"retail": config.data.max_users, "search": config.data.max_queries}
+    for task in TASKS:
         source = getattr(config.data, task)
         path = raw_input(raw / task, task)
         log.info("ingest %s: adapter %s on %s", task, source.adapter, path)
-        built[task], reports[task] = build_task(task, source.adapter, path, max_rows, config.seed)
+        built[task], reports[task] = build_task(task, source.adapter, path, max_rows[task], config.seed)
     for task, tables in built.items():
         write_tables(tables, out / task)
         log.info("wrote %s: %s", out / task, reports[task]["output"])

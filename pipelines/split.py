@@ -17,11 +17,9 @@ import typer
 from core import cli
 from core.errors import ShopError
 from core.io import atomic_dir, read_table, write_json
-from core.params import load_params
-from core.paths import repo_root
 
 log = logging.getLogger(__name__)
-app = typer.Typer(add_completion=False, help=__doc__)
+app = cli.stage_app(__doc__)
 
 
 def first_baskets(interactions: pd.DataFrame, start: pd.Timestamp, end: pd.Timestamp | None = None) -> pd.DataFrame:
@@ -101,7 +99,7 @@ def write_split(parts: dict[str, pd.DataFrame], summary: dict, folder: Path) -> 
 
 @app.command()
 def main(
-    params: Annotated[Path, typer.Option(help="params file")] = Path("params.yaml"),
+    params: cli.ParamsOption = cli.PARAMS,
     canonical: Annotated[Path, typer.Option(help="folder holding canonical retail/ and search/")] = Path(
         "data/canonical"
     ),
@@ -111,7 +109,8 @@ def main(
     ),
 ) -> None:
     """Split the canonical retail interactions (temporal) and search queries (by query text)."""
-    config = load_params(params if params.is_absolute() or params.exists() else repo_root() / params)
+    config = cli.load(params)
+    canonical, out, report = cli.resolve(canonical), cli.resolve(out), cli.resolve(report)
     interactions = read_table(canonical / "retail" / "interactions.parquet", "interactions")
     queries = read_table(canonical / "search" / "queries.parquet", "queries")
     cutoff = pd.Timestamp(config.split.retail.cutoff, tz="UTC")

@@ -19,18 +19,19 @@ from core.io import write_json
 from core.paths import data_dir, repo_root
 from serving.launch import start_service, stop_service
 
-app = typer.Typer(add_completion=False, help=__doc__)
+app = cli.stage_app(__doc__)
 
 ENDPOINTS = ("ping", "recommend", "search")
 
 
-def payloads(bentoml_home: Path, n: int = 200) -> dict[str, list[dict]]:
-    """Request bodies: real Home Depot queries; packaged known users mixed with unknown ones (cold start)."""
+def payloads(bentoml_home: Path, recommender: str, n: int = 200) -> dict[str, list[dict]]:
+    """Request bodies: real Home Depot queries; known users of the packaged `recommender` mixed with unknown ones
+    (cold start)."""
     queries = pd.read_csv(data_dir() / "homedepot" / "search_relevance.csv.gz", usecols=["search_term"], nrows=20000)
     texts = queries["search_term"].drop_duplicates().sample(n, random_state=0).tolist()
-    stores = sorted((bentoml_home / "models" / "shopaug-recommender").glob("*/histories.parquet"))
+    stores = sorted((bentoml_home / "models" / recommender).glob("*/histories.parquet"))
     if not stores:
-        raise ShopError(f"{bentoml_home}: no packaged shopaug-recommender; run `python -m serving.package` first")
+        raise ShopError(f"{bentoml_home}: no packaged {recommender}; run `python -m serving.package` first")
     users = pd.read_parquet(stores[-1], columns=["user_id"])["user_id"].sample(n, random_state=0, replace=True)
     recommend = [{"user_id": str(u), "k": 10} for u in users]
     recommend[::5] = [{"user_id": f"new-{i}", "k": 10} for i in range(len(recommend[::5]))]
@@ -158,21 +159,24 @@ def markdown(report: dict) -> str:
 
 @app.command()
 def main(
+    params: cli.ParamsOption = cli.PARAMS,
     seconds: Annotated[int, typer.Option(help="duration of each locust run")] = 8,
     concurrency: Annotated[list[int] | None, typer.Option(help="locust users (closed loop) [1, 8, 32]")] = None,
     rate: Annotated[float, typer.Option(help="fixed-rate run (req/s, 32 users) for the p99 target")] = 200.0,
     port: Annotated[int, typer.Option(help="loopback port of the server under test")] = 3931,
-    out: Annotated[Path, typer.Option(help="JSON report; the markdown table goes beside it")] = repo_root()
-    / "reports"
-    / "serving_benchmark.json",
+    out: Annotated[Path, typer.Option(help="JSON report; the markdown table goes beside it")] = Path(
+        "reports/serving_benchmark.json"
+    ),
 ) -> None:
     """Start the packaged service (batching on, then off) and load it; BENTOML_HOME must hold the champion."""
+    conf = cli.load(params)
+    out = cli.resolve(out)
     concurrency = concurrency or [1, 8, 32]
     home = Path(os.environ.get("BENTOML_HOME", repo_root() / "bentoml_home"))
     os.environ["BENTOML_HOME"] = str(home)
     work = Path(tempfile.mkdtemp(prefix="shopaug-bench-"))
     bodies = {}
-    for endpoint, rows in payloads(home).items():
+    for endpoint, rows in payloads(home, conf.mlflow.recommender_model).items():
         bodies[endpoint] = work / f"{endpoint}.json"
         bodies[endpoint].write_text(json.dumps(rows))
     runs, host = [], f"http://127.0.0.1:{port}"

@@ -14,22 +14,28 @@ from pathlib import Path
 from typing import Any
 
 import faiss
+import mlflow
 import numpy as np
 import pandas as pd
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
 
 from core.errors import ShopError
 from core.paths import repo_root
+from training.model_store import download_model_dir, load_model
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_LOADER = "training.serving_api:load_model"
+LOADER_ENV = "SHOPAUG_MODEL_LOADER"  # module:function replacing training.model_store.load_model (test fixtures)
 GLOBAL = ""  # popularity context of requests that name no country
 ITEM_COLUMNS = ["item_id", "title", "description", "category", "price"]
 
 
 def model_loader() -> Any:
-    """Return the `load_model(uri)` function: training.serving_api's, or `$SHOPAUG_MODEL_LOADER` (module:function)."""
-    spec = os.environ.get("SHOPAUG_MODEL_LOADER", DEFAULT_LOADER)
+    """Return the `load_model(uri)` function: training.model_store's, or `$SHOPAUG_MODEL_LOADER` (module:function)."""
+    spec = os.environ.get(LOADER_ENV)
+    if not spec:
+        return load_model
     module, _, name = spec.partition(":")
     try:
         return getattr(importlib.import_module(module), name)
@@ -48,15 +54,11 @@ def tracking_uri(configured: str) -> str:
 
 def registry_client(uri: str):
     """Return an MlflowClient on `uri` (tracking and registry)."""
-    from mlflow import MlflowClient
-
     return MlflowClient(tracking_uri=uri, registry_uri=os.environ.get("MLFLOW_REGISTRY_URI") or uri)
 
 
 def champion_version(client, name: str, alias: str) -> str:
     """Return the version number `alias` points to for registered model `name`; ShopError if there is none."""
-    from mlflow.exceptions import MlflowException
-
     try:
         return str(client.get_model_version_by_alias(name, alias).version)
     except MlflowException as exc:
@@ -122,13 +124,9 @@ class Bundle:
 def download_model(uri: str, dst: Path) -> Path:
     """Download registered model `uri` into `dst`; return the folder `load_model` reads (the shopaug model folder
     inside an MLflow pyfunc model when there is one, else the downloaded artifacts as they are)."""
-    import mlflow
-
     try:
-        from training.tracking import download_model_dir
-
         return download_model_dir(uri, dst)
-    except (ImportError, ShopError):
+    except ShopError:
         return Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(dst)))
 
 

@@ -6,6 +6,7 @@ never fails a request in flight; the old bundle finishes the requests that alrea
 
 import asyncio
 import datetime as dt
+import functools
 import logging
 import threading
 import time
@@ -20,6 +21,7 @@ import pandas as pd
 from bentoml.exceptions import NotFound
 
 from core.params import ServeParams
+from features import OnlineFeatureClient
 from serving import schemas
 from serving.batching import AdaptiveBatcher
 from serving.champion import (
@@ -79,8 +81,6 @@ class UserFeatures:
 
     def _connect(self) -> None:
         try:
-            from features import OnlineFeatureClient
-
             self._client = OnlineFeatureClient()
             logger.info("Feast online store connected")
         except Exception as exc:  # no materialised feature repo here: models get no user features
@@ -261,16 +261,7 @@ class ServingEngine:
     # -- pieces ----------------------------------------------------------------------------------------------
     def _attach(self, bundle: Bundle) -> Live:
         titles = bundle.items["title"].reindex(bundle.index.item_ids).fillna("").to_numpy(dtype=object)
-        model = bundle.model
-        if bundle.task == "retail":
-
-            def encode(batch):
-                return _encode_users(model, batch)
-        else:
-
-            def encode(batch):
-                return np.asarray(model.encode_queries(list(batch)), dtype=np.float32)
-
+        encode = functools.partial(ENCODERS[bundle.task], bundle.model)
         batching = self.params.batching
         size = batching.max_batch_size if batching.enabled else 1
         return Live(bundle, titles, AdaptiveBatcher(encode, self.executor, size, batching.max_latency_ms))
@@ -372,6 +363,11 @@ def warm_up(bundle: Bundle) -> None:
         bundle.model.encode_queries(["warm up"])
 
 
+def _encode_queries(model: Any, batch: list[str]) -> np.ndarray:
+    """Encode a batch of query texts."""
+    return np.asarray(model.encode_queries(list(batch)), dtype=np.float32)
+
+
 def _encode_users(model: Any, batch: list[tuple[list[str], pd.DataFrame | None]]) -> np.ndarray:
     """Encode (history, features) pairs; requests with and without online features go in separate calls."""
     out: list[np.ndarray | None] = [None] * len(batch)
@@ -384,3 +380,7 @@ def _encode_users(model: Any, batch: list[tuple[list[str], pd.DataFrame | None]]
         for row, i in enumerate(idx):
             out[i] = vectors[row]
     return np.stack(out)
+
+
+# what a task's batcher encodes per request: (history, online features) for the recommender, text for search
+ENCODERS = {"retail": _encode_users, "search": _encode_queries}

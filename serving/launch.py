@@ -1,5 +1,7 @@
 """Start `bentoml serve serving.service:Shopaug` as a child process and wait until it is ready (benchmark, tests)."""
 
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -43,16 +45,24 @@ def start_service(port: int, env: dict[str, str], log: Path, ready_within_s: flo
         except httpx.HTTPError:
             pass
         time.sleep(0.5)
-    proc.kill()
-    proc.wait()
+    _kill_group(proc)
     raise ShopError(f"bentoml serve did not become ready (see {log}):\n{log.read_text()[-4000:]}")
 
 
 def stop_service(proc: subprocess.Popen, within_s: float = 20) -> None:
-    """Terminate the service; kill it if it has not exited within `within_s`."""
+    """Terminate the service; kill it if it has not exited within `within_s`, and any worker left behind."""
     proc.terminate()
     try:
         proc.wait(timeout=within_s)
     except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+        pass
+    _kill_group(proc)
+
+
+def _kill_group(proc: subprocess.Popen) -> None:
+    """Kill the server and its workers (its own session: start_new_session), so no worker outlives it."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait()

@@ -9,20 +9,31 @@ import tempfile
 from pathlib import Path
 from typing import Annotated
 
+import mlflow
 import typer
 
 from core import cli
 from core.errors import ShopError
 from core.io import read_table, write_json
-from core.params import load_params
+from core.params import Params
 from core.paths import repo_root
+from serving.champion import (
+    assemble_bundle,
+    champion_version,
+    context_popularity,
+    download_model,
+    model_loader,
+    registry_client,
+    save_bundle,
+    tracking_uri,
+    user_histories,
+)
 
-# BentoML reads its home when it is imported: the model store and the Bentos live under the repo by default
+# BentoML reads its home when it is imported (below, in the functions): the model store and the Bentos live
+# under the repo by default
 os.environ.setdefault("BENTOML_HOME", str(repo_root() / "bentoml_home"))
 
-app = typer.Typer(add_completion=False, help=__doc__)
-
-DATA = repo_root() / "data"
+app = cli.stage_app(__doc__)
 
 
 def package_task(
@@ -38,9 +49,6 @@ def package_task(
 ) -> str:
     """Save one task's champion (MLflow model + catalogue + index) as a BentoML model; return its tag."""
     import bentoml
-    import mlflow
-
-    from serving.champion import assemble_bundle, download_model, model_loader, save_bundle
 
     mlflow.set_tracking_uri(uri)
     with tempfile.TemporaryDirectory(prefix="shopaug-package-") as tmp:
@@ -66,19 +74,15 @@ def package_task(
         return str(stored.tag)
 
 
-def package_champions(retail_dir: Path, search_items: Path, params=None, load_model=None) -> dict:
-    """Save both champions into the BentoML model store; return {registered name: {version, tag}}."""
-    from serving.champion import (
-        champion_version,
-        context_popularity,
-        registry_client,
-        tracking_uri,
-        user_histories,
-    )
+def package_champions(canonical: Path, params: Params, load_model=None) -> dict:
+    """Save both champions into the BentoML model store; return {registered name: {version, tag}}.
 
-    params = params or load_params()
+    Reads `canonical/retail` (interactions, users, items: histories, popularity, catalogue) and
+    `canonical/search/items.parquet` (the search catalogue).
+    """
     serve, uri = params.serve, tracking_uri(params.mlflow.tracking_uri)
     client = registry_client(uri)
+    retail_dir = canonical / "retail"
     interactions = read_table(retail_dir / "interactions.parquet", "interactions")
     users_path = retail_dir / "users.parquet"
     users = read_table(users_path, "users") if users_path.exists() else None
@@ -91,7 +95,7 @@ def package_champions(retail_dir: Path, search_items: Path, params=None, load_mo
             user_histories(interactions, serve.history_len),
             context_popularity(interactions, users, serve.popularity_days),
         ),
-        ("search", params.mlflow.search_model, read_table(search_items, "items"), None, None),
+        ("search", params.mlflow.search_model, read_table(canonical / "search" / "items.parquet", "items"), None, None),
     ]
     packaged = {}
     for task, name, items, histories, popularity in tasks:
@@ -111,23 +115,20 @@ def build_bento() -> str:
 
 @app.command()
 def main(
-    retail_dir: Annotated[Path, typer.Option(help="canonical retail tables (items, users, interactions)")] = DATA
-    / "canonical"
-    / "retail",
-    search_items: Annotated[Path, typer.Option(help="canonical search catalogue")] = DATA
-    / "canonical"
-    / "search"
-    / "items.parquet",
+    params: cli.ParamsOption = cli.PARAMS,
+    canonical: Annotated[
+        Path, typer.Option(help="canonical tables (retail/{interactions,users,items}, search/items)")
+    ] = Path("data/canonical"),
+    out: Annotated[Path, typer.Option(help="summary of what was packaged")] = Path("metrics/package.json"),
     build: Annotated[bool, typer.Option(help="run `bentoml build` after saving the models")] = True,
-    out: Annotated[Path, typer.Option(help="summary of what was packaged")] = repo_root() / "metrics" / "package.json",
 ) -> None:
     """Package the registry's champion models and build the Bento (BENTOML_HOME defaults to ./bentoml_home)."""
     if not Path(os.environ["BENTOML_HOME"]).parent.exists():
         raise ShopError(f"BENTOML_HOME {os.environ['BENTOML_HOME']}: parent folder does not exist")
-    summary = {"models": package_champions(retail_dir, search_items)}
+    summary = {"models": package_champions(cli.resolve(canonical), cli.load(params))}
     if build:
         summary["bento"] = build_bento()
-    write_json(summary, out)
+    write_json(summary, cli.resolve(out))
     typer.echo(f"packaged {summary}")
 
 

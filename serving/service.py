@@ -33,7 +33,10 @@ from serving.schemas import (
 logger = logging.getLogger(__name__)
 logging.getLogger("serving").setLevel(logging.INFO)  # reloads and Feast fallbacks reach the `bentoml serve` log
 
-RECOMMENDER, SEARCH = "shopaug-recommender", "shopaug-search"  # = params.yaml mlflow.*_model (BentoML tags)
+# params.yaml (packaged with the Bento) with $SHOPAUG_SERVE over `serve`
+PARAMS = load_serving_params()
+# BentoML model names = the registered model names (what `python -m serving.package` saves)
+RECOMMENDER, SEARCH = PARAMS.mlflow.recommender_model, PARAMS.mlflow.search_model
 
 
 @bentoml.service(
@@ -51,10 +54,11 @@ class Shopaug:
     def __init__(self) -> None:
         import torch
 
-        params = load_serving_params()
+        params = PARAMS
         torch.set_num_threads(params.serve.torch_threads)
         log = params.serve.request_log
-        log_dir = Path(os.environ.get("SHOPAUG_REQUEST_LOG_DIR", repo_root() / "data" / "serving" / "requests"))
+        # the request log is where monitoring.drift reads it (monitoring.drift.log_dir), unless the env says
+        log_dir = Path(os.environ.get("SHOPAUG_REQUEST_LOG_DIR", repo_root() / params.monitoring.drift.log_dir))
         self.request_log = RequestLog(
             log_dir, log.sample_rate, log.rows_per_file, log.flush_s, log.max_files, log.max_buffered_rows
         )

@@ -2,7 +2,8 @@
 
 Recommendation: popularity, item-to-item co-purchase kNN, repeat-purchase (the one to beat), random.
 Search: BM25 (bm25s), zero-shot MiniLM cosine, random. Each implements a protocol of training/protocols.py.
-Run: `python -m training.baselines` (DVC stage `baselines`) -> metrics/baselines.json.
+Run: `python -m training.baselines --splits data/splits --canonical data/canonical --out metrics/baselines.json`
+(DVC stage `baselines`).
 """
 
 import hashlib
@@ -17,10 +18,13 @@ import scipy.sparse as sp
 import typer
 
 from core import cli
+from core.encoder import TextEncoder
 from core.errors import ShopError
-from core.io import read_table, write_json
-from core.params import Params, load_params
+from core.io import atomic_path, read_table, write_json
+from core.params import Params
 from core.paths import repo_root
+from core.tasks import get_task
+from training.harness import evaluate_recommender, evaluate_retriever, retail_eval_inputs
 
 log = logging.getLogger(__name__)
 
@@ -284,8 +288,6 @@ class MiniLMRetriever:
     @property
     def encoder(self):
         if self._encoder is None:
-            from core.encoder import TextEncoder
-
             self._encoder = TextEncoder(self.model_name, self.max_length, self.batch_size)
         return self._encoder
 
@@ -311,8 +313,6 @@ class MiniLMRetriever:
         self.item_vectors = self.encode(titles, progress=True)
         log.info("encoded %d item titles in %.0f s", len(titles), time.perf_counter() - started)
         if path is not None:
-            from core.io import atomic_path
-
             with atomic_path(path) as tmp:
                 with open(tmp, "wb") as handle:
                     np.save(handle, self.item_vectors)
@@ -348,41 +348,46 @@ RECOMMENDERS = {
 RETRIEVERS = {"bm25": BM25Retriever, "minilm_zero_shot": MiniLMRetriever, "random": RandomRetriever}
 
 
-def make_baseline(name: str, task: str, params: Params):
-    """Return an unfitted baseline named `name` for `task` ("retail" or "search"), configured from params."""
-    known = RECOMMENDERS if task == "retail" else RETRIEVERS
-    if name not in known:
-        raise ShopError(f"unknown {task} baseline '{name}'; expected one of {sorted(known)}")
+BASELINES = {"retail": RECOMMENDERS, "search": RETRIEVERS}
+
+
+def _retail_baseline(name: str, params: Params):
     b = params.baselines
-    if task == "retail":
-        return {
-            "popularity": lambda: PopularityRecommender(b.popularity_days),
-            "copurchase_knn": lambda: CoPurchaseKNNRecommender(b.knn_neighbours, b.popularity_days),
-            "repeat_purchase": lambda: RepeatPurchaseRecommender(b.popularity_days),
-            "random": lambda: RandomRecommender(params.seed),
-        }[name]()
+    return {
+        "popularity": lambda: PopularityRecommender(b.popularity_days),
+        "copurchase_knn": lambda: CoPurchaseKNNRecommender(b.knn_neighbours, b.popularity_days),
+        "repeat_purchase": lambda: RepeatPurchaseRecommender(b.popularity_days),
+        "random": lambda: RandomRecommender(params.seed),
+    }[name]()
+
+
+def _search_baseline(name: str, params: Params):
     e = params.encoder
     return {
         "bm25": BM25Retriever,
         "minilm_zero_shot": lambda: MiniLMRetriever(
-            e.model, e.max_length, e.batch_size, repo_root() / "data" / "cache"
+            e.model, e.max_length, e.batch_size, repo_root() / params.train.cache_dir
         ),
         "random": lambda: RandomRetriever(params.seed),
     }[name]()
 
 
+def make_baseline(name: str, task: str, params: Params):
+    """Return an unfitted baseline named `name` for `task` ("retail" or "search"), configured from params.
+
+    The zero-shot MiniLM caches its item vectors in `train.cache_dir` (shared with training's frozen vectors).
+    """
+    known = BASELINES[get_task(task).name]
+    if name not in known:
+        raise ShopError(f"unknown {task} baseline '{name}'; expected one of {sorted(known)}")
+    return {"retail": _retail_baseline, "search": _search_baseline}[task](name, params)
+
+
 # --- the stage
-
-
-def retail_eval_inputs(train: pd.DataFrame, test: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(history, targets) for the test split: history = all train rows, targets = test rows of known users."""
-    return train, test.dropna(subset=["user_id"])
 
 
 def run_baselines(params: Params, splits: Path, canonical: Path, models: dict[str, list[str]] | None = None) -> dict:
     """Fit each baseline on the train split and score it on the test split of both tasks; return metrics."""
-    from training.harness import evaluate_recommender, evaluate_retriever
-
     models = models or {"retail": list(RECOMMENDERS), "search": list(RETRIEVERS)}
     out: dict[str, dict] = {"retail": {}, "search": {}}
     if models.get("retail"):
@@ -410,22 +415,21 @@ def run_baselines(params: Params, splits: Path, canonical: Path, models: dict[st
     return out
 
 
-ROOT = repo_root()
 HEADLINE = ("hr", "ndcg", "recall")
-app = typer.Typer(add_completion=False, help=__doc__.splitlines()[0])
+app = cli.stage_app(__doc__)
 
 
 @app.command()
 def main(
-    params_path: Annotated[Path, typer.Option("--params", help="params.yaml to read")] = ROOT / "params.yaml",
-    splits: Annotated[Path, typer.Option(help="folder with retail/, search/ splits")] = ROOT / "data/splits",
-    canonical: Annotated[Path, typer.Option(help="canonical tables folder")] = ROOT / "data/canonical",
-    out: Annotated[Path, typer.Option(help="metrics JSON to write")] = ROOT / "metrics/baselines.json",
+    params: cli.ParamsOption = cli.PARAMS,
+    splits: Annotated[Path, typer.Option(help="folder with retail/, search/ splits")] = Path("data/splits"),
+    canonical: Annotated[Path, typer.Option(help="canonical tables folder")] = Path("data/canonical"),
+    out: Annotated[Path, typer.Option(help="metrics JSON to write")] = Path("metrics/baselines.json"),
 ) -> None:
     """Score every baseline on the test split of both tasks and write metrics JSON (DVC metrics)."""
-    params = load_params(params_path)
-    metrics = run_baselines(params, splits, canonical)
-    write_json(metrics, out)
+    config = cli.load(params)
+    metrics = run_baselines(config, cli.resolve(splits), cli.resolve(canonical))
+    write_json(metrics, cli.resolve(out))
     for task, by_model in metrics.items():
         for name, result in by_model.items():
             headline = {

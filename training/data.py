@@ -10,50 +10,53 @@ import pandas as pd
 
 from core.errors import ShopError
 from core.io import read_table
+from core.tasks import get_task
+from features.point_in_time import add_context
 from training.models import USER_CONTEXT, ContextFeatures, bucket_edges, bucketize, history_inputs
 
 log = logging.getLogger(__name__)
 SNAPSHOT_DAYS = 14  # item-context snapshot spacing: staleness vs. candidate matrices per batch
 
 
-def training_table(root: Path, task: str, variant: str) -> tuple[pd.DataFrame, Path]:
-    """The fused set `data/fused/<task>/<variant>.parquet`, else the real split `data/splits/<task>/train.parquet`.
+def training_table(data: Path, splits: Path, task: str, variant: str) -> tuple[pd.DataFrame, Path]:
+    """The fused rows `<data>/train.parquet`, else the real split `<splits>/train.parquet`.
 
-    A missing `weight` column means weight 1 for every row. Refuses a named variant that does not exist
-    when fused sets exist.
+    `data` is the variant's fused folder (data/fused/<task>/<variant>). A missing `weight` column means weight 1
+    for every row. Refuses a named variant that does not exist when fused sets of the task exist.
     """
-    table = "interactions" if task == "retail" else "queries"
-    fused = root / "data" / "fused" / task / f"{variant}.parquet"
+    fused = data / "train.parquet"
     if fused.exists():
         path = fused
-    elif (root / "data" / "fused" / task).exists() and variant != "noaug":
+    elif data.parent.exists() and variant != "noaug":
         raise ShopError(f"{fused}: fused variant '{variant}' not found")
     else:
-        path = root / "data" / "splits" / task / "train.parquet"
+        path = splits / "train.parquet"
         log.warning("%s not found: training on the real split %s", fused, path)
-    df = read_table(path, table)
+    df = read_table(path, get_task(task).table)
     if "weight" not in df.columns:
         df["weight"] = 1.0
     df["weight"] = pd.to_numeric(df["weight"], errors="coerce").fillna(1.0).astype(float)
     return df[df["weight"] > 0].reset_index(drop=True), path
 
 
-def items_table(root: Path, task: str, variant: str) -> pd.DataFrame:
-    """The items table the fused manifest names for `variant` (enriched item text for augmented retail
-    variants), else the canonical items."""
-    manifest = root / "data" / "fused" / task / "manifest.json"
-    named = (
-        json.loads(manifest.read_text()).get("variants", {}).get(variant, {}).get("items")
-        if manifest.is_file()
-        else None
-    )
-    path = root / (named or f"data/canonical/{task}/items.parquet")
-    log.info("%s/%s: items from %s", task, variant, path.relative_to(root) if path.is_relative_to(root) else path)
+def skipped_reason(data: Path) -> str | None:
+    """Why fuse did not write the variant folder `data` (its manifest's `skipped`), or None when it did."""
+    manifest = data / "manifest.json"
+    return json.loads(manifest.read_text()).get("skipped") if manifest.is_file() else None
+
+
+def items_table(data: Path, canonical: Path) -> pd.DataFrame:
+    """The items table the variant trains with: `<data>/items.parquet` (e.g. enriched item text), else the
+    canonical `<canonical>/items.parquet`."""
+    path = data / "items.parquet"
+    path = path if path.is_file() else canonical / "items.parquet"
+    log.info("items from %s", path)
     return read_table(path, "items")
 
 
-def valid_cutoff(root: Path) -> pd.Timestamp:
-    path = root / "data" / "splits" / "retail" / "split.json"
+def valid_cutoff(splits: Path) -> pd.Timestamp:
+    """The retail validation cutoff recorded by the split stage in `<splits>/split.json`."""
+    path = splits / "split.json"
     try:
         ts = pd.Timestamp(json.loads(path.read_text())["valid_cutoff"])
         return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
@@ -173,8 +176,6 @@ def user_context(user_ids: list[str], at, store) -> pd.DataFrame:
     Row-aligned with `user_ids`; NaN where the store has no snapshot of the user at that time. Raises ShopError
     naming the store when it cannot be read (not built: `python -m features.build`).
     """
-    from features.point_in_time import add_context
-
     frame = pd.DataFrame(
         {
             "user_id": [str(u) for u in user_ids],

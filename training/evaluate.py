@@ -13,116 +13,39 @@ import os
 from pathlib import Path
 from typing import Annotated
 
+import mlflow
 import pandas as pd
 import typer
 
 from core import cli
 from core.errors import ShopError
-from core.io import atomic_path, read_table, write_json
-from core.params import Params, load_params
-from core.paths import repo_root
+from core.io import atomic_path, write_json
+from core.params import Params
+from core.tasks import TASKS
 from training import tracking
+from training.holdout import load_test_inputs, load_trained, score_model
+from training.metrics import bootstrap_ci, metric_value
+from training.registry import DVC_EXPERIMENT_ENV, configure
 
 log = logging.getLogger(__name__)
 
-HEADLINE = {
-    "retail": ["ndcg@10", "ndcg@10_new", "hr@10", "cold_users.ndcg@10", "new_items.recall@10"],
-    "search": ["ndcg@10", "recall@100", "pairwise_accuracy"],
-}
 REFERENCE_VARIANT = "noaug"
-PAIRED = {"retail": ["ndcg@10", "cold_users.ndcg@10"], "search": ["ndcg@10"]}  # paired-bootstrap differences
 
 
-# --------------------------------------------------------------------------------------------- scoring
-def load_test_inputs(task: str, params: Params, root: Path) -> dict:
-    """The real test split of `task` and what the harness needs beside it (read once per stage)."""
-    from training.baselines import retail_eval_inputs
-
-    splits, canonical = root / "data/splits" / task, root / "data/canonical" / task
-    if task == "retail":
-        train = read_table(splits / "train.parquet", "interactions")
-        test = read_table(splits / "test.parquet", "interactions")
-        history, targets = retail_eval_inputs(train, test)
-        items = read_table(canonical / "items.parquet", "items")
-        return {"history": history, "targets": targets, "items": items, "test_path": splits / "test.parquet"}
-    return {
-        "train": read_table(splits / "train.parquet", "queries"),
-        "test": read_table(splits / "test.parquet", "queries"),
-        "items": read_table(canonical / "items.parquet", "items"),
-        "test_path": splits / "test.parquet",
-    }
-
-
-def score_model(model, task: str, params: Params, inputs: dict, per_unit: dict | None = None) -> dict:
-    """Fit (index) a trained model on the training data visible at test time and score it with the harness
-    (`per_unit` receives the per-user/query metric table)."""
-    from training.harness import evaluate_recommender, evaluate_retriever
-
-    if task == "retail":
-        model.fit(inputs["history"], inputs["items"])
-        cutoff = pd.Timestamp(params.split.retail.cutoff, tz="UTC")
-        return evaluate_recommender(
-            model,
-            inputs["history"],
-            inputs["targets"],
-            inputs["items"],
-            params.evaluation,
-            cutoff=cutoff,
-            seed=params.seed,
-            per_unit=per_unit,
-        )
-    model.fit(inputs["train"], inputs["items"])
-    return evaluate_retriever(
-        model, inputs["test"], inputs["items"], params.evaluation, seed=params.seed, per_unit=per_unit
-    )
-
-
-def load_trained(folder_or_uri: str | Path, params: Params, root: Path):
-    """A model folder or a `models:/` URI, loaded with the shared embedding cache (no re-encoding)."""
-    from training.serving_api import load_model_from_folder
-
-    text = str(folder_or_uri)
-    folder = tracking.download_model_dir(text) if text.startswith(("models:/", "runs:/")) else Path(text)
-    return load_model_from_folder(folder, cache_dir=root / params.train.cache_dir)
-
-
-def score_model_uri(model_uri: str, task: str, params: Params, root: Path | None = None) -> dict:
-    """Harness result of a registered model on the real test split (what promotion compares)."""
-    root = root or repo_root()
-    model = load_trained(model_uri, params, root)
-    return score_model(model, task, params, load_test_inputs(task, params, root))
-
-
-# --------------------------------------------------------------------------------------------- the stage
-def planned_runs(params: Params, root: Path) -> list[tuple[str, str]]:
-    """(task, variant) pairs the train stage trains: `experiments.runs` whose fused set exists, plus every
-    `minus_<generator>` variant of the fusion manifest when `experiments.ablation` is on."""
-    runs = []
-    for spec in params.experiments.runs:
-        task, _, variant = spec.partition("/")
-        if task not in tracking.TASKS or not variant:
-            raise ShopError(f"params.yaml: experiments.runs: {spec!r} is not <retail|search>/<variant>")
-        runs.append((task, variant))
-    if params.experiments.ablation:
-        for task in tracking.TASKS:
-            variants = fused_manifest(root, task).get("variants", {})
-            runs += [(task, v) for v in sorted(variants) if v.startswith("minus_")]
-    present = [(t, v) for t, v in dict.fromkeys(runs) if (root / f"data/fused/{t}/{v}.parquet").is_file()]
-    skipped = sorted(set(runs) - set(present))
-    if skipped:
-        log.warning("no fused set for %s: not trained", ", ".join(f"{t}/{v}" for t, v in skipped))
+def trained_variants(params: Params, task: str, models_dir: Path) -> list[str]:
+    """Variants of `task` among `experiments.models` that have a model folder (the others are skipped, warned)."""
+    variants = [spec.variant for spec in params.experiments.models.values() if spec.task == task]
+    present = [v for v in dict.fromkeys(variants) if (models_dir / task / v / "model.json").is_file()]
+    missing = [v for v in variants if v not in present]
+    if missing:
+        log.warning("no model folder for %s: not evaluated", ", ".join(f"{task}/{v}" for v in missing))
     return present
 
 
-def fused_manifest(root: Path, task: str) -> dict:
-    path = root / f"data/fused/{task}/manifest.json"
+def variant_manifest(fused_dir: Path, task: str, variant: str) -> dict:
+    """The fuse stage's manifest of one variant (synthetic_share, rows_by_source, ...); {} when absent."""
+    path = fused_dir / task / variant / "manifest.json"
     return json.loads(path.read_text()) if path.is_file() else {}
-
-
-def value(result: dict, key: str) -> float | None:
-    from training.promote import metric_value
-
-    return metric_value(result, key)
 
 
 def relative(new: float | None, old: float | None) -> float | None:
@@ -132,14 +55,14 @@ def relative(new: float | None, old: float | None) -> float | None:
 def compare(task: str, models: dict[str, dict], baselines: dict[str, dict]) -> dict:
     """Relative uplift of every model over the no-augmentation twin, each baseline and the best baseline."""
     real_baselines = {n: r for n, r in baselines.items() if n != "random"}
-    best = max(real_baselines, key=lambda n: value(real_baselines[n], "ndcg@10") or -1.0, default=None)
+    best = max(real_baselines, key=lambda n: metric_value(real_baselines[n], "ndcg@10") or -1.0, default=None)
     out = {"best_baseline": best, "models": {}}
     for variant, result in models.items():
         refs = {f"baseline:{n}": r for n, r in real_baselines.items()}
         if variant != REFERENCE_VARIANT and REFERENCE_VARIANT in models:
             refs[REFERENCE_VARIANT] = models[REFERENCE_VARIANT]
         out["models"][variant] = {
-            ref: {key: relative(value(result, key), value(other, key)) for key in HEADLINE[task]}
+            ref: {key: relative(metric_value(result, key), metric_value(other, key)) for key in TASKS[task].headline}
             for ref, other in refs.items()
         }
         if best:
@@ -159,12 +82,12 @@ def ablation(
         if variant.startswith("minus_"):
             out[variant.removeprefix("minus_")] = {
                 key: None
-                if value(models["aug"], key) is None or value(result, key) is None
-                else round(value(models["aug"], key) - value(result, key), 4)
-                for key in HEADLINE[task]
+                if metric_value(models["aug"], key) is None or metric_value(result, key) is None
+                else round(metric_value(models["aug"], key) - metric_value(result, key), 4)
+                for key in TASKS[task].headline
             }
             if units and params and variant in units and "aug" in units:
-                for key in PAIRED[task]:
+                for key in TASKS[task].paired:
                     diff = paired_difference(units["aug"], units[variant], key, params)
                     out[variant.removeprefix("minus_")][f"{key}_ci"] = [diff["ci_low"], diff["ci_high"]]
     return out
@@ -173,8 +96,6 @@ def ablation(
 def paired_difference(a: pd.DataFrame, b: pd.DataFrame, key: str, params: Params) -> dict:
     """Mean per-user/query difference a - b of `key` (`cold_users.<metric>` = cold users only) over the units
     both define, with a paired bootstrap CI: same units resampled for both models."""
-    from training.metrics import bootstrap_ci
-
     segment, _, metric = key.rpartition(".")
     rows = a.index[a["cold_user"]] if segment == "cold_users" else a.index
     diff = (a.loc[rows, metric] - b.reindex(rows)[metric]).to_numpy(float)
@@ -187,22 +108,20 @@ def versus_twin(task: str, units: dict[str, pd.DataFrame], params: Params) -> di
     if REFERENCE_VARIANT not in units:
         return {}
     return {
-        variant: {key: paired_difference(table, units[REFERENCE_VARIANT], key, params) for key in PAIRED[task]}
+        variant: {key: paired_difference(table, units[REFERENCE_VARIANT], key, params) for key in TASKS[task].paired}
         for variant, table in units.items()
         if variant != REFERENCE_VARIANT
     }
 
 
-def log_test_metrics(folder: Path, result: dict, test_path: Path, params: Params, root: Path) -> None:
+def log_test_metrics(folder: Path, result: dict, test_path: Path, params: Params) -> None:
     """Reopen the MLflow run that trained the model in `folder`; log test metrics and the test split."""
     record = tracking.run_record(folder)
     if record is None:
         return
     task, variant = record["task"], record["variant"]
-    run = tracking.TrainingRun(record["run_id"], params, task, variant, root)
-    flat = {f"test/{key}": v for key in _metric_keys(result) if (v := value(result, key)) is not None}
-    import mlflow
-
+    run = tracking.TrainingRun(record["run_id"], params, task, variant)
+    flat = {f"test/{key}": v for key in _metric_keys(result) if (v := metric_value(result, key)) is not None}
     with mlflow.start_run(run_id=record["run_id"]):
         run.log_metrics(flat)
         run.flush()
@@ -230,30 +149,40 @@ def append_sweep(path: Path, rows: list[dict]) -> None:
         merged.to_csv(tmp, index=False)
 
 
-def evaluate_all(params: Params, root: Path, models_dir: Path, baselines_path: Path) -> dict:
-    """Score every trained model of `planned_runs` on the real test split; return the results document."""
+def evaluate_all(
+    params: Params,
+    models_dir: Path,
+    splits: Path,
+    canonical: Path,
+    fused: Path,
+    baselines_path: Path,
+    sweep_dir: Path,
+) -> dict:
+    """Score every trained model of `experiments.models` on the real test split; return the results document.
+
+    `splits`, `canonical`, `fused` and `models_dir` hold a folder per task; sweep rows go to `<sweep_dir>/<task>.csv`.
+    """
     baselines = json.loads(baselines_path.read_text()) if baselines_path.is_file() else {}
     if not baselines:
         log.warning("%s missing: results have no baselines", baselines_path)
-    tracking.configure(params.mlflow)
+    configure(params.mlflow)
     results: dict[str, dict] = {}
     sweep: dict[str, list[dict]] = {}
-    runs = planned_runs(params, root)
-    for task in tracking.TASKS:
-        variants = [v for t, v in runs if t == task and (models_dir / task / v / "model.json").is_file()]
+    for task in TASKS:
+        variants = trained_variants(params, task, models_dir)
         if not variants:
             continue
-        inputs = load_test_inputs(task, params, root)
-        manifest = fused_manifest(root, task).get("variants", {})
+        inputs = load_test_inputs(task, splits / task, canonical / task)
+        manifests = {v: variant_manifest(fused, task, v) for v in variants}
         models, units = {}, {}
         for variant in variants:
             folder = models_dir / task / variant
             log.info("evaluating %s/%s", task, variant)
             per_unit: dict = {}
-            models[variant] = score_model(load_trained(folder, params, root), task, params, inputs, per_unit)
+            models[variant] = score_model(load_trained(folder, params), task, params, inputs, per_unit)
             units[variant] = per_unit["table"]
-            log_test_metrics(folder, models[variant], inputs["test_path"], params, root)
-        shares = {v: manifest.get(v, {}).get("synthetic_share") for v in variants}
+            log_test_metrics(folder, models[variant], inputs["test_path"], params)
+        shares = {v: manifests[v].get("synthetic_share") for v in variants}
         results[task] = {
             "baselines": baselines.get(task, {}),
             "models": models,
@@ -262,52 +191,66 @@ def evaluate_all(params: Params, root: Path, models_dir: Path, baselines_path: P
             "ablation": ablation(task, models, units, params),
             "versus_twin": versus_twin(task, units, params),
             "test_split": {
-                "path": f"data/splits/{task}/test.parquet",
-                "digest": tracking.dataset_digest(inputs["test_path"], root)[0],
+                "path": tracking.repo_relative(inputs["test_path"]),
+                "digest": tracking.dataset_digest(inputs["test_path"])[0],
             },
         }
         sweep[task] = [
             {
                 "variant": v,
                 "synthetic_share": shares[v] if shares[v] is not None else 0.0,
-                "ndcg@10": value(models[v], "ndcg@10"),
+                "ndcg@10": metric_value(models[v], "ndcg@10"),
                 "ndcg@10_ci_low": (models[v].get("ndcg@10") or {}).get("ci_low"),
                 "ndcg@10_ci_high": (models[v].get("ndcg@10") or {}).get("ci_high"),
                 "max_synthetic_share": params.fuse.max_synthetic_share,
                 "augment_enabled": params.augment.enabled,
-                "generators": "+".join(sorted((manifest.get(v, {}).get("rows_by_source") or {}).keys())),
-                "experiment": os.environ.get("DVC_EXP_NAME", "workspace"),
+                "generators": "+".join(sorted((manifests[v].get("rows_by_source") or {}).keys())),
+                "experiment": os.environ.get(DVC_EXPERIMENT_ENV, "workspace"),
                 "time": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
             }
             for v in variants
         ]
     for task, rows in sweep.items():
-        append_sweep(root / params.experiments.sweep_dir / f"{task}.csv", rows)
+        append_sweep(sweep_dir / f"{task}.csv", rows)
     return results
 
 
 # --------------------------------------------------------------------------------------------- CLI
-app = typer.Typer(add_completion=False, help=__doc__.splitlines()[0])
-ROOT = repo_root()
+app = cli.stage_app(__doc__)
 
 
 @app.command()
 def main(
-    params_path: Annotated[Path | None, typer.Option("--params", help="params.yaml to read")] = None,
-    models: Annotated[Path, typer.Option(help="folder of trained models <task>/<variant>")] = ROOT / "models",
-    baselines: Annotated[Path, typer.Option(help="baseline metrics")] = ROOT / "metrics/baselines.json",
-    out: Annotated[Path, typer.Option(help="results JSON to write")] = ROOT / "metrics/results.json",
+    params: cli.ParamsOption = cli.PARAMS,
+    models: Annotated[Path, typer.Option(help="trained model folders <task>/<variant>")] = Path("models"),
+    splits: Annotated[Path, typer.Option(help="real splits <task>/test.parquet")] = Path("data/splits"),
+    canonical: Annotated[Path, typer.Option(help="canonical tables <task>/items.parquet")] = Path("data/canonical"),
+    fused: Annotated[Path, typer.Option(help="fused variants <task>/<variant>/manifest.json")] = Path("data/fused"),
+    baselines: Annotated[Path, typer.Option(help="baseline metrics")] = Path("metrics/baselines.json"),
+    out: Annotated[Path, typer.Option(help="results JSON to write")] = Path("metrics/results.json"),
+    sweep: Annotated[Path, typer.Option(help="sweep CSVs <task>.csv (NDCG@10 vs synthetic share)")] = Path(
+        "metrics/sweep"
+    ),
 ) -> None:
     """Score every trained model and the baselines on the real test split; write results and sweep rows."""
-    params = load_params(params_path)
-    results = evaluate_all(params, ROOT, models, baselines)
+    config = cli.load(params)
+    models = cli.resolve(models)
+    results = evaluate_all(
+        config,
+        models,
+        cli.resolve(splits),
+        cli.resolve(canonical),
+        cli.resolve(fused),
+        cli.resolve(baselines),
+        cli.resolve(sweep),
+    )
     if not results:
         raise ShopError(f"{models}: no trained model folder (<task>/<variant>/model.json): run `train` first")
-    write_json(results, out)
+    write_json(results, cli.resolve(out))
     for task, doc in results.items():
         for variant, result in doc["models"].items():
             typer.echo(
-                f"{task:7s} {variant:28s} ndcg@10={value(result, 'ndcg@10'):.4f} "
+                f"{task:7s} {variant:28s} ndcg@10={metric_value(result, 'ndcg@10'):.4f} "
                 f"share={doc['synthetic_share'][variant]}"
             )
 

@@ -171,3 +171,8 @@ def evaluate_retriever(
         result[f"ndcg@{k}"]["value"] or float("nan"),
     )
     return result
+
+
+def retail_eval_inputs(train: pd.DataFrame, test: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(history, targets) for the test split: history = all train rows, targets = test rows of known users."""
+    return train, test.dropna(subset=["user_id"])

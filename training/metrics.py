@@ -1,4 +1,4 @@
-"""Ranking metrics per user or query (binary and graded), and seeded bootstrap confidence intervals.
+"""Ranking metrics per user or query (binary and graded), seeded bootstrap CIs, and metric lookups in results.
 
 Implemented with numpy rather than ranx: ranx stores qrels as integers, so graded relevance in 0..1
 (Home Depot's (r-1)/2) would be truncated to 0/1, and its numba compile adds ~15 s to a cold start.
@@ -116,3 +116,19 @@ def bootstrap_ci(values: np.ndarray, samples: int, seed: int, level: float = 0.9
     alpha = (1 - level) / 2
     low, high = np.quantile(means, [alpha, 1 - alpha])
     return {"value": mean, "ci_low": float(low), "ci_high": float(high), "n": n}
+
+
+def metric_stats(result: dict, key: str) -> dict:
+    """The stats ({value, ci_low, ci_high, n}) of `ndcg@10` or a segment metric `cold_users.ndcg@10` in a
+    harness result ({} if absent)."""
+    node: object = result.get(key)
+    if node is None and "." in key:
+        segment, metric = key.split(".", 1)
+        node = (result.get("segments") or {}).get(segment, {}).get(metric)
+    return node if isinstance(node, dict) else ({} if node is None else {"value": node})
+
+
+def metric_value(result: dict, key: str) -> float | None:
+    """Read `ndcg@10` or a segment metric `cold_users.ndcg@10` from a harness result (None if absent)."""
+    value = metric_stats(result, key).get("value")
+    return None if value is None else float(value)

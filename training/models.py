@@ -403,3 +403,19 @@ class TwoTower(nn.Module):
             logits, target = batch["mixup"](logits, target)
         loss = -(target * F.log_softmax(logits.float(), dim=-1)).sum(1)
         return (loss * batch["weight"]).sum() / batch["weight"].sum()
+
+
+def build_two_tower(config: dict) -> TwoTower:
+    """A TwoTower with the sizes recorded in a model config."""
+    return TwoTower(
+        config["text_dim"],
+        n_buckets(config["edges"]),
+        config["dim"],
+        config["history_len"],
+        config["user_layers"],
+        config["user_heads"],
+        config["dropout"],
+        config["repeat_dims"],
+        config["n_user_feats"],
+        config["temperature"],
+    )

@@ -23,36 +23,17 @@ from mlflow.exceptions import MlflowException
 from core import cli
 from core.errors import ShopError
 from core.io import write_json
-from core.params import Params, PromoteParams, load_params
-from core.paths import repo_root
-from training import tracking
-from training.tracking import CHALLENGER, CHAMPION
+from core.params import Params, PromoteParams
+from core.tasks import get_task
+from training.holdout import score_model_uri
+from training.metrics import metric_value
+from training.registry import CHALLENGER, CHAMPION, DVC_EXPERIMENT_ENV, configure
 
 log = logging.getLogger(__name__)
 
 # (model_uri, task) -> harness result {metric: {"value", ...}, "segments": {...}}
 Evaluator = Callable[[str, str], dict]
 PREVIOUS_TAG = "promotion.previous_champion"
-
-
-def metric_stats(result: dict, key: str) -> dict:
-    """The stats ({value, ci_low, ci_high, n}) of `ndcg@10` or a segment metric `cold_users.ndcg@10` in a
-    harness result ({} if absent)."""
-    node: object = result.get(key)
-    if node is None and "." in key:
-        segment, metric = key.split(".", 1)
-        node = (result.get("segments") or {}).get(segment, {}).get(metric)
-    return node if isinstance(node, dict) else ({} if node is None else {"value": node})
-
-
-def metric_value(result: dict, key: str) -> float | None:
-    """Read `ndcg@10` or a segment metric `cold_users.ndcg@10` from a harness result (None if absent)."""
-    value = metric_stats(result, key).get("value")
-    return None if value is None else float(value)
-
-
-def guardrails_for(cfg: PromoteParams, task: str) -> list[str]:
-    return cfg.retail_guardrails if task == "retail" else cfg.search_guardrails
 
 
 def decide(challenger: dict, champion: dict | None, cfg: PromoteParams, task: str) -> dict:
@@ -74,7 +55,7 @@ def decide(challenger: dict, champion: dict | None, cfg: PromoteParams, task: st
     old = metric_value(champion, primary)
     delta = new - old if old is not None else None
     checks = {}
-    for key in guardrails_for(cfg, task):
+    for key in get_task(task).guardrails(cfg):
         a, b = metric_value(challenger, key), metric_value(champion, key)
         drop = None if a is None or b is None else b - a
         checks[key] = {
@@ -112,7 +93,7 @@ def _alias(client: MlflowClient, name: str, alias: str) -> ModelVersion | None:
 def promote_task(params: Params, task: str, evaluate: Evaluator) -> dict:
     """Decide for one task's registered model, move `champion` if the challenger wins; return the record."""
     client = MlflowClient()
-    name = tracking.registered_name(params.mlflow, task)
+    name = get_task(task).registered_model(params.mlflow)
     challenger = _alias(client, name, CHALLENGER)
     if challenger is None:
         raise ShopError(f"registered model '{name}' has no @{CHALLENGER} version: run the train stage first")
@@ -181,7 +162,7 @@ def rollback_task(params: Params, task: str) -> dict:
     Refuses when there is no champion or it replaced nothing (it was the first).
     """
     client = MlflowClient()
-    name = tracking.registered_name(params.mlflow, task)
+    name = get_task(task).registered_model(params.mlflow)
     current = _alias(client, name, CHAMPION)
     if current is None:
         raise ShopError(f"registered model '{name}' has no @{CHAMPION} to roll back")
@@ -205,32 +186,40 @@ def rollback_task(params: Params, task: str) -> dict:
     }
 
 
-def harness_evaluator(params: Params, root: Path | None = None) -> Evaluator:
-    """Score a registered model on the real test split through the harness (training.evaluate)."""
-    from training.evaluate import score_model_uri
-
-    return lambda uri, task: score_model_uri(uri, task, params, root or repo_root())
+def harness_evaluator(params: Params, splits: Path, canonical: Path) -> Evaluator:
+    """Score a registered model on the real test split (`<splits>/<task>`, `<canonical>/<task>`) through the
+    harness (training.holdout)."""
+    return lambda uri, task: score_model_uri(uri, task, params, splits / task, canonical / task)
 
 
 # --------------------------------------------------------------------------------------------- CLI
-app = typer.Typer(add_completion=False, help=__doc__.splitlines()[0])
+app = cli.stage_app(__doc__)
 TaskOption = Annotated[list[str] | None, typer.Option("--task", help="retail and/or search (default: promote.tasks)")]
-ParamsOption = Annotated[Path | None, typer.Option("--params", help="params.yaml to read")]
+
+
+@app.callback()
+def _commands() -> None:
+    """Promotion by registry alias (subcommands below)."""
 
 
 @app.command("run")
 def run_promotion(
+    params: cli.ParamsOption = cli.PARAMS,
     task: TaskOption = None,
-    params_path: ParamsOption = None,
-    out: Annotated[Path, typer.Option(help="decision JSON to write")] = repo_root() / "reports/promotion.json",
+    results: Annotated[
+        Path, typer.Option(help="the evaluate stage's results (promotion runs after it; the models are re-scored)")
+    ] = Path("metrics/results.json"),
+    splits: Annotated[Path, typer.Option(help="real splits <task>/test.parquet")] = Path("data/splits"),
+    canonical: Annotated[Path, typer.Option(help="canonical tables <task>/items.parquet")] = Path("data/canonical"),
+    out: Annotated[Path, typer.Option(help="decision JSON to write")] = Path("reports/promotion.json"),
 ) -> None:
     """Compare @challenger with @champion on the real test split and move @champion if it wins."""
-    params = load_params(params_path)
-    tracking.configure(params.mlflow)
-    evaluate = harness_evaluator(params)
-    experiment = os.environ.get(tracking.DVC_EXPERIMENT_ENV)
+    config = cli.load(params)
+    configure(config.mlflow)
+    evaluate = harness_evaluator(config, cli.resolve(splits), cli.resolve(canonical))
+    experiment = os.environ.get(DVC_EXPERIMENT_ENV)
     records = {}
-    for name in task or params.promote.tasks:
+    for name in task or config.promote.tasks:
         if experiment:  # sweeps must not move the production alias
             records[name] = {
                 "task": name,
@@ -240,22 +229,24 @@ def run_promotion(
             }
             continue
         try:
-            records[name] = promote_task(params, name, evaluate)
+            records[name] = promote_task(config, name, evaluate)
         except ShopError as exc:
             if task or "no @challenger" not in str(exc):
                 raise
             records[name] = {"task": name, "decision": "skipped", "promote": False, "reason": str(exc)}
-    write_json(records, out)
+    write_json(records, cli.resolve(out))
     for t, record in records.items():
         typer.echo(f"{t}: {record['decision']} ({record['reason']})")
 
 
 @app.command()
-def rollback(task: Annotated[str, typer.Option(help="retail or search")], params_path: ParamsOption = None) -> None:
+def rollback(
+    task: Annotated[str, typer.Option(help="retail or search")], params: cli.ParamsOption = cli.PARAMS
+) -> None:
     """Move @champion back to the version the current champion replaced."""
-    params = load_params(params_path)
-    tracking.configure(params.mlflow)
-    record = rollback_task(params, task)
+    config = cli.load(params)
+    configure(config.mlflow)
+    record = rollback_task(config, task)
     typer.echo(f"{record['model']}: @{CHAMPION} v{record['from_version']} -> v{record['to_version']}")
 
 

@@ -1,7 +1,7 @@
 """Render `metrics/results.json` as the README's results tables (`reports/results.md`).
 
-Run after the evaluate stage: `python -m training.report`. Every number is read from the results file, so the
-README table is a copy of this output, never typed by hand.
+Run after the evaluate stage: `python -m training.report --results metrics/results.json --out reports/results.md`.
+Every number is read from the results file, so the README table is a copy of this output, never typed by hand.
 """
 
 import json
@@ -13,8 +13,7 @@ import typer
 from core import cli
 from core.errors import ShopError
 from core.io import atomic_path
-from core.paths import repo_root
-from training.promote import metric_stats
+from training.metrics import metric_stats
 
 COLUMNS = {
     "retail": [
@@ -117,15 +116,16 @@ def render(results: dict) -> str:
     return "\n".join(out)
 
 
-app = typer.Typer(add_completion=False, help=__doc__.splitlines()[0])
+app = cli.stage_app(__doc__)
 
 
 @app.command()
 def main(
-    results: Annotated[Path, typer.Option(help="the evaluate stage's results")] = repo_root() / "metrics/results.json",
-    out: Annotated[Path, typer.Option(help="markdown file to write")] = repo_root() / "reports/results.md",
+    results: Annotated[Path, typer.Option(help="the evaluate stage's results")] = Path("metrics/results.json"),
+    out: Annotated[Path, typer.Option(help="markdown file to write")] = Path("reports/results.md"),
 ) -> None:
     """Write the results tables (models, baselines, paired differences, ablation) as markdown."""
+    results, out = cli.resolve(results), cli.resolve(out)
     try:
         doc = json.loads(results.read_text())
     except (OSError, ValueError) as exc:

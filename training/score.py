@@ -1,4 +1,4 @@
-"""The `evaluate` command: score any dataset (a path + adapter name) with a baseline or a trained model.
+"""The ad-hoc scorer: score any dataset (a path + adapter name) with a baseline or a trained model.
 
     python -m training.score --task search --model bm25 --adapter homedepot \
         --data ../shared/data/homedepot/search_relevance.csv.gz --out metrics.json
@@ -21,8 +21,14 @@ import typer
 from core import cli
 from core.errors import ShopError
 from core.io import write_json
-from core.params import Params, load_params
-from core.paths import repo_root
+from core.params import Params
+from core.tasks import get_task
+from pipelines.adapters import ADAPTERS
+from pipelines.ingest import build_task
+from pipelines.split import split_retail, split_search
+from training.baselines import BASELINES, make_baseline
+from training.harness import evaluate_recommender, evaluate_retriever
+from training.model_store import is_registry_uri, load_model
 
 log = logging.getLogger(__name__)
 
@@ -42,23 +48,19 @@ def load_model_for_eval(spec: str, task: str, params: Params | None = None):
     """Return an unfitted-or-trained model implementing the protocol of `task` for `spec`.
 
     `spec` is a baseline name (training.baselines), a `models:/name@alias` / `runs:/` URI or a saved model
-    folder (both delegated to training.serving_api.load_model). Refuses an unknown spec or a model of the
+    folder (both delegated to training.model_store.load_model). Refuses an unknown spec or a model of the
     other task.
     """
-    from training.baselines import RECOMMENDERS, RETRIEVERS, make_baseline
-
-    params = params or load_params()
-    baselines = RECOMMENDERS if task == "retail" else RETRIEVERS
+    params = params or cli.load()
+    baselines = BASELINES[get_task(task).name]
     if spec in baselines:
         return make_baseline(spec, task, params)
-    if not (spec.startswith(("models:/", "runs:/")) or Path(spec).expanduser().is_dir()):
+    if not (is_registry_uri(spec) or Path(spec).expanduser().is_dir()):
         raise ShopError(
             f"--model '{spec}': not a {task} baseline {sorted(baselines)}, a models:/ or runs:/ URI, or a model folder"
         )
-    from training.serving_api import load_model  # lazy: torch models load only when asked for
-
     model = load_model(spec)
-    needed = "recommend" if task == "retail" else "search"
+    needed = RANKING_METHOD[task]
     if not callable(getattr(model, needed, None)):
         raise ShopError(f"--model '{spec}' is a {type(model).__name__}, which cannot {needed}: wrong --task?")
     return model
@@ -66,9 +68,6 @@ def load_model_for_eval(spec: str, task: str, params: Params | None = None):
 
 def load_dataset(task: str, data: Path, adapter: str, params: Params) -> dict[str, pd.DataFrame]:
     """Canonical tables of `task` read from `data` with the named adapter, validated as `ingest` does."""
-    from pipelines.adapters import ADAPTERS
-    from pipelines.ingest import build_task
-
     if adapter not in ADAPTERS:
         raise ShopError(f"--adapter '{adapter}': unknown; expected one of {sorted(ADAPTERS)}")
     if not data.exists():
@@ -77,42 +76,48 @@ def load_dataset(task: str, data: Path, adapter: str, params: Params) -> dict[st
     return tables
 
 
+def _score_retail(tables: dict, model, params: Params, split: str, cutoff: str | None) -> tuple[dict, dict]:
+    if split == "all":
+        raise ShopError("--split all needs a temporal cutoff for retail: use test or valid")
+    when = pd.Timestamp(cutoff or params.split.retail.cutoff, tz="UTC")
+    parts, summary = split_retail(tables["interactions"], when, params.split.retail.valid_days)
+    if split == "valid":
+        when = pd.Timestamp(summary["valid_cutoff"])
+        history = parts["train"][parts["train"]["ts"] < when]
+    else:
+        history = parts["train"]
+    targets = parts[split]
+    model.fit(history, tables["items"])
+    metrics = evaluate_recommender(
+        model, history, targets, tables["items"], params.evaluation, cutoff=when, seed=params.seed
+    )
+    return metrics, {"users": int(targets["user_id"].nunique()), "cutoff": when.isoformat()}
+
+
+def _score_search(tables: dict, model, params: Params, split: str, cutoff: str | None) -> tuple[dict, dict]:
+    queries = tables["queries"]
+    if split == "all":
+        train, scored = queries.iloc[:0], queries
+    else:
+        search = params.split.search
+        parts, _ = split_search(queries, search.valid_frac, search.test_frac, params.seed)
+        train, scored = parts["train"], parts[split]
+    model.fit(train, tables["items"])
+    metrics = evaluate_retriever(model, scored, tables["items"], params.evaluation, seed=params.seed)
+    return metrics, {"queries": int(scored["query_id"].nunique()), "items": len(tables["items"])}
+
+
+RANKING_METHOD = {"retail": "recommend", "search": "search"}  # what a model of the task must be able to do
+SCORERS = {"retail": _score_retail, "search": _score_search}
+
+
 def evaluate_dataset(
     task: str, spec: str, data: Path, adapter: str, params: Params, split: str = "test", cutoff: str | None = None
 ) -> dict:
     """Split the dataset as the pipeline does, fit/index the model on the training part, score `split`."""
-    from pipelines.split import split_retail, split_search
-    from training.harness import evaluate_recommender, evaluate_retriever
-
     tables = load_dataset(task, data, adapter, params)
     model = load_model_for_eval(spec, task, params)
-    if task == "retail":
-        if split == "all":
-            raise ShopError("--split all needs a temporal cutoff for retail: use test or valid")
-        when = pd.Timestamp(cutoff or params.split.retail.cutoff, tz="UTC")
-        parts, summary = split_retail(tables["interactions"], when, params.split.retail.valid_days)
-        if split == "valid":
-            when = pd.Timestamp(summary["valid_cutoff"])
-            history = parts["train"][parts["train"]["ts"] < when]
-        else:
-            history = parts["train"]
-        targets = parts[split]
-        model.fit(history, tables["items"])
-        metrics = evaluate_recommender(
-            model, history, targets, tables["items"], params.evaluation, cutoff=when, seed=params.seed
-        )
-        counts = {"users": int(targets["user_id"].nunique()), "cutoff": when.isoformat()}
-    else:
-        queries = tables["queries"]
-        if split == "all":
-            train, scored = queries.iloc[:0], queries
-        else:
-            search = params.split.search
-            parts, _ = split_search(queries, search.valid_frac, search.test_frac, params.seed)
-            train, scored = parts["train"], parts[split]
-        model.fit(train, tables["items"])
-        metrics = evaluate_retriever(model, scored, tables["items"], params.evaluation, seed=params.seed)
-        counts = {"queries": int(scored["query_id"].nunique()), "items": len(tables["items"])}
+    metrics, counts = SCORERS[get_task(task).name](tables, model, params, split, cutoff)
     return {
         "task": task,
         "model": spec,
@@ -124,8 +129,7 @@ def evaluate_dataset(
     }
 
 
-PARAMS = repo_root() / "params.yaml"
-app = typer.Typer(add_completion=False, help=__doc__.splitlines()[0])
+app = cli.stage_app(__doc__)
 
 
 @app.command()
@@ -137,11 +141,11 @@ def main(
     out: Annotated[Path, typer.Option(help="metrics JSON to write")] = Path("metrics.json"),
     split: Annotated[Split, typer.Option(help="which part to score; search also takes 'all'")] = Split.test,
     cutoff: Annotated[str | None, typer.Option(help="retail cutoff date (default from params)")] = None,
-    params_path: Annotated[Path, typer.Option("--params", help="params.yaml to read")] = PARAMS,
+    params: cli.ParamsOption = cli.PARAMS,
 ) -> None:
     """Score a dataset with a model through the evaluation harness and write metrics JSON."""
-    params = load_params(params_path)
-    result = evaluate_dataset(task.value, model, data, adapter, params, split.value, cutoff)
+    config = cli.load(params)
+    result = evaluate_dataset(task.value, model, data, adapter, config, split.value, cutoff)
     write_json(result, out)
     headline = {m: v["value"] for m, v in result["metrics"].items() if m != "segments"}
     shown = ", ".join(f"{m}={v:.4f}" for m, v in headline.items() if v is not None)

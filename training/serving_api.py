@@ -1,12 +1,11 @@
-"""The model API between training and serving: `load_model`, `SearchModel`, `RecommenderModel`, and the saved folder.
+"""The model API between training and serving: `SearchModel` and `RecommenderModel` (saved and loaded by
+training.model_store).
 
 Scores are dot products of `encode_queries`/`encode_users` and `encode_items`. Both classes also implement the
 harness protocols (`Retriever`, `Recommender`), so a trained or registered model is scored like a baseline.
-Folder layout: /work/notes/model_format.md and the README section "Models and training".
 """
 
 import hashlib
-import json
 import logging
 from pathlib import Path
 
@@ -14,14 +13,13 @@ import numpy as np
 import pandas as pd
 import torch
 
+import features
 from core.encoder import TextEncoder, resolve_encoder
 from core.errors import ShopError
-from core.paths import repo_root
 from training.data import user_context, user_histories, user_history_features
 from training.models import (
     ITEM_FEATURES,
     BiEncoder,
-    TextTower,
     TwoTower,
     bucketize,
     history_inputs,
@@ -29,13 +27,10 @@ from training.models import (
     item_codes,
     item_context_features,
     item_texts,
-    n_buckets,
     user_context_inputs,
 )
 
 log = logging.getLogger(__name__)
-FORMAT_VERSION = 1
-DEFAULT_CACHE = repo_root() / "data" / "cache" / "embeddings"
 
 
 def _fingerprint(model: torch.nn.Module) -> str:
@@ -89,7 +84,7 @@ class FrozenTextVectors:
         return vectors
 
 
-def _top_k(scores: np.ndarray, k: int) -> np.ndarray:
+def top_k(scores: np.ndarray, k: int) -> np.ndarray:
     k = min(k, scores.shape[1])
     part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
     order = np.argsort(-np.take_along_axis(scores, part, 1), axis=1, kind="stable")
@@ -138,7 +133,7 @@ class SearchModel:
         out = []
         for start in range(0, len(q), 512):
             scores = q[start : start + 512] @ items.T
-            top = _top_k(scores, k)
+            top = top_k(scores, k)
             out += [[(self.item_ids[j], float(s[j])) for j in row] for row, s in zip(top, scores, strict=True)]
         return out
 
@@ -269,7 +264,7 @@ class RecommenderModel:
         users = self.encode_users(user_histories(history, user_ids), user_features)
         out = {}
         for start in range(0, len(users), 512):
-            top = _top_k(users[start : start + 512] @ items.T, k)
+            top = top_k(users[start : start + 512] @ items.T, k)
             out.update({u: [ids[j] for j in row] for u, row in zip(user_ids[start : start + 512], top, strict=True)})
         return out
 
@@ -278,96 +273,8 @@ class RecommenderModel:
         when no store can be read, e.g. scoring a dataset the feature store was never built for."""
         try:
             if self.feature_store is None:
-                import features
-
                 self.feature_store = features.open_store()
             return user_context(user_ids, at, self.feature_store)
         except ShopError as exc:
             log.warning("%s: scoring users without user context", exc)
             return None
-
-
-# --------------------------------------------------------------------------------------------- save / load
-def save_model(model: "SearchModel | RecommenderModel", folder: str | Path) -> Path:
-    """Write `model` as a self-contained folder (layout in /work/notes/model_format.md); returns the folder."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    net = model.net
-    heads = {n: t for n, t in net.state_dict().items() if not n.startswith("query_tower.")}
-    torch.save(heads, folder / "weights.pt")
-    model.items.to_parquet(folder / "items.parquet", index=False)
-    config = dict(model.config)
-    if isinstance(model, SearchModel):
-        net.query_tower.export(folder / "query_encoder")
-        config["kind"] = "search"
-    else:
-        np.save(folder / "item_text_vectors.npy", model.text_vectors)
-        np.save(folder / "item_buckets.npy", model.buckets)
-        config["kind"] = "recommender"
-    if model.item_text is not None:
-        encoder = model.item_text.encoder
-        encoder.model.save_pretrained(folder / "item_encoder")
-        encoder.tokenizer.save_pretrained(folder / "item_encoder")
-    config["format_version"] = FORMAT_VERSION
-    (folder / "model.json").write_text(json.dumps(config, indent=2, sort_keys=True, default=str) + "\n")
-    return folder
-
-
-def load_model_from_folder(
-    folder: str | Path, cache_dir: str | Path | None = DEFAULT_CACHE
-) -> "SearchModel | RecommenderModel":
-    """Rebuild the model `save_model` wrote; refuses a folder without model.json or of another format version.
-
-    Frozen item-text vectors are cached under `cache_dir` (default: the repo's data/cache/embeddings).
-    """
-    folder = Path(folder)
-    try:
-        config = json.loads((folder / "model.json").read_text())
-    except (OSError, ValueError) as exc:
-        raise ShopError(f"{folder}: not a shopaug model folder (model.json: {exc})") from None
-    if config.get("format_version") != FORMAT_VERSION:
-        raise ShopError(f"{folder}/model.json: format_version {config.get('format_version')} != {FORMAT_VERSION}")
-    heads = torch.load(folder / "weights.pt", map_location="cpu", weights_only=True)
-    items = pd.read_parquet(folder / "items.parquet")
-    item_text = (
-        FrozenTextVectors(str(folder / "item_encoder"), config["item_max_length"], cache_dir)
-        if (folder / "item_encoder").exists()
-        else None
-    )
-    if config["kind"] == "search":
-        tower = TextTower(str(folder / "query_encoder"), config["query_max_length"])
-        net = BiEncoder(tower, config["shared_items"], 1.0)
-        net.load_state_dict(heads, strict=False)
-        return SearchModel(net, items, config, item_text)
-    net = build_two_tower(config)
-    net.load_state_dict(heads)
-    return RecommenderModel(
-        net, items, config, item_text, np.load(folder / "item_text_vectors.npy"), np.load(folder / "item_buckets.npy")
-    )
-
-
-def build_two_tower(config: dict) -> TwoTower:
-    """A TwoTower with the sizes recorded in a model config."""
-    return TwoTower(
-        config["text_dim"],
-        n_buckets(config["edges"]),
-        config["dim"],
-        config["history_len"],
-        config["user_layers"],
-        config["user_heads"],
-        config["dropout"],
-        config["repeat_dims"],
-        config["n_user_feats"],
-        config["temperature"],
-    )
-
-
-def load_model(model_uri: str) -> "RecommenderModel | SearchModel":
-    """A local model folder, or a registered/logged MLflow model (`models:/shopaug-recommender@champion`)."""
-    if Path(model_uri).expanduser().is_dir():
-        return load_model_from_folder(Path(model_uri).expanduser())
-    if model_uri.startswith(("models:/", "runs:/")):
-        from training.tracking import download_model_dir
-
-        return load_model_from_folder(download_model_dir(model_uri))
-    raise ShopError(f"{model_uri}: neither a model folder nor a models:/ or runs:/ URI")

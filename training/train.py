@@ -1,8 +1,9 @@
-"""Train the recommender or the search bi-encoder on a fused set (or the real split) and save the model folder.
+"""The train stage: one model (a task's fused variant) trained, saved to its folder, logged and registered in MLflow.
 
-Run: `python -m training.train --task retail --variant aug` (one process), or under torchrun for DDP:
-`torchrun --nproc_per_node 4 -m training.train --task search`. Early stopping and model selection use the
-real validation split only; the test split is never read here.
+Run: `python -m training.train --task retail --variant aug --data data/fused/retail/aug --splits
+data/splits/retail --canonical data/canonical/retail --out models/retail/aug --metrics metrics/train/retail-aug.json`
+(dvc.yaml runs `train@<task>-<variant>` for each of `experiments.models`), or under torchrun for DDP. Early
+stopping and model selection use the real validation split only; the test split is never read here.
 """
 
 import hashlib
@@ -19,43 +20,54 @@ import torch
 import torch.distributed as dist
 import typer
 
+import features
 from core import cli
-from core.errors import ShopError
 from core.io import read_table, write_json
-from core.params import Params, RetailTrainParams, SearchTrainParams, load_params
+from core.params import Params, RetailTrainParams, SearchTrainParams
 from core.paths import repo_root
+from core.tasks import get_task
+from training import tracking
+from training.baselines import MiniLMRetriever
 from training.data import (
     RetailExamples,
     SearchPairs,
     items_table,
     retail_examples,
     search_pairs,
+    skipped_reason,
     training_table,
     user_context,
     valid_cutoff,
 )
 from training.loop import LoopConfig, LoopResult, train_loop
 from training.metrics import binary_metrics, ndcg_at_k
-from training.models import USER_CONTEXT, BiEncoder, TextTower, item_texts, user_context_inputs
-from training.serving_api import (
-    FrozenTextVectors,
-    RecommenderModel,
-    SearchModel,
-    _top_k,
-    build_two_tower,
-    save_model,
-)
+from training.mixup import mixup
+from training.model_store import save_model
+from training.models import USER_CONTEXT, BiEncoder, TextTower, build_two_tower, item_texts, user_context_inputs
+from training.serving_api import FrozenTextVectors, RecommenderModel, SearchModel, top_k
 
 log = logging.getLogger(__name__)
-app = typer.Typer(add_completion=False, help=__doc__)
+
+
+@dataclass(frozen=True)
+class TrainInputs:
+    """Where one model's training reads: its fused variant folder (train.parquet, items.parquet), the task's
+    real splits (valid.parquet, split.json) and canonical tables."""
+
+    data: Path
+    splits: Path
+    canonical: Path
+
+    def table_path(self) -> Path:
+        """The file the rows come from: the fused set, else the real training split."""
+        fused = self.data / "train.parquet"
+        return fused if fused.exists() else self.splits / "train.parquet"
 
 
 def _mixup_hook(alpha: float, seed: int, epoch: int, index: int):
     """Embedding mixup from training.mixup, seeded per batch; None when alpha is 0."""
     if alpha <= 0:
         return None
-    from training.mixup import mixup
-
     generator = torch.Generator().manual_seed(hash((seed, epoch, index)) % 2**63)
 
     def mix(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -154,11 +166,11 @@ class RetailJob:
         return float(np.mean([binary_metrics(ranked[u], wanted[u], 10, [10])["ndcg@10"] for u in users]))
 
 
-def build_retail_job(params: Params, root: Path, variant: str) -> tuple[RetailJob, Path]:
+def build_retail_job(params: Params, inputs: TrainInputs, variant: str) -> tuple[RetailJob, Path]:
     cfg = params.train.retail
-    interactions, path = training_table(root, "retail", variant)
-    items = items_table(root, "retail", variant)
-    before = valid_cutoff(root)
+    interactions, path = training_table(inputs.data, inputs.splits, "retail", variant)
+    items = items_table(inputs.data, inputs.canonical)
+    before = valid_cutoff(inputs.splits)
     ex = retail_examples(
         interactions,
         items,
@@ -171,22 +183,19 @@ def build_retail_job(params: Params, root: Path, variant: str) -> tuple[RetailJo
     )
     store = None
     if cfg.user_context:  # Feast user_stats as of each basket: point-in-time, so never from the future
-        import features
-
         store = features.open_store(params.features.store_config)
         context = user_context(ex.users, ex.ts, store)
-        inputs = user_context_inputs(context, len(ex.users))
-        ex.user_feats = np.concatenate([ex.user_feats, inputs], axis=1)
-        log.info("retail: Feast user context for %d of %d examples", int((inputs[:, -1] == 0).sum()), len(ex.users))
+        context_inputs = user_context_inputs(context, len(ex.users))
+        ex.user_feats = np.concatenate([ex.user_feats, context_inputs], axis=1)
+        found = int((context_inputs[:, -1] == 0).sum())
+        log.info("retail: Feast user context for %d of %d examples", found, len(ex.users))
     table = items.assign(item_id=items["item_id"].astype(str)).drop_duplicates("item_id").set_index("item_id")
     cat = table.reindex(ex.item_ids).reset_index()
     cat[["title", "description", "category"]] = cat[["title", "description", "category"]].fillna("")
-    item_text = FrozenTextVectors(
-        cfg.model or params.encoder.model, params.encoder.max_length, root / params.train.cache_dir
-    )
+    item_text = FrozenTextVectors(cfg.model or params.encoder.model, params.encoder.max_length, cache_dir(params))
     text_vectors = item_text(item_texts(cat))
-    split_train = read_table(root / "data/splits/retail/train.parquet", "interactions")
-    valid_targets = read_table(root / "data/splits/retail/valid.parquet", "interactions")
+    split_train = read_table(inputs.splits / "train.parquet", "interactions")
+    valid_targets = read_table(inputs.splits / "valid.parquet", "interactions")
     history = split_train[split_train["ts"] < before]
     known_users = set(history["user_id"].dropna().astype(str))
     valid_targets = valid_targets[valid_targets["user_id"].astype(str).isin(known_users)]
@@ -284,7 +293,7 @@ class SearchJob:
         items = net.item_vectors(raw.to(device)).cpu().numpy()
         groups = list(self.valid.groupby("query", sort=True))
         q = net.query_tower.encode([text for text, _ in groups])
-        top = _top_k(q @ items.T, 10)
+        top = top_k(q @ items.T, 10)
         ids = self.items["item_id"].astype(str).to_numpy()
         # nanmean: a query whose judged items all have relevance 0 has no ideal DCG (the harness skips it too)
         return float(
@@ -297,35 +306,38 @@ class SearchJob:
         )
 
 
-def frozen_item_vectors(params: Params, root: Path, items: pd.DataFrame, item_text: FrozenTextVectors) -> np.ndarray:
+def cache_dir(params: Params) -> Path:
+    """The embedding cache `train.cache_dir` (relative: under the repository root)."""
+    return repo_root() / params.train.cache_dir
+
+
+def frozen_item_vectors(params: Params, items: pd.DataFrame, item_text: FrozenTextVectors) -> np.ndarray:
     """Frozen item-text vectors; titles-only catalogues reuse the zero-shot baseline's cache (same encoder)."""
     texts = item_texts(items)
     if params.train.search.model in (None, params.encoder.model) and texts == items["title"].astype(str).tolist():
-        from training.baselines import MiniLMRetriever
-
         zero_shot = MiniLMRetriever(
-            params.encoder.model, params.encoder.max_length, params.encoder.batch_size, root / "data" / "cache"
+            params.encoder.model, params.encoder.max_length, params.encoder.batch_size, cache_dir(params)
         )
         zero_shot.fit(pd.DataFrame(), items)
         item_text.remember(texts, zero_shot.item_vectors)
     return item_text(texts)
 
 
-def build_search_job(params: Params, root: Path, variant: str) -> tuple[SearchJob, Path]:
+def build_search_job(params: Params, inputs: TrainInputs, variant: str) -> tuple[SearchJob, Path]:
     cfg = params.train.search
-    queries, path = training_table(root, "search", variant)
-    items = read_table(root / "data/canonical/search/items.parquet", "items")
+    queries, path = training_table(inputs.data, inputs.splits, "search", variant)
+    items = items_table(inputs.data, inputs.canonical)
     items = items.assign(item_id=items["item_id"].astype(str)).drop_duplicates("item_id").reset_index(drop=True)
     index = {item: i for i, item in enumerate(items["item_id"])}
     pairs = search_pairs(queries, index, cfg.positive_threshold, cfg.negative_threshold)
     encoder = cfg.model or params.encoder.model
-    item_text = FrozenTextVectors(encoder, params.encoder.max_length, root / params.train.cache_dir)
+    item_text = FrozenTextVectors(encoder, params.encoder.max_length, cache_dir(params))
     text_vectors = (
-        frozen_item_vectors(params, root, items, item_text)
+        frozen_item_vectors(params, items, item_text)
         if cfg.item_tower == "frozen"
         else np.zeros((len(items), 1), np.float32)
     )
-    valid = read_table(root / "data/splits/search/valid.parquet", "queries")
+    valid = read_table(inputs.splits / "valid.parquet", "queries")
     valid = (
         valid.assign(item_id=valid["item_id"].astype(str))
         .groupby(["query", "item_id"], as_index=False)["relevance"]
@@ -391,30 +403,30 @@ def loop_config(params: Params, task: str, checkpoint_dir: Path | None, **overri
     )
 
 
+BUILDERS = {"retail": build_retail_job, "search": build_search_job}
+
+
 def train_task(
     params: Params,
     task: Literal["retail", "search"],
-    variant: str = "noaug",
-    root: Path | None = None,
+    variant: str,
+    inputs: TrainInputs,
     checkpoint_dir: Path | None = None,
     **loop_overrides,
 ) -> TrainOutcome:
-    """Build the job for `task` from `data/` under `root`, train it, and return the wrapped best model."""
-    root = root or repo_root()
+    """Build the job for `task` from `inputs`, train it, and return the wrapped best model."""
     if params.train.threads:
         torch.set_num_threads(params.train.threads)
     start = time.perf_counter()
     torch.manual_seed(params.seed)  # same initial weights on every rank
-    job, path = (build_retail_job if task == "retail" else build_search_job)(params, root, variant)
+    job, path = BUILDERS[get_task(task).name](params, inputs, variant)
     result = train_loop(job, loop_config(params, task, checkpoint_dir, **loop_overrides))
     job.model.cpu()
     return TrainOutcome(job.wrap(job.model), result, path, time.perf_counter() - start, job)
 
 
-def run_fingerprint(params: Params, task: str, variant: str, root: Path) -> str:
+def run_fingerprint(params: Params, task: str, data: Path) -> str:
     """Short hash of what a checkpoint depends on (params, encoder, training-file stats): resume only a match."""
-    fused = root / "data" / "fused" / task / f"{variant}.parquet"
-    data = fused if fused.exists() else root / "data" / "splits" / task / "train.parquet"
     stat = data.stat() if data.exists() else None
     key = json.dumps(
         [
@@ -430,44 +442,78 @@ def run_fingerprint(params: Params, task: str, variant: str, root: Path) -> str:
     return hashlib.sha256(key.encode()).hexdigest()[:12]
 
 
+app = cli.stage_app(__doc__)
+
+
 @app.command()
 def main(
-    task: Annotated[str, typer.Option(help="retail (two-tower recommender), search (bi-encoder) or all")] = "all",
-    variant: Annotated[str, typer.Option(help="fused training set data/fused/<task>/<variant>.parquet")] = "aug",
-    out: Annotated[Path, typer.Option(help="model folders go to <out>/<task>/<variant>")] = Path("models"),
+    params: cli.ParamsOption = cli.PARAMS,
+    task: Annotated[str, typer.Option(help="retail (two-tower recommender) or search (bi-encoder)")] = "retail",
+    variant: Annotated[str, typer.Option(help="the fused variant (noaug, aug, minus_<generator>, ...)")] = "aug",
+    data: Annotated[
+        Path, typer.Option(help="the variant's fused folder (train.parquet, items.parquet, manifest.json)")
+    ] = Path("data/fused/retail/aug"),
+    splits: Annotated[Path, typer.Option(help="the task's real splits (valid for early stopping)")] = Path(
+        "data/splits/retail"
+    ),
+    canonical: Annotated[Path, typer.Option(help="the task's canonical tables (items)")] = Path(
+        "data/canonical/retail"
+    ),
+    out: Annotated[Path, typer.Option(help="model folder to write")] = Path("models/retail/aug"),
+    metrics: Annotated[Path, typer.Option(help="training metrics JSON to write")] = Path(
+        "metrics/train/retail-aug.json"
+    ),
+    checkpoints: Annotated[Path, typer.Option(help="resumable checkpoints (<task>-<variant>-<fingerprint>/)")] = Path(
+        "models/checkpoints"
+    ),
+    synthetic: Annotated[Path, typer.Option(help="generator folders (lineage: rows + manifest)")] = Path(
+        "data/synthetic"
+    ),
+    gate: Annotated[Path, typer.Option(help="gate decisions <generator>.json (lineage)")] = Path("metrics/gate"),
+    gate_reports: Annotated[Path, typer.Option(help="gate reports <generator>.html (lineage)")] = Path("reports/gate"),
+    raw: Annotated[Path, typer.Option(help="raw upstream files <task>/ (lineage)")] = Path("data/raw"),
     resume: Annotated[
-        bool, typer.Option(help="continue an interrupted run from <out>/checkpoints/ (same params and data only)")
+        bool, typer.Option(help="continue an interrupted run from --checkpoints (same params and data only)")
     ] = True,
     track: Annotated[bool, typer.Option(help="log the run, datasets and model to MLflow (training.tracking)")] = True,
-    params_file: Annotated[Path | None, typer.Option("--params", help="params.yaml to read")] = None,
 ) -> None:
-    """Train one or both models on a fused variant; write the model folder and metrics/train/<task>-<variant>.json."""
-    params = load_params(params_file)
-    root = repo_root()
-    tasks = ["retail", "search"] if task == "all" else [task]
-    if any(t not in ("retail", "search") for t in tasks):
-        raise ShopError(f"--task {task}: expected retail, search or all")
-    for name in tasks:
-        ckpt = root / out / "checkpoints" / f"{name}-{variant}-{run_fingerprint(params, name, variant, root)}"
-        outcome = train_task(params, name, variant, root, ckpt if resume else None)
-        rank = dist.get_rank() if dist.is_initialized() else 0
-        if rank != 0:
-            continue
-        folder = save_model(outcome.model, root / out / name / variant)
-        metrics = {**outcome.metrics(), "data": str(outcome.data_path.relative_to(root))}
-        write_json(
-            {**metrics, "history": outcome.result.history}, root / "metrics" / "train" / f"{name}-{variant}.json"
+    """Train one model on a fused variant; write its model folder and training metrics; log it to MLflow."""
+    config = cli.load(params)
+    task = get_task(task).name
+    inputs = TrainInputs(cli.resolve(data), cli.resolve(splits), cli.resolve(canonical))
+    out, metrics = cli.resolve(out), cli.resolve(metrics)
+    skipped = skipped_reason(inputs.data)
+    if skipped:  # e.g. augment.enabled false: no aug rows; the stage still leaves its outputs, with no model
+        log.warning("%s/%s not trained: %s", task, variant, skipped)
+        write_json({"skipped": skipped}, out / "skipped.json")
+        write_json({"skipped": skipped}, metrics)
+        return
+    ckpt = cli.resolve(checkpoints) / f"{task}-{variant}-{run_fingerprint(config, task, inputs.table_path())}"
+    outcome = train_task(config, task, variant, inputs, ckpt if resume else None)
+    if dist.is_initialized() and dist.get_rank() != 0:
+        dist.destroy_process_group()
+        return
+    folder = save_model(outcome.model, out)
+    summary = {**outcome.metrics(), "data": tracking.repo_relative(outcome.data_path)}
+    write_json({**summary, "history": outcome.result.history}, metrics)
+    log.info("%s/%s: %s -> %s", task, variant, summary, folder)
+    if track:
+        lineage = tracking.Lineage(
+            data=inputs.data,
+            splits=inputs.splits,
+            canonical=inputs.canonical,
+            synthetic=cli.resolve(synthetic),
+            gate=cli.resolve(gate),
+            gate_reports=cli.resolve(gate_reports),
+            raw=cli.resolve(raw) / task,
+            params_file=cli.resolve(params),
         )
-        log.info("%s/%s: %s -> %s", name, variant, metrics, folder)
-        if track:
-            from training import tracking
-
-            with tracking.start_run(params, task=name, variant=variant) as run:
-                run.log_datasets(name, variant)
-                for record in outcome.result.history:
-                    run.log_metrics({f"train/{k}": v for k, v in record.items() if k != "step"}, step=record["step"])
-                run.log_metrics({f"train/{k}": float(v) for k, v in metrics.items() if k != "data"})
-                run.log_model(folder, name)
+        with tracking.start_run(config, task=task, variant=variant) as run:
+            run.log_datasets(lineage)
+            for record in outcome.result.history:
+                run.log_metrics({f"train/{k}": v for k, v in record.items() if k != "step"}, step=record["step"])
+            run.log_metrics({f"train/{k}": float(v) for k, v in summary.items() if k != "data"})
+            run.log_model(folder, task)
     if dist.is_initialized():
         dist.destroy_process_group()
 

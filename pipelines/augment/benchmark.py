@@ -20,16 +20,16 @@ import typer
 
 from core import cli
 from core.io import write_json
-from core.params import load_params
-from core.paths import repo_root
 from pipelines.augment.backends import GenerationCache, Request, fit_offline_model
+from pipelines.augment.backends.huggingface import HuggingFaceBackend
 from pipelines.augment.backends.offline import OfflineBackend
+from pipelines.augment.manifest import MANIFEST_FILE
 from pipelines.augment.retrieval import BM25Index
-from pipelines.augment.search_data import CATALOGUE, TRAIN_QUERIES, load_search_training
+from pipelines.augment.search_data import load_search_training
 from pipelines.augment.synthetic_queries import build_requests, few_shot_pool
 
 log = logging.getLogger(__name__)
-app = typer.Typer(add_completion=False, help=__doc__)
+app = cli.stage_app(__doc__)
 TARGET_QPS = 2000
 
 
@@ -61,8 +61,6 @@ def bench_huggingface(model: str | None, requests: list[Request], batch_size: in
         }
     if not model:
         return {"measured": False, "reason": "no --hf-model given"}
-    from pipelines.augment.backends.huggingface import HuggingFaceBackend
-
     backend = HuggingFaceBackend(
         model, {"temperature": 0.8, "top_p": 0.95, "max_new_tokens": 24}, None, 0, batch_size=batch_size
     )
@@ -84,9 +82,10 @@ def bench_huggingface(model: str | None, requests: list[Request], batch_size: in
 
 @app.command()
 def main(
-    params: Annotated[Path, typer.Option(help="params file")] = Path("params.yaml"),
-    train: Annotated[Path, typer.Option(help="real TRAINING queries")] = TRAIN_QUERIES,
-    items: Annotated[Path, typer.Option(help="the search catalogue")] = CATALOGUE,
+    params: cli.ParamsOption = cli.PARAMS,
+    train: Annotated[Path, typer.Option(help="real TRAINING queries")] = Path("data/splits/search/train.parquet"),
+    items: Annotated[Path, typer.Option(help="the search catalogue")] = Path("data/canonical/search/items.parquet"),
+    synthetic: Annotated[Path, typer.Option(help="generator folders (manifests summarised)")] = Path("data/synthetic"),
     n_items: Annotated[int, typer.Option(help="catalogue items to generate queries for")] = 10000,
     queries_per_item: Annotated[int, typer.Option(help="queries per item")] = 3,
     hf_model: Annotated[str | None, typer.Option(help="HF model id/path to benchmark on GPU")] = None,
@@ -94,7 +93,8 @@ def main(
     out: Annotated[Path, typer.Option(help="report file")] = Path("reports/augment_benchmark.json"),
 ) -> None:
     """Measure generation and filtering throughput and write the benchmark report."""
-    config = load_params(params if params.is_absolute() or params.exists() else repo_root() / params)
+    config = cli.load(params)
+    train, items, synthetic, out = (cli.resolve(p) for p in (train, items, synthetic, out))
     train_df, items_df = load_search_training(train, items)
     model, fit_wall, fit_cpu = _timed(lambda: fit_offline_model(train_df, items_df))
     chosen = items_df.sort_values("item_id").head(n_items)
@@ -152,10 +152,10 @@ def main(
     }
     stages = {}
     for name in ("synthetic_queries", "query_rewrites", "hard_negatives"):
-        manifest = repo_root() / "data" / "synthetic" / f"{name}.manifest.json"
+        manifest = synthetic / name / MANIFEST_FILE
         if manifest.exists():
             m = json.loads(manifest.read_text())
-            stages[name] = {k: m.get(k) for k in ("rows", "wall_seconds", "rows_per_second", "kept_fraction")}
+            stages[name] = {k: m.get(k) for k in ("rows", "kept_fraction")}
     report["stage_manifests"] = stages
     write_json(report, out)
     log.info("offline generation: %s", report["offline_query_generation"])

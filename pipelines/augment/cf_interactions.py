@@ -2,21 +2,14 @@
 train history."""
 
 import logging
-import time
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Annotated
 
 import numpy as np
 import pandas as pd
-import typer
+from pydantic import BaseModel, ConfigDict, Field
 
-from core import cli
-from core.params import CfInteractionsParams, load_params
-from core.paths import repo_root
-from pipelines.augment.manifest import write_synthetic
+from pipelines.augment.manifest import Context, GeneratorOutput
 from pipelines.augment.retail_history import (
-    TRAIN_PATH,
     UserItemMatrix,
     item_unit_stats,
     load_history,
@@ -25,8 +18,23 @@ from pipelines.augment.retail_history import (
 )
 
 log = logging.getLogger(__name__)
-app = typer.Typer(add_completion=False, help=__doc__)
 GENERATOR = "cf_interactions"
+
+
+class Settings(BaseModel):
+    """Generator 5: extra purchases for sparse users, sampled from an implicit-feedback ALS model."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    factors: int = Field(ge=1)
+    iterations: int = Field(ge=1)
+    regularization: float = Field(ge=0)
+    alpha: float = Field(gt=0, description="confidence = 1 + alpha * log1p(purchase count)")
+    sparse_max_items: int = Field(ge=1, description="users with at most this many distinct items get extras")
+    per_user: int = Field(ge=0, description="extra purchases sampled per sparse user")
+    candidates: int = Field(ge=1, description="top-scored unseen items the extras are sampled from")
+    min_score: float = Field(description="ALS score a sampled item must reach (threshold)")
+    temperature: float = Field(gt=0, description="softmax temperature over candidate scores")
 
 
 @dataclass(frozen=True)
@@ -42,7 +50,7 @@ class CfModel:
         return user_vectors @ self.item_factors.T
 
 
-def fit_als(history: pd.DataFrame, p: CfInteractionsParams, seed: int) -> CfModel:
+def fit_als(history: pd.DataFrame, p: Settings, seed: int) -> CfModel:
     """Fit implicit's ALS (conjugate gradient, deterministic for a seed) on log-scaled basket counts."""
     from implicit.cpu.als import AlternatingLeastSquares
     from threadpoolctl import threadpool_limits
@@ -90,7 +98,7 @@ def sample_items(
     return [(int(c), float(scores[c])) for c in picked]
 
 
-def generate_cf_interactions(history: pd.DataFrame, p: CfInteractionsParams, seed: int) -> pd.DataFrame:
+def generate_cf_interactions(history: pd.DataFrame, p: Settings, seed: int) -> pd.DataFrame:
     """Return synthetic purchases for users with <= `sparse_max_items` distinct items (canonical
     interactions).
 
@@ -129,36 +137,15 @@ def generate_cf_interactions(history: pd.DataFrame, p: CfInteractionsParams, see
     )[["user_id", "item_id", "ts", "event", "quantity", "value", "basket_id", "parent_id", "score"]]
 
 
-@app.command()
-def main(
-    params_file: Annotated[Path, typer.Option(help="params.yaml to read")] = Path("params.yaml"),
-    train: Annotated[Path, typer.Option(help="training interactions (the only split read)")] = TRAIN_PATH,
-    out: Annotated[Path, typer.Option(help="synthetic interactions to write")] = Path(
-        "data/synthetic/cf_interactions.parquet"
-    ),
-) -> None:
-    """Fit ALS on the leakage-safe train history and write extra purchases for sparse users."""
-    started = time.perf_counter()
-    params = load_params(repo_root() / params_file if not params_file.is_absolute() else params_file)
-    p = params.augment.cf_interactions
-    history = load_history(params, train)
-    rows = generate_cf_interactions(history, p, params.seed)
+def generate(ctx: Context) -> GeneratorOutput:
+    """Fit ALS on the leakage-safe train history and sample extra purchases for sparse users."""
+    p = ctx.settings
+    rows = generate_cf_interactions(load_history(ctx.params, ctx.train), p, ctx.params.seed)
     users = rows["user_id"].nunique() if len(rows) else 0
-    write_synthetic(
+    return GeneratorOutput(
         rows,
-        out,
-        "interactions",
-        generator=GENERATOR,
-        params=p.model_dump(),
-        seed=params.seed,
-        inputs=[train],
-        started=started,
+        inputs=[ctx.train],
         backend="implicit-als",
         model_id=f"als-{p.factors}f",
-        extra={"valid_cutoff": str(valid_cutoff(params)), "users_augmented": int(users)},
+        extra={"valid_cutoff": str(valid_cutoff(ctx.params)), "users_augmented": int(users)},
     )
-    log.info("%s: %d rows for %d sparse users -> %s", GENERATOR, len(rows), users, out)
-
-
-if __name__ == "__main__":
-    cli.run(app)

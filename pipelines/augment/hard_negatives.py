@@ -1,4 +1,4 @@
-"""Stage `augment_hard_negatives`: graded-label smoothing plus BM25-mined hard negatives for training queries.
+"""Generator `hard_negatives`: graded-label smoothing plus BM25-mined hard negatives for training queries.
 
 Generator 4 (output augmentation). For every real training query (up to `max_queries`, seeded):
 - `smoothed` rows: each judged (query, item) pair with relevance (1 - s) * r + s * mean training relevance,
@@ -9,28 +9,34 @@ Generator 4 (output augmentation). For every real training query (up to `max_que
 """
 
 import logging
-import time
-from pathlib import Path
-from typing import Annotated
 
 import pandas as pd
-import typer
+from pydantic import BaseModel, ConfigDict, Field
 
-from core import cli
 from core.errors import ShopError
-from core.params import HardNegativesParams, load_params
-from core.paths import repo_root
-from pipelines.augment.manifest import write_synthetic
+from pipelines.augment.manifest import Context, GeneratorOutput
 from pipelines.augment.retrieval import BM25Index
-from pipelines.augment.search_data import CATALOGUE, TRAIN_QUERIES, load_search_training, take
+from pipelines.augment.search_data import load_search_training, take
 
 log = logging.getLogger(__name__)
-app = typer.Typer(add_completion=False, help=__doc__)
 GENERATOR = "hard_negatives"
 
 
+class Settings(BaseModel):
+    """Generator 4: graded-label smoothing of training pairs plus BM25-mined unjudged hard negatives."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    max_queries: int | None = Field(ge=1, description="training queries mined (None = all)")
+    negatives_per_query: int = Field(ge=0)
+    mine_top_k: int = Field(ge=1, description="BM25 depth searched for negatives")
+    skip_top: int = Field(ge=0, description="top unjudged hits skipped (likely false negatives)")
+    smoothing: float = Field(ge=0, le=1, description="relevance -> (1-s)*relevance + s*mean_relevance")
+    negative_relevance: float = Field(ge=0, le=1)
+
+
 def generate_hard_negatives(
-    train: pd.DataFrame, items: pd.DataFrame, hp: HardNegativesParams, seed: int
+    train: pd.DataFrame, items: pd.DataFrame, hp: Settings, seed: int
 ) -> tuple[pd.DataFrame, dict]:
     """Return (canonical rows with a `kind` column: smoothed | hard_negative, stats)."""
     distinct = take(train.drop_duplicates("query_id")[["query_id", "query"]], hp.max_queries, seed, "query_id")
@@ -59,7 +65,9 @@ def generate_hard_negatives(
                 pd.DataFrame(rows, columns=["query_id", "query", "item_id", "relevance", "kind", "bm25_rank"])
             )
     if not frames:
-        raise ShopError("augment.hard_negatives: smoothing and negatives_per_query are both 0; nothing to generate")
+        raise ShopError(
+            "generators.hard_negatives.settings: smoothing and negatives_per_query are both 0; nothing to generate"
+        )
     out = pd.concat(frames, ignore_index=True)
     out = out.assign(parent_id=out["query_id"]).reset_index(drop=True)
     stats = {
@@ -73,36 +81,12 @@ def generate_hard_negatives(
     return out, stats
 
 
-@app.command()
-def main(
-    params: Annotated[Path, typer.Option(help="params file")] = Path("params.yaml"),
-    train: Annotated[Path, typer.Option(help="real TRAINING queries (never valid/test)")] = TRAIN_QUERIES,
-    items: Annotated[Path, typer.Option(help="the search catalogue mined for negatives")] = CATALOGUE,
-    out: Annotated[Path, typer.Option(help="synthetic table; its manifest goes beside it")] = Path(
-        "data/synthetic/hard_negatives.parquet"
-    ),
-) -> None:
+def generate(ctx: Context) -> GeneratorOutput:
     """Smooth graded labels and mine BM25 hard negatives for real training queries."""
-    started = time.perf_counter()
-    config = load_params(params if params.is_absolute() or params.exists() else repo_root() / params)
-    hp = config.augment.hard_negatives
-    train_df, items_df = load_search_training(train, items)
-    rows, stats = generate_hard_negatives(train_df, items_df, hp, config.seed)
-    write_synthetic(
-        rows,
-        out,
-        "queries",
-        generator=GENERATOR,
-        params={"hard_negatives": hp.model_dump()},
-        seed=config.seed,
-        inputs=[train, items],
-        started=started,
-        backend=None,
-        model_id="bm25 (bm25s, k1=1.5, b=0.75)",
-        extra=stats,
-    )
+    items = ctx.table("items")
+    train_df, items_df = load_search_training(ctx.train, items)
+    rows, stats = generate_hard_negatives(train_df, items_df, ctx.settings, ctx.params.seed)
     log.info("hard_negatives: %s", stats)
-
-
-if __name__ == "__main__":
-    cli.run(app)
+    return GeneratorOutput(
+        rows, inputs=[ctx.train, items], backend=None, model_id="bm25 (bm25s, k1=1.5, b=0.75)", extra=stats
+    )

@@ -3,41 +3,38 @@
 Online Retail titles are ~27 characters with no category. LLMRec (Wei et al., WSDM 2024) asks an LLM for item
 attributes; with `use_llm: true` this goes through the configured text backend (huggingface / openai). The
 default needs no LLM: MiniLM title embeddings are clustered (k-means) and each cluster is named by its top TF-
-IDF terms; the description combines title, category and price band. Title embeddings are written beside the
-output for the other generators (`item_embeddings.parquet`).
+IDF terms; the description combines title, category and price band. Its rows are the enriched items table.
 """
 
 import logging
 import re
-import time
-from pathlib import Path
-from typing import Annotated
 
 import numpy as np
 import pandas as pd
-import typer
+from pydantic import BaseModel, ConfigDict, Field
 
-from core import cli
 from core.errors import ShopError
-from core.io import atomic_path, read_table
-from core.params import ItemEnrichmentParams, Params, load_params
+from core.io import read_table
+from core.params import Params
 from core.paths import repo_root
-from pipelines.augment.manifest import write_synthetic
-from pipelines.augment.retail_history import ITEMS_PATH
+from pipelines.augment import backends
+from pipelines.augment.manifest import Context, GeneratorOutput
+from pipelines.augment.retail_history import encode_titles
 
 log = logging.getLogger(__name__)
-app = typer.Typer(add_completion=False, help=__doc__)
 GENERATOR = "item_enrichment"
 BANDS = ["budget", "mid-range", "premium", "luxury"]
-EMBEDDINGS_PATH = Path("data/synthetic/item_embeddings.parquet")
 
 
-def encode_titles(items: pd.DataFrame, encoder_params) -> np.ndarray:
-    """Return MiniLM unit vectors of the item titles (item id when a title is empty), in `items` order."""
-    from core.encoder import TextEncoder
+class Settings(BaseModel):
+    """Generator 7: LLMRec-style category + description per item (LLM backend, else embedding clusters)."""
 
-    titles = [t.strip() or i for t, i in zip(items["title"].astype(str), items["item_id"].astype(str), strict=True)]
-    return TextEncoder(encoder_params.model, encoder_params.max_length, encoder_params.batch_size).encode(titles)
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    use_llm: bool = Field(description="generate through augment.backend (huggingface/openai)")
+    n_clusters: int = Field(ge=2, description="categories found by clustering title embeddings")
+    top_terms: int = Field(ge=1, description="TF-IDF terms naming a cluster")
+    price_bands: list[float] = Field(description="GBP edges: budget | mid | premium | luxury")
 
 
 def price_band(price: pd.Series, edges: list[float]) -> pd.Series:
@@ -76,7 +73,7 @@ def name_clusters(titles: pd.Series, labels: np.ndarray, top_terms: int) -> dict
     return names
 
 
-def enrich_by_clusters(items: pd.DataFrame, vectors: np.ndarray, p: ItemEnrichmentParams, seed: int) -> pd.DataFrame:
+def enrich_by_clusters(items: pd.DataFrame, vectors: np.ndarray, p: Settings, seed: int) -> pd.DataFrame:
     """Return items with `category` (k-means cluster named by TF-IDF terms), `description`, `cluster`,
     `price_band`."""
     from sklearn.cluster import KMeans
@@ -104,17 +101,15 @@ def describe(title: str, category: str, band: str, price: float) -> str:
     return f"{text}: a {band} item{price_text} from the {category} range."
 
 
-def enrich_by_llm(items: pd.DataFrame, params: Params) -> pd.DataFrame:
+def enrich_by_llm(items: pd.DataFrame, params: Params, p: Settings) -> pd.DataFrame:
     """Ask the configured LLM backend for a category and a short description per item (LLMRec prompts)."""
-    from pipelines.augment import backends
-
     if params.augment.backend.name == "offline":
         raise ShopError(
-            "augment.item_enrichment.use_llm: needs augment.backend.name huggingface or openai "
+            "generators.item_enrichment.settings.use_llm: needs augment.backend.name huggingface or openai "
             "(the offline backend cannot write descriptions)"
         )
     generator = backends.make_backend(params.augment.backend, params.seed, root=repo_root())
-    band = price_band(items["price"], params.augment.item_enrichment.price_bands)
+    band = price_band(items["price"], p.price_bands)
     stems = [f"Product title: {t}\nPrice band: {b}\n" for t, b in zip(items["title"], band, strict=True)]
     categories = generator.complete([s + "Give a product category of 1-3 words. Category:" for s in stems])
     descriptions = generator.complete([s + "Write one sentence describing this product. Description:" for s in stems])
@@ -141,67 +136,21 @@ def first_line(text: str, label: str) -> str:
     return ""
 
 
-def write_embeddings(items: pd.DataFrame, vectors: np.ndarray, path: Path | str) -> None:
-    """Write item ids and their title vectors (fixed-size float32 lists) as Parquet, atomically."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    flat = pa.array(vectors.astype(np.float32).ravel())
-    table = pa.table(
-        {
-            "item_id": pa.array(items["item_id"].astype(str).tolist()),
-            "embedding": pa.FixedSizeListArray.from_arrays(flat, vectors.shape[1]),
-        }
-    )
-    with atomic_path(path) as tmp:
-        pq.write_table(table, tmp)
-
-
-def read_embeddings(path: Path | str) -> tuple[np.ndarray, np.ndarray]:
-    """Return (item ids, (n, d) float32 vectors) written by `write_embeddings`."""
-    import pyarrow.parquet as pq
-
-    if not Path(path).exists():
-        raise ShopError(f"{path}: file not found; run stage augment_item_enrichment first")
-    table = pq.read_table(path)
-    column = table.column("embedding").combine_chunks()
-    vectors = column.flatten().to_numpy().reshape(len(table), column.type.list_size)
-    return np.asarray(table.column("item_id").to_pylist()), vectors.astype(np.float32)
-
-
-@app.command()
-def main(
-    params_file: Annotated[Path, typer.Option(help="params.yaml to read")] = Path("params.yaml"),
-    items: Annotated[Path, typer.Option(help="canonical items to enrich")] = ITEMS_PATH,
-    out: Annotated[Path, typer.Option(help="enriched items to write")] = Path("data/synthetic/item_enrichment.parquet"),
-    embeddings: Annotated[Path, typer.Option(help="title embeddings to write")] = EMBEDDINGS_PATH,
-) -> None:
-    """Write every item with a generated category and description, plus its title embedding."""
-    started = time.perf_counter()
-    params = load_params(repo_root() / params_file if not params_file.is_absolute() else params_file)
-    p = params.augment.item_enrichment
-    catalogue = read_table(items, "items").sort_values("item_id", kind="stable").reset_index(drop=True)
-    vectors = encode_titles(catalogue, params.encoder)
-    write_embeddings(catalogue, vectors, embeddings)
-    enriched = enrich_by_llm(catalogue, params) if p.use_llm else enrich_by_clusters(catalogue, vectors, p, params.seed)
+def generate(ctx: Context) -> GeneratorOutput:
+    """Every item with a generated category and description (the enriched items table)."""
+    p, params = ctx.settings, ctx.params
+    catalogue = read_table(ctx.table("items"), "items").sort_values("item_id", kind="stable").reset_index(drop=True)
+    if p.use_llm:
+        enriched = enrich_by_llm(catalogue, params, p)
+    else:
+        enriched = enrich_by_clusters(catalogue, encode_titles(catalogue, params.encoder), p, params.seed)
     enriched["parent_id"] = enriched["item_id"]
-    backend = params.augment.backend.name if p.use_llm else "minilm-kmeans-tfidf"
-    model = params.augment.backend.model if p.use_llm else params.encoder.model
-    write_synthetic(
+    log.info("%s: %d items in %d categories", GENERATOR, len(enriched), enriched["category"].nunique())
+    return GeneratorOutput(
         enriched,
-        out,
-        "items",
-        generator=GENERATOR,
-        params=p.model_dump(),
-        seed=params.seed,
-        inputs=[items],
-        started=started,
-        backend=backend,
-        model_id=model,
+        inputs=[ctx.table("items")],
+        backend=params.augment.backend.name if p.use_llm else "minilm-kmeans-tfidf",
+        model_id=params.augment.backend.model if p.use_llm else params.encoder.model,
+        settings={"backend": params.augment.backend.model_dump()} if p.use_llm else {},
         extra={"categories": int(enriched["category"].nunique())},
     )
-    log.info("%s: %d items in %d categories -> %s", GENERATOR, len(enriched), enriched["category"].nunique(), out)
-
-
-if __name__ == "__main__":
-    cli.run(app)

@@ -1,13 +1,89 @@
-"""Write a generator's synthetic table together with the manifest that makes it traceable."""
+"""What a generator gets (`Context`), gives back (`GeneratorOutput`) and leaves on disk: its folder
+`data/synthetic/<name>/` with `rows.parquet`, extra tables and a `manifest.json` that makes it traceable.
 
-import datetime as dt
+The manifest holds lineage (generator, backend, model id/hash, settings, seed, input hashes, counts) and no
+wall-clock times, so unchanged inputs give an identical folder (durations go to the log).
+"""
+
 import hashlib
-import time
+import importlib
+from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
+from typing import TypeVar
 
 import pandas as pd
+from pydantic import BaseModel, ValidationError
 
-from core.io import write_json, write_table
+from core.errors import ShopError
+from core.io import atomic_dir, write_json, write_table
+from core.params import Params
+from core.paths import repo_root
+
+ROWS_FILE = "rows.parquet"
+MANIFEST_FILE = "manifest.json"
+SettingsModel = TypeVar("SettingsModel", bound=BaseModel)
+
+
+@dataclass(frozen=True)
+class Context:
+    """The inputs of one generator run: params, its validated settings and the task's data folders."""
+
+    name: str
+    params: Params
+    settings: BaseModel
+    splits: Path  # data/splits/<task>: train.parquet is the only split a generator reads
+    canonical: Path  # data/canonical/<task>: items (and users) tables
+
+    @property
+    def train(self) -> Path:
+        return self.splits / "train.parquet"
+
+    def table(self, name: str) -> Path:
+        return self.canonical / f"{name}.parquet"
+
+
+@dataclass
+class GeneratorOutput:
+    """A generator's rows (canonical table `table`), extra tables and the facts its manifest records."""
+
+    rows: pd.DataFrame
+    inputs: list[Path] = field(default_factory=list)  # files read: their sha256 goes into the manifest
+    backend: str | None = None
+    model_id: str | None = None
+    model_hash: str | None = None
+    settings: dict = field(default_factory=dict)  # settings beyond the generator's own (backend, other rows)
+    extra: dict = field(default_factory=dict)  # deterministic counts and facts
+    tables: dict[str, tuple[str, pd.DataFrame]] = field(default_factory=dict)  # file stem -> (table, frame)
+
+
+def load_settings(params: Params, name: str, model: type[SettingsModel]) -> SettingsModel:
+    """`params.generators[name].settings` validated by the generator's `Settings`; ShopError names the key."""
+    if name not in params.generators:
+        raise ShopError(f"generators.{name}: no such generator in params.yaml ({', '.join(params.generators)})")
+    try:
+        return model.model_validate(params.generators[name].settings)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        key = ".".join(str(p) for p in first["loc"])
+        raise ShopError(
+            f"params.yaml: generators.{name}.settings.{key}: {first['msg']} ({len(exc.errors())} problem(s))"
+        ) from None
+
+
+def generator_module(name: str) -> ModuleType:
+    """The module `pipelines.augment.<name>` of a registry row (it defines `Settings` and `generate`)."""
+    try:
+        return importlib.import_module(f"pipelines.augment.{name}")
+    except ModuleNotFoundError as exc:
+        if exc.name != f"pipelines.augment.{name}":
+            raise
+        raise ShopError(f"generators.{name}: no generator module pipelines/augment/{name}.py") from None
+
+
+def check_generators(params: Params) -> dict[str, BaseModel]:
+    """Every registry row's settings validated by its module's `Settings`; ShopError names the first bad key."""
+    return {name: load_settings(params, name, generator_module(name).Settings) for name in params.generators}
 
 
 def file_sha256(path: Path | str) -> str:
@@ -20,44 +96,41 @@ def file_sha256(path: Path | str) -> str:
     return digest.hexdigest()
 
 
-def write_synthetic(
-    df: pd.DataFrame,
+def shown(path: Path | str) -> str:
+    """`path` relative to the repository when inside it, else as given (manifests must not name the checkout)."""
+    path = Path(path)
+    return str(path.relative_to(repo_root()) if path.is_absolute() and path.is_relative_to(repo_root()) else path)
+
+
+def write_generator(
+    output: GeneratorOutput,
     out: Path | str,
-    table: str,
     *,
     generator: str,
-    params: dict,
+    table: str,
+    settings: dict,
     seed: int,
-    inputs: list[Path | str],
-    started: float,
-    backend: str | None = None,
-    model_id: str | None = None,
-    model_hash: str | None = None,
-    extra: dict | None = None,
-) -> Path:
-    """Validate and write `df` as canonical `table` at `out`, plus `<out stem>.manifest.json`; return the manifest path.
-
-    `started` is the `time.perf_counter()` value when generation began (for wall time and rows/s).
-    """
-    out = Path(out)
-    rows = df.assign(is_synthetic=True, source=generator)
-    write_table(rows, out, table)
-    wall = time.perf_counter() - started
-    manifest = {
-        "generator": generator,
-        "table": table,
-        "backend": backend,
-        "model_id": model_id,
-        "model_hash": model_hash,
-        "params": params,
-        "seed": seed,
-        "inputs": {str(p): file_sha256(p) for p in inputs},
-        "rows": len(rows),
-        "wall_seconds": round(wall, 3),
-        "rows_per_second": round(len(rows) / max(wall, 1e-9), 1),
-        "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        **(extra or {}),
-    }
-    manifest_path = out.with_name(out.stem + ".manifest.json")
-    write_json(manifest, manifest_path)
-    return manifest_path
+) -> dict:
+    """Replace folder `out` with `rows.parquet` (validated canonical `table`, tagged `is_synthetic`/`source`),
+    the extra tables and `manifest.json`; return the manifest."""
+    tables = {ROWS_FILE.removesuffix(".parquet"): (table, output.rows), **output.tables}
+    counts = {}
+    with atomic_dir(out) as tmp:
+        for stem, (kind, frame) in tables.items():
+            written = write_table(frame.assign(is_synthetic=True, source=generator), tmp / f"{stem}.parquet", kind)
+            counts[stem] = len(written)
+        manifest = {
+            "generator": generator,
+            "table": table,
+            "backend": output.backend,
+            "model_id": output.model_id,
+            "model_hash": output.model_hash,
+            "settings": {**settings, **output.settings},
+            "seed": seed,
+            "inputs": {shown(p): file_sha256(p) for p in output.inputs},
+            "rows": counts.pop("rows"),
+            **({"tables": counts} if counts else {}),
+            **output.extra,
+        }
+        write_json(manifest, tmp / MANIFEST_FILE)
+    return manifest

@@ -1,4 +1,4 @@
-"""Stage `augment_query_rewrites`: rewrites of real training queries that keep their judged items.
+"""Generator `query_rewrites`: rewrites of real training queries that keep their judged items.
 
 Generator 3 (EDA-style edits, contextual substitution, back-translation-style paraphrase). Operations:
 - `neighbour`: swap a word for a catalogue-vocabulary neighbour mined from MiniLM word embeddings;
@@ -13,28 +13,25 @@ Each rewrite inherits its parent query's judged items with relevance x `relevanc
 
 import hashlib
 import logging
-import time
 from collections import Counter, defaultdict
 from pathlib import Path
-from typing import Annotated
+from typing import Literal
 
 import numpy as np
 import pandas as pd
-import typer
+from pydantic import BaseModel, ConfigDict, Field
 
-from core import cli
+from core.encoder import TextEncoder
 from core.errors import ShopError
 from core.io import atomic_path
-from core.params import QueryRewritesParams, load_params
 from core.paths import repo_root
 from pipelines.adapters.judged import query_id
 from pipelines.augment.backends import Request, TextGenerator, make_backend
 from pipelines.augment.backends.offline import norm, words
-from pipelines.augment.manifest import write_synthetic
-from pipelines.augment.search_data import CATALOGUE, TRAIN_QUERIES, load_search_training, take
+from pipelines.augment.manifest import Context, GeneratorOutput
+from pipelines.augment.search_data import load_search_training, take
 
 log = logging.getLogger(__name__)
-app = typer.Typer(add_completion=False, help=__doc__)
 GENERATOR = "query_rewrites"
 _ROWS = ["qwertyuiop", "asdfghjkl", "zxcvbnm"]
 KEYBOARD = {
@@ -49,6 +46,20 @@ KEYBOARD = {
 }
 _SPLITTERS = frozenset({"with", "for", "and", "in", "w/"})
 _CLOZE_MIN_SIMILARITY = 0.35  # a contextual substitute must still be about the same thing
+
+
+class Settings(BaseModel):
+    """Generator 3: rewrites of real training queries (substitution, drop/swap, split, typos, paraphrase)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    max_queries: int | None = Field(ge=1, description="distinct training queries rewritten (None = all)")
+    rewrites_per_query: int = Field(ge=1)
+    operations: list[Literal["neighbour", "mlm", "drop", "swap", "split", "typo", "paraphrase"]]
+    neighbours: int = Field(ge=1, description="embedding neighbours per catalogue word")
+    min_similarity: float = Field(ge=-1, le=1)
+    typo_rate: float = Field(ge=0, le=1, description="per-character keyboard-typo probability")
+    relevance_scale: float = Field(ge=0, le=1, description="rewrite relevance = parent relevance x this")
 
 
 def keyboard_typo(query: str, rate: float, rng: np.random.Generator) -> str:
@@ -112,8 +123,6 @@ def word_vectors(vocab: list[str], encoder_model: str, cache_dir: Path | None) -
             known = dict(zip(stored["words"].tolist(), stored["vectors"], strict=True))
     missing = [w for w in vocab if w not in known]
     if missing:
-        from core.encoder import TextEncoder
-
         fresh = TextEncoder(encoder_model, max_length=12, batch_size=512).encode(missing)
         known.update(zip(missing, fresh, strict=True))
         if cache:
@@ -234,7 +243,7 @@ def _rng(seed: int, text: str) -> np.random.Generator:
 def generate_query_rewrites(
     train: pd.DataFrame,
     items: pd.DataFrame,
-    rp: QueryRewritesParams,
+    rp: Settings,
     backend: TextGenerator | None,
     seed: int,
     encoder_model: str = "minilm",
@@ -243,7 +252,7 @@ def generate_query_rewrites(
     """Return (canonical rows, stats): `rewrites_per_query` distinct rewrites per training query, expanded to
     the parent's judged items. Refuses `paraphrase` without a backend."""
     if "paraphrase" in rp.operations and backend is None:
-        raise ShopError("augment.query_rewrites.operations: paraphrase needs a generation backend")
+        raise ShopError("generators.query_rewrites.settings.operations: paraphrase needs a generation backend")
     distinct = train.drop_duplicates("query_id")[["query_id", "query"]]
     parents = take(distinct, rp.max_queries, seed, "query_id")
     texts = parents["query"].astype(str).tolist()
@@ -285,7 +294,7 @@ def generate_query_rewrites(
             out.append((qid, new, op))
             op_counts[op] += 1
     if not out:
-        raise ShopError("augment.query_rewrites.operations: no operation produced a rewrite")
+        raise ShopError("generators.query_rewrites.settings.operations: no operation produced a rewrite")
     rewrites = pd.DataFrame(out, columns=["parent_id", "query", "operation"])
     judged = train[["query_id", "item_id", "relevance"]].rename(columns={"query_id": "parent_id"})
     rows = rewrites.merge(judged, on="parent_id", how="inner")
@@ -313,54 +322,33 @@ def _paraphrase_examples(train: pd.DataFrame, k: int = 3) -> tuple[tuple[str, st
     return tuple(pairs)
 
 
-@app.command()
-def main(
-    params: Annotated[Path, typer.Option(help="params file")] = Path("params.yaml"),
-    train: Annotated[Path, typer.Option(help="real TRAINING queries (never valid/test)")] = TRAIN_QUERIES,
-    items: Annotated[Path, typer.Option(help="the search catalogue (vocabulary for substitutions)")] = CATALOGUE,
-    out: Annotated[Path, typer.Option(help="synthetic table; its manifest goes beside it")] = Path(
-        "data/synthetic/query_rewrites.parquet"
-    ),
-) -> None:
+def generate(ctx: Context) -> GeneratorOutput:
     """Rewrite real training queries (substitution, drop/swap, split, typos, paraphrase)."""
-    started = time.perf_counter()
-    config = load_params(params if params.is_absolute() or params.exists() else repo_root() / params)
-    rp, bp = config.augment.query_rewrites, config.augment.backend
-    train_df, items_df = load_search_training(train, items)
+    rp, bp, items = ctx.settings, ctx.params.augment.backend, ctx.table("items")
+    train_df, items_df = load_search_training(ctx.train, items)
     backend = (
-        make_backend(bp, config.seed, repo_root(), train=train_df, items=items_df)
+        make_backend(bp, ctx.params.seed, repo_root(), train=train_df, items=items_df)
         if "paraphrase" in rp.operations
         else None
     )
+    cache_dir = None
+    if bp.cache:
+        cache_dir = Path(bp.cache_dir) if Path(bp.cache_dir).is_absolute() else repo_root() / bp.cache_dir
     try:
-        cache_dir = (
-            None
-            if not bp.cache
-            else (repo_root() / bp.cache_dir if not Path(bp.cache_dir).is_absolute() else Path(bp.cache_dir))
-        )
         rows, stats = generate_query_rewrites(
-            train_df, items_df, rp, backend, config.seed, config.encoder.model, cache_dir
+            train_df, items_df, rp, backend, ctx.params.seed, ctx.params.encoder.model, cache_dir
         )
     finally:
         if backend:
             backend.close()
     described = backend.describe() if backend else {"backend": None, "model_id": None, "model_hash": None}
-    write_synthetic(
+    log.info("query_rewrites: %s", stats)
+    return GeneratorOutput(
         rows,
-        out,
-        "queries",
-        generator=GENERATOR,
-        params={"query_rewrites": rp.model_dump(), "backend": bp.model_dump()},
-        seed=config.seed,
-        inputs=[train, items],
-        started=started,
+        inputs=[ctx.train, items],
         backend=described["backend"],
         model_id=described["model_id"],
         model_hash=described["model_hash"],
-        extra={**stats, "encoder": config.encoder.model},
+        settings={"backend": bp.model_dump()},
+        extra={**stats, "encoder": ctx.params.encoder.model},
     )
-    log.info("query_rewrites: %s", stats)
-
-
-if __name__ == "__main__":
-    cli.run(app)

@@ -14,14 +14,10 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from core.encoder import TextEncoder
 from core.errors import ShopError
 from core.io import read_table
-from core.params import Params
-from core.paths import repo_root
-
-TRAIN_PATH = Path("data/splits/retail/train.parquet")
-ITEMS_PATH = Path("data/canonical/retail/items.parquet")
-USERS_PATH = Path("data/canonical/retail/users.parquet")
+from core.params import EncoderParams, Params
 
 
 def valid_cutoff(params: Params) -> pd.Timestamp:
@@ -40,9 +36,9 @@ def safe_history(train: pd.DataFrame, before: pd.Timestamp, guests: bool = False
     return rows.sort_values(["user_id", "ts", "basket_id", "item_id"], kind="stable").reset_index(drop=True)
 
 
-def load_history(params: Params, train_path: Path | str | None = None, guests: bool = False) -> pd.DataFrame:
+def load_history(params: Params, train_path: Path | str, guests: bool = False) -> pd.DataFrame:
     """Read train.parquet (and nothing else of the splits) and return its leakage-safe part."""
-    train = read_table(Path(train_path) if train_path else repo_root() / TRAIN_PATH, "interactions")
+    train = read_table(train_path, "interactions")
     return safe_history(train, valid_cutoff(params), guests=guests)
 
 
@@ -74,3 +70,9 @@ def item_unit_stats(history: pd.DataFrame) -> pd.DataFrame:
     stats = rows.groupby("item_id", observed=True).agg(quantity=("quantity", "median"), unit=("unit", "median"))
     stats["quantity"] = stats["quantity"].round().clip(lower=1).astype("int64")
     return stats
+
+
+def encode_titles(items: pd.DataFrame, encoder: EncoderParams) -> np.ndarray:
+    """Return MiniLM unit vectors of the item titles (item id when a title is empty), in `items` order."""
+    titles = [t.strip() or i for t, i in zip(items["title"].astype(str), items["item_id"].astype(str), strict=True)]
+    return TextEncoder(encoder.model, encoder.max_length, encoder.batch_size).encode(titles)

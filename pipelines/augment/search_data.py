@@ -8,9 +8,6 @@ import pandas as pd
 from core.errors import ShopError
 from core.io import read_table
 
-TRAIN_QUERIES = Path("data/splits/search/train.parquet")
-CATALOGUE = Path("data/canonical/search/items.parquet")
-
 
 def load_search_training(train_path: Path, items_path: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Return (training queries, catalogue items); refuses a queries file that is not a training split."""

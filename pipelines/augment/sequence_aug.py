@@ -9,26 +9,38 @@ its own sequence.
 """
 
 import logging
-import time
-from pathlib import Path
-from typing import Annotated
+from typing import Literal
 
 import numpy as np
 import pandas as pd
-import typer
+import scipy.sparse as sp
+from pydantic import BaseModel, ConfigDict, Field
 
-from core import cli
-from core.params import SequenceAugParams, load_params
-from core.paths import repo_root
-from pipelines.augment.item_enrichment import EMBEDDINGS_PATH, read_embeddings
-from pipelines.augment.manifest import write_synthetic
-from pipelines.augment.retail_history import TRAIN_PATH, item_unit_stats, load_history, valid_cutoff
+from core.io import read_table
+from pipelines.augment.manifest import Context, GeneratorOutput
+from pipelines.augment.retail_history import encode_titles, item_unit_stats, load_history, valid_cutoff
 
 log = logging.getLogger(__name__)
-app = typer.Typer(add_completion=False, help=__doc__)
 GENERATOR = "sequence_aug"
 
 Basket = tuple[str, pd.Timestamp, list[str]]  # (basket_id, ts, item ids)
+
+
+class Settings(BaseModel):
+    """Generator 6: CL4SRec-style views (crop, mask, reorder, substitute) of real users" basket sequences."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    views_per_user: int = Field(ge=0)
+    operations: list[Literal["crop", "mask", "reorder", "substitute"]]
+    max_baskets: int = Field(ge=2, description="a view is built from the user's last this-many baskets")
+    min_baskets: int = Field(ge=1, description="users with fewer baskets get no views")
+    crop_ratio: float = Field(gt=0, le=1, description="share of baskets kept (one contiguous run)")
+    mask_ratio: float = Field(ge=0, lt=1, description="share of items dropped from each basket")
+    reorder_ratio: float = Field(ge=0, le=1, description="share of baskets in the shuffled span")
+    substitute_ratio: float = Field(ge=0, le=1, description="share of items replaced by a similar item")
+    similarity: Literal["text", "copurchase"]
+    neighbours: int = Field(ge=1, description="similar items a substitute is drawn from")
 
 
 def similar_items_by_text(item_ids: np.ndarray, vectors: np.ndarray, k: int) -> dict[str, list[str]]:
@@ -38,8 +50,6 @@ def similar_items_by_text(item_ids: np.ndarray, vectors: np.ndarray, k: int) -> 
 
 def similar_items_by_copurchase(history: pd.DataFrame, item_ids: np.ndarray, k: int) -> dict[str, list[str]]:
     """Return, per item id, its `k` items most often bought in the same basket (cosine-normalised counts)."""
-    import scipy.sparse as sp
-
     col = pd.Index(item_ids)
     baskets = history.drop_duplicates(["basket_id", "item_id"])
     b_codes, _ = pd.factorize(baskets["basket_id"])
@@ -67,7 +77,7 @@ def _top_neighbours(sim: np.ndarray, item_ids: np.ndarray, k: int) -> dict[str, 
 def augment_view(
     baskets: list[Basket],
     op: str,
-    p: SequenceAugParams,
+    p: Settings,
     neighbours: dict[str, list[str]],
     rng: np.random.Generator,
 ) -> list[tuple[str, pd.Timestamp, list[str]]] | None:
@@ -111,7 +121,7 @@ def augment_view(
 
 
 def generate_sequence_views(
-    history: pd.DataFrame, p: SequenceAugParams, neighbours: dict[str, list[str]], seed: int
+    history: pd.DataFrame, p: Settings, neighbours: dict[str, list[str]], seed: int
 ) -> pd.DataFrame:
     """Return synthetic canonical interactions: `views_per_user` augmented views of each eligible user's last
     baskets.
@@ -158,37 +168,25 @@ def generate_sequence_views(
     )
 
 
-@app.command()
-def main(
-    params_file: Annotated[Path, typer.Option(help="params.yaml to read")] = Path("params.yaml"),
-    train: Annotated[Path, typer.Option(help="training interactions (the only split read)")] = TRAIN_PATH,
-    embeddings: Annotated[Path, typer.Option(help="item title embeddings (similarity: text)")] = EMBEDDINGS_PATH,
-    out: Annotated[Path, typer.Option(help="synthetic interactions to write")] = Path(
-        "data/synthetic/sequence_aug.parquet"
-    ),
-) -> None:
-    """Write CL4SRec-style augmented views of each real user's recent basket sequence."""
-    started = time.perf_counter()
-    params = load_params(repo_root() / params_file if not params_file.is_absolute() else params_file)
-    p = params.augment.sequence_aug
-    history = load_history(params, train)
+def generate(ctx: Context) -> GeneratorOutput:
+    """CL4SRec-style augmented views of each real user's recent basket sequence."""
+    p, params = ctx.settings, ctx.params
+    history = load_history(params, ctx.train)
     item_ids = np.sort(history["item_id"].astype(str).unique())
     if p.similarity == "text":  # substitutes come only from items in the leakage-safe history
-        ids, vectors = read_embeddings(embeddings)
+        catalogue = read_table(ctx.table("items"), "items").sort_values("item_id", kind="stable")
+        catalogue = catalogue.reset_index(drop=True)
+        vectors = encode_titles(catalogue, params.encoder)
+        ids = catalogue["item_id"].astype(str).to_numpy()
         known = np.isin(ids, item_ids)
         neighbours = similar_items_by_text(ids[known], vectors[known], p.neighbours)
     else:
-        neighbours = similar_items_by_copurchase(load_history(params, train, guests=True), item_ids, p.neighbours)
+        neighbours = similar_items_by_copurchase(load_history(params, ctx.train, guests=True), item_ids, p.neighbours)
     rows = generate_sequence_views(history, p, neighbours, params.seed)
-    write_synthetic(
+    log.info("%s: %d rows in %d views", GENERATOR, len(rows), rows["sequence_id"].nunique())
+    return GeneratorOutput(
         rows,
-        out,
-        "interactions",
-        generator=GENERATOR,
-        params=p.model_dump(),
-        seed=params.seed,
-        inputs=[train, embeddings] if p.similarity == "text" else [train],
-        started=started,
+        inputs=[ctx.train, ctx.table("items")] if p.similarity == "text" else [ctx.train],
         backend=f"cl4srec-{p.similarity}",
         model_id=params.encoder.model if p.similarity == "text" else None,
         extra={
@@ -197,8 +195,3 @@ def main(
             "operations": rows.groupby("augmentation")["sequence_id"].nunique().to_dict(),
         },
     )
-    log.info("%s: %d rows in %d views -> %s", GENERATOR, len(rows), rows["sequence_id"].nunique(), out)
-
-
-if __name__ == "__main__":
-    cli.run(app)

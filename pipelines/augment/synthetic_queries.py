@@ -1,4 +1,4 @@
-"""Stage `augment_synthetic_queries`: doc2query-style queries for catalogue items, round-trip filtered.
+"""Generator `synthetic_queries`: doc2query-style queries for catalogue items, round-trip filtered.
 
 Generators 1+2 (doc2query, InPars, Promptagator): every catalogue item (up to `max_items`, seeded) gets
 `queries_per_item` queries from its text plus context (category, price band) through the configured backend;
@@ -9,26 +9,36 @@ top `filter_top_k`; the kept fraction goes into the manifest.
 
 import logging
 import time
-from pathlib import Path
-from typing import Annotated
+from typing import Literal
 
 import numpy as np
 import pandas as pd
-import typer
+from pydantic import BaseModel, ConfigDict, Field
 
-from core import cli
+from core.encoder import TextEncoder
 from core.errors import ShopError
-from core.params import SyntheticQueriesParams, load_params
 from core.paths import repo_root
 from pipelines.adapters.judged import query_id
 from pipelines.augment.backends import Request, TextGenerator, make_backend
-from pipelines.augment.manifest import write_synthetic
+from pipelines.augment.manifest import Context, GeneratorOutput
 from pipelines.augment.retrieval import BM25Index, item_text
-from pipelines.augment.search_data import CATALOGUE, TRAIN_QUERIES, load_search_training, price_band, take
+from pipelines.augment.search_data import load_search_training, price_band, take
 
 log = logging.getLogger(__name__)
-app = typer.Typer(add_completion=False, help=__doc__)
 GENERATOR = "synthetic_queries"
+
+
+class Settings(BaseModel):
+    """Generators 1+2: doc2query-style queries per catalogue item, kept only if they retrieve their item."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    max_items: int | None = Field(ge=1, description="catalogue items that get queries (None = all)")
+    queries_per_item: int = Field(ge=1)
+    few_shot: int = Field(ge=0, description="real training queries shown per prompt (LLM backends)")
+    filter_retriever: Literal["bm25", "encoder", "none"]
+    filter_top_k: int = Field(ge=1)
+    relevance: float = Field(ge=0, le=1, description="label given to a kept synthetic (query, item) pair")
 
 
 def few_shot_pool(train: pd.DataFrame, items: pd.DataFrame, min_relevance: float = 0.75) -> list[tuple[str, str]]:
@@ -66,8 +76,6 @@ def round_trip_ranks(
     if retriever == "bm25":
         return BM25Index(items).rank_of(queries, item_ids)
     if retriever == "encoder":
-        from core.encoder import TextEncoder
-
         encoder = TextEncoder(encoder_model)
         item_vecs = encoder.encode(item_text(items))
         position = {item: i for i, item in enumerate(items["item_id"].astype(str))}
@@ -79,13 +87,13 @@ def round_trip_ranks(
             own = scores[np.arange(len(q)), target[start : start + len(q)]]
             ranks[start : start + len(q)] = (scores > own[:, None]).sum(1)
         return ranks
-    raise ShopError(f"augment.synthetic_queries.filter_retriever: unknown retriever '{retriever}'")
+    raise ShopError(f"generators.synthetic_queries.settings.filter_retriever: unknown retriever '{retriever}'")
 
 
 def generate_synthetic_queries(
     train: pd.DataFrame,
     items: pd.DataFrame,
-    sp: SyntheticQueriesParams,
+    sp: Settings,
     backend: TextGenerator,
     seed: int,
     encoder_model: str = "minilm",
@@ -110,7 +118,7 @@ def generate_synthetic_queries(
     else:
         rows["rank"] = -1
     if rows.empty:
-        raise ShopError("augment.synthetic_queries.filter_top_k: round-trip filtering removed every query")
+        raise ShopError("generators.synthetic_queries.settings.filter_top_k: round-trip filtering removed every query")
     rows = rows.assign(query_id=rows["query"].map(query_id), relevance=sp.relevance, parent_id=rows["item_id"])
     stats = {
         "items": len(chosen),
@@ -118,47 +126,34 @@ def generate_synthetic_queries(
         "generated": generated,
         "kept": len(rows),
         "kept_fraction": round(len(rows) / generated, 4),
-        "generation_seconds": round(gen_seconds, 3),
-        "generation_queries_per_second": round(generated / max(gen_seconds, 1e-9), 1),
     }
+    log.info(
+        "synthetic_queries: generated %d queries in %.1f s (%.0f queries/s)",
+        generated,
+        gen_seconds,
+        generated / max(gen_seconds, 1e-9),
+    )
     return rows, stats
 
 
-@app.command()
-def main(
-    params: Annotated[Path, typer.Option(help="params file")] = Path("params.yaml"),
-    train: Annotated[Path, typer.Option(help="real TRAINING queries (never valid/test)")] = TRAIN_QUERIES,
-    items: Annotated[Path, typer.Option(help="the search catalogue")] = CATALOGUE,
-    out: Annotated[Path, typer.Option(help="synthetic table; its manifest goes beside it")] = Path(
-        "data/synthetic/synthetic_queries.parquet"
-    ),
-) -> None:
-    """Generate round-trip-filtered synthetic queries for catalogue items."""
-    started = time.perf_counter()
-    config = load_params(params if params.is_absolute() or params.exists() else repo_root() / params)
-    sp, bp = config.augment.synthetic_queries, config.augment.backend
-    train_df, items_df = load_search_training(train, items)
-    backend = make_backend(bp, config.seed, repo_root(), train=train_df, items=items_df)
+def generate(ctx: Context) -> GeneratorOutput:
+    """Round-trip-filtered synthetic queries for catalogue items (real TRAINING queries as few-shot pool)."""
+    sp, bp, items = ctx.settings, ctx.params.augment.backend, ctx.table("items")
+    train_df, items_df = load_search_training(ctx.train, items)
+    backend = make_backend(bp, ctx.params.seed, repo_root(), train=train_df, items=items_df)
     try:
-        rows, stats = generate_synthetic_queries(train_df, items_df, sp, backend, config.seed, config.encoder.model)
+        rows, stats = generate_synthetic_queries(
+            train_df, items_df, sp, backend, ctx.params.seed, ctx.params.encoder.model
+        )
     finally:
         backend.close()
-    write_synthetic(
+    log.info("synthetic_queries: %s; cache %s", stats, backend.stats)
+    return GeneratorOutput(
         rows,
-        out,
-        "queries",
-        generator=GENERATOR,
-        params={"synthetic_queries": sp.model_dump(), "backend": bp.model_dump()},
-        seed=config.seed,
-        inputs=[train, items],
-        started=started,
+        inputs=[ctx.train, items],
         backend=backend.name,
         model_id=backend.model_id,
         model_hash=backend.model_hash,
-        extra={**stats, "cache": backend.stats},
+        settings={"backend": bp.model_dump()},
+        extra=stats,
     )
-    log.info("synthetic_queries: %s", stats)
-
-
-if __name__ == "__main__":
-    cli.run(app)

@@ -9,34 +9,37 @@ item scores; a history identical to a real user's is redrawn, never kept.
 """
 
 import logging
-import time
-from pathlib import Path
-from typing import Annotated
+from typing import Literal
 
 import numpy as np
 import pandas as pd
-import typer
+from pydantic import BaseModel, ConfigDict, Field
 from scipy import stats
 
-from core import cli
 from core.io import read_table
-from core.params import CfInteractionsParams, SyntheticUsersParams, load_params
-from core.paths import repo_root
+from pipelines.augment import cf_interactions
 from pipelines.augment.cf_interactions import CfModel, fit_als
-from pipelines.augment.manifest import write_synthetic
-from pipelines.augment.retail_history import (
-    TRAIN_PATH,
-    USERS_PATH,
-    item_unit_stats,
-    load_history,
-    valid_cutoff,
-)
+from pipelines.augment.manifest import Context, GeneratorOutput, load_settings
+from pipelines.augment.retail_history import item_unit_stats, load_history, valid_cutoff
 
 log = logging.getLogger(__name__)
-app = typer.Typer(add_completion=False, help=__doc__)
 GENERATOR = "synthetic_users"
 BEHAVIOUR = ["n_baskets", "basket_size", "log_unit_price", "log_quantity", "first_day", "span_days"]
 DISCRETE = {"n_baskets", "country_code"}
+
+
+class Settings(BaseModel):
+    """Generator 8: synthetic user profiles (Gaussian copula or VAE) whose purchases the CF model samples."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    n_users: int = Field(ge=0)
+    model: Literal["copula", "vae"]
+    taste_dims: int = Field(ge=1, description="principal components of the ALS user factors in a profile")
+    max_baskets: int = Field(ge=1, description="cap on baskets per synthetic user")
+    temperature: float = Field(gt=0, description="softmax temperature when sampling items")
+    candidates: int = Field(ge=1, description="top-scored items a synthetic user buys from")
+    vae_epochs: int = Field(ge=1)
 
 
 def user_profiles(
@@ -174,7 +177,7 @@ def sample_histories(
     mean: np.ndarray,
     components: np.ndarray,
     model: CfModel,
-    p: SyntheticUsersParams,
+    p: Settings,
     start: pd.Timestamp,
     before: pd.Timestamp,
     real_sets: set[frozenset],
@@ -219,8 +222,8 @@ def sample_histories(
 def generate_synthetic_users(
     history: pd.DataFrame,
     countries: pd.Series,
-    p: SyntheticUsersParams,
-    cf: CfInteractionsParams,
+    p: Settings,
+    cf: cf_interactions.Settings,
     seed: int,
     before: pd.Timestamp,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -265,46 +268,24 @@ def generate_synthetic_users(
     return users[["user_id", "country", *BEHAVIOUR, "parent_id"]].reset_index(drop=True), inter
 
 
-@app.command()
-def main(
-    params_file: Annotated[Path, typer.Option(help="params.yaml to read")] = Path("params.yaml"),
-    train: Annotated[Path, typer.Option(help="training interactions (the only split read)")] = TRAIN_PATH,
-    users: Annotated[Path, typer.Option(help="canonical users (country)")] = USERS_PATH,
-    out: Annotated[Path, typer.Option(help="synthetic interactions")] = Path("data/synthetic/synthetic_users.parquet"),
-    users_out: Annotated[Path, typer.Option(help="synthetic user profiles")] = Path(
-        "data/synthetic/synthetic_users.users.parquet"
-    ),
-) -> None:
-    """Fit the profile model on real users and write synthetic users plus the purchases ALS samples for
-    them."""
-    started = time.perf_counter()
-    params = load_params(repo_root() / params_file if not params_file.is_absolute() else params_file)
-    p = params.augment.synthetic_users
-    history = load_history(params, train)
+def generate(ctx: Context) -> GeneratorOutput:
+    """Fit the profile model on real users; synthetic users plus the purchases ALS samples for them.
+
+    ALS uses the settings of the `cf_interactions` registry row (one ALS configuration for the loop)."""
+    p, params = ctx.settings, ctx.params
+    cf = load_settings(params, "cf_interactions", cf_interactions.Settings)
+    history = load_history(params, ctx.train)
+    users = ctx.table("users")
     countries = (
         read_table(users, "users").set_index("user_id")["country"] if users.exists() else pd.Series(dtype="string")
     )
-    table, rows = generate_synthetic_users(
-        history, countries, p, params.augment.cf_interactions, params.seed, valid_cutoff(params)
-    )
-    common = {
-        "generator": GENERATOR,
-        "seed": params.seed,
-        "started": started,
-        "backend": f"{p.model}+implicit-als",
-        "params": {**p.model_dump(), "cf": params.augment.cf_interactions.model_dump()},
-    }
-    write_synthetic(table, users_out, "users", inputs=[train, users] if users.exists() else [train], **common)
-    write_synthetic(
+    table, rows = generate_synthetic_users(history, countries, p, cf, params.seed, valid_cutoff(params))
+    log.info("%s: %d users, %d purchases", GENERATOR, len(table), len(rows))
+    return GeneratorOutput(
         rows,
-        out,
-        "interactions",
-        inputs=[train, users] if users.exists() else [train],
-        **common,
+        inputs=[ctx.train, users] if users.exists() else [ctx.train],
+        backend=f"{p.model}+implicit-als",
+        settings={"cf": cf.model_dump()},
         extra={"users": len(table), "valid_cutoff": str(valid_cutoff(params))},
+        tables={"users": ("users", table)},
     )
-    log.info("%s: %d users, %d purchases -> %s", GENERATOR, len(table), len(rows), out)
-
-
-if __name__ == "__main__":
-    cli.run(app)

@@ -6,7 +6,6 @@ import subprocess
 import sys
 
 import pytest
-import yaml
 
 from core.errors import ShopError
 from core.paths import repo_root
@@ -29,7 +28,7 @@ def test_help_lists_the_options():
         timeout=120,
     )
     assert done.returncode == 0
-    assert "--train" in done.stdout and "--config" in done.stdout
+    assert "--splits" in done.stdout and "--config" in done.stdout
 
 
 def test_stage_command_builds_tables_and_online_store(tmp_path, data):
@@ -39,14 +38,11 @@ def test_stage_command_builds_tables_and_online_store(tmp_path, data):
     (tmp_path / "features").mkdir()
     config = tmp_path / "features" / "feature_store.yaml"
     config.write_text((repo_root() / "features" / "feature_store.yaml").read_text())
-    params = yaml.safe_load((repo_root() / "params.yaml").read_text())
-    params["features"]["enrichment"] = str(tmp_path / "absent.parquet")
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     main(
-        params_file=tmp_path / "params.yaml",
-        train=tmp_path / "train.parquet",
-        items=tmp_path / "items.parquet",
-        users=tmp_path / "users.parquet",
+        params=repo_root() / "params.yaml",
+        splits=tmp_path,
+        canonical=tmp_path,
+        enrichment=tmp_path / "absent",
         out=tmp_path / "data" / "features",
         config=str(config),
         online=True,
@@ -62,10 +58,10 @@ def test_stage_command_builds_tables_and_online_store(tmp_path, data):
 def test_missing_training_file_is_a_clear_error(tmp_path):
     with pytest.raises(ShopError, match="train.parquet: file not found"):
         main(
-            params_file=None,
-            train=tmp_path / "train.parquet",
-            items=tmp_path / "items.parquet",
-            users=tmp_path / "users.parquet",
+            params=repo_root() / "params.yaml",
+            splits=tmp_path,
+            canonical=tmp_path,
+            enrichment=tmp_path / "absent",
             out=tmp_path / "out",
             config=None,
             online=False,

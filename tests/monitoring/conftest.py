@@ -10,10 +10,8 @@ from core.params import load_params
 def params():
     return load_params(
         overrides={
-            "monitoring": {
-                "gate": {"sample_rows": 300, "dcr_rows": 200},
-                "drift": {"min_requests": 5, "embedding_rows": 100},
-            }
+            "gate": {"sample_rows": 300, "dcr_rows": 200},
+            "monitoring": {"drift": {"min_requests": 5, "embedding_rows": 100}},
         }
     )
 

@@ -8,12 +8,15 @@ import sys
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 from monitoring_fixtures import WORDS, make_items, make_purchases, make_queries
 from typer.testing import CliRunner
 
+from core.errors import ShopError
 from core.io import write_table
+from core.paths import repo_root
 from monitoring.alerts import raise_alert
-from monitoring.drift import Reference, app, run_drift, save_to_workspace, split_window
+from monitoring.drift import Reference, app, read_request_log, run_drift, save_to_workspace, split_window
 
 NOW = pd.Timestamp("2026-11-20 12:00", tz="UTC")
 
@@ -136,10 +139,6 @@ def test_cli_alerts_on_a_drifted_log_and_exits_nonzero(params, receiver, tmp_pat
     )
     write_table(make_items(), canonical / "retail" / "items.parquet", "items")
     params_file = tmp_path / "params.yaml"
-    import yaml
-
-    from core.paths import repo_root
-
     raw = yaml.safe_load((repo_root() / "params.yaml").read_text())
     raw["monitoring"]["drift"]["min_requests"] = 5
     raw["monitoring"]["alerts"].update(
@@ -148,7 +147,7 @@ def test_cli_alerts_on_a_drifted_log_and_exits_nonzero(params, receiver, tmp_pat
     params_file.write_text(yaml.safe_dump(raw))
     monkeypatch.setenv("SHOPAUG_ALERT_WEBHOOK", receiver.url)
     args = [
-        "--params-file",
+        "--params",
         str(params_file),
         "--log-dir",
         str(logs),
@@ -177,8 +176,5 @@ def test_missing_or_broken_request_log_gives_one_line_error(tmp_path):
     assert out.stderr.strip().splitlines()[-1].startswith("error:") and "no request-log files" in out.stderr
     (tmp_path / "bad").mkdir()
     pd.DataFrame({"ts": [NOW], "request_id": ["r"]}).to_parquet(tmp_path / "bad" / "a.parquet")
-    from core.errors import ShopError
-    from monitoring.drift import read_request_log
-
     with pytest.raises(ShopError, match=r"missing column\(s\) \['endpoint'"):
         read_request_log(tmp_path / "bad")

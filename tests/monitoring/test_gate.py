@@ -17,7 +17,7 @@ def encoder():
 
 
 def search_inputs(real: pd.DataFrame) -> GateInputs:
-    return GateInputs(search=real, vocab={"query": vocabulary(real["query"])})
+    return GateInputs(queries=real, vocab={"query": vocabulary(real["query"])})
 
 
 def test_clean_synthetic_queries_pass_with_real_evidently_and_embeddings(params, encoder):
@@ -26,19 +26,18 @@ def test_clean_synthetic_queries_pass_with_real_evidently_and_embeddings(params,
         "query_rewrites",
         make_queries(300, seed=2, source="query_rewrites"),
         search_inputs(real),
-        params.monitoring.gate,
-        42,
+        params,
         encoder,
     )
     assert entry["decision"] == "pass", entry["checks"]
-    assert entry["checks"]["embedding_drift"]["value"] < params.monitoring.gate.embedding_drop
+    assert entry["checks"]["embedding_drift"]["value"] < params.gate.embedding_drop
     assert "<html" in snapshot.get_html_str(as_iframe=False).lower()
 
 
 def test_shifted_numeric_column_is_dropped_or_failed(params):
     real = make_queries(400, seed=1)
     shifted = make_queries(300, seed=2, relevance_shift=-0.45, source="query_rewrites")
-    entry, _ = gate_generator("query_rewrites", shifted, search_inputs(real), params.monitoring.gate, 42, None)
+    entry, _ = gate_generator("query_rewrites", shifted, search_inputs(real), params, None)
     assert entry["checks"]["column_drift"]["column"] == "relevance"
     assert entry["checks"]["column_drift"]["status"] in ("drop", "fail")
     assert entry["decision"] in ("drop", "fail")
@@ -49,7 +48,7 @@ def test_corrupted_text_column_fails(params, encoder):
     rng = np.random.default_rng(3)
     corrupted = make_queries(300, seed=2, source="synthetic_queries")
     corrupted["query"] = ["".join(rng.choice(list("qxzjkv#%"), size=12)) + " zzkq" for _ in range(len(corrupted))]
-    entry, _ = gate_generator("synthetic_queries", corrupted, search_inputs(real), params.monitoring.gate, 42, encoder)
+    entry, _ = gate_generator("synthetic_queries", corrupted, search_inputs(real), params, encoder)
     assert entry["checks"]["oov_share"]["status"] == "fail"
     assert entry["checks"]["embedding_drift"]["value"] > 0.9
     assert entry["decision"] == "fail"
@@ -58,14 +57,16 @@ def test_corrupted_text_column_fails(params, encoder):
 def test_rows_copied_from_real_rows_fail(params):
     real = make_queries(400, seed=1)
     copied = real.sample(200, random_state=0).assign(is_synthetic=True, source="synthetic_queries")
-    entry, _ = gate_generator("synthetic_queries", copied, search_inputs(real), params.monitoring.gate, 42, None)
+    entry, _ = gate_generator("synthetic_queries", copied, search_inputs(real), params, None)
     assert entry["checks"]["copied_rows"]["value"] == 1.0
     assert entry["decision"] == "fail"
 
 
 def retail_inputs(real: pd.DataFrame) -> GateInputs:
     items = make_items()
-    return GateInputs(retail=real, items=items, users=user_profiles(real), vocab={"title": vocabulary(items["title"])})
+    return GateInputs(
+        interactions=real, items=items, users=user_profiles(real), vocab={"title": vocabulary(items["title"])}
+    )
 
 
 def test_synthetic_user_with_a_real_users_history_fails_privacy(params):
@@ -74,9 +75,7 @@ def test_synthetic_user_with_a_real_users_history_fails_privacy(params):
     clone = real[real["user_id"] == real["user_id"].iloc[0]].assign(user_id="synthetic_users:clone")
     synthetic = pd.concat([synthetic, clone], ignore_index=True)
     profiles = user_profiles(synthetic).reset_index(drop=True)
-    entry, _ = gate_generator(
-        "synthetic_users", synthetic, retail_inputs(real), params.monitoring.gate, 42, None, profiles
-    )
+    entry, _ = gate_generator("synthetic_users", synthetic, retail_inputs(real), params, None, profiles)
     assert entry["checks"]["identical_histories"]["value"] >= 1 / 31
     assert entry["checks"]["identical_histories"]["status"] == "fail"
     assert entry["decision"] == "fail"
@@ -93,8 +92,7 @@ def test_clean_synthetic_users_pass_privacy(params):
         "synthetic_users",
         synthetic,
         retail_inputs(real),
-        params.monitoring.gate,
-        42,
+        params,
         None,
         user_profiles(synthetic).reset_index(drop=True),
     )
@@ -106,10 +104,8 @@ def test_clean_synthetic_users_pass_privacy(params):
 def test_empty_and_missing_columns_give_one_line_errors(params):
     real = make_queries(50, seed=1)
     with pytest.raises(ShopError, match="no rows"):
-        gate_generator("query_rewrites", real.iloc[:0], search_inputs(real), params.monitoring.gate, 42, None)
+        gate_generator("query_rewrites", real.iloc[:0], search_inputs(real), params, None)
     with pytest.raises(ShopError, match=r"missing column\(s\) \['relevance'\]"):
-        gate_generator(
-            "query_rewrites", real.drop(columns=["relevance"]), search_inputs(real), params.monitoring.gate, 42, None
-        )
+        gate_generator("query_rewrites", real.drop(columns=["relevance"]), search_inputs(real), params, None)
     with pytest.raises(ShopError, match="unknown generator"):
-        gate_generator("mixup", real, search_inputs(real), params.monitoring.gate, 42, None)
+        gate_generator("mixup", real, search_inputs(real), params, None)

@@ -15,13 +15,15 @@ import pytest
 from search_slice import search_slice
 
 from core.errors import ShopError
-from core.params import BackendParams, load_params
+from core.params import load_params
 from core.schema import validate_table
 from pipelines.augment.backends import GenerationCache, Request, clean_output, fit_offline_model, make_backend
 from pipelines.augment.backends.offline import OfflineBackend
 from pipelines.augment.backends.openai_compat import OpenAIBackend
+from pipelines.augment.manifest import check_generators
 
 SETTINGS = {"temperature": 0.8, "top_p": 0.95, "max_new_tokens": 8}
+BACKEND = load_params().augment.backend
 
 
 @pytest.fixture(scope="module")
@@ -146,15 +148,20 @@ def test_unknown_backend_and_generator_and_negative_counts_name_the_key():
         load_params(overrides={"augment": {"backend": {"name": "llama-magic"}}})
     with pytest.raises(ShopError, match=r"augment\.doc2query_v9"):
         load_params(overrides={"augment": {"doc2query_v9": {}}})
-    with pytest.raises(ShopError, match=r"augment\.synthetic_queries\.queries_per_item"):
-        load_params(overrides={"augment": {"synthetic_queries": {"queries_per_item": -1}}})
-    with pytest.raises(ShopError, match=r"augment\.hard_negatives\.negatives_per_query"):
-        load_params(overrides={"augment": {"hard_negatives": {"negatives_per_query": -3}}})
+    with pytest.raises(ShopError, match=r"generators\.synthetic_queries\.settings\.queries_per_item"):
+        check_generators(load_params(overrides=settings("synthetic_queries", queries_per_item=-1)))
+    with pytest.raises(ShopError, match=r"generators\.hard_negatives\.settings\.negatives_per_query"):
+        check_generators(load_params(overrides=settings("hard_negatives", negatives_per_query=-3)))
+
+
+def settings(generator: str, **values) -> dict:
+    """params overrides that set a generator's own settings (validated by its module's Settings)."""
+    return {"generators": {generator: {"settings": values}}}
 
 
 def test_offline_backend_needs_training_data():
     with pytest.raises(ShopError, match="offline needs the training queries"):
-        make_backend(BackendParams(cache=False), 0)
+        make_backend(BACKEND.model_copy(update={"cache": False}), 0)
 
 
 # ---------- huggingface (tiny random model built locally; nothing is downloaded) ----------
@@ -186,12 +193,14 @@ def tiny_causal_lm(tmp_path_factory):
 
 
 def test_huggingface_backend_generates_batches_from_a_local_model(tiny_causal_lm, tmp_path):
-    bp = BackendParams(
-        name="huggingface",
-        model=str(tiny_causal_lm),
-        batch_size=2,
-        max_new_tokens=5,
-        cache_dir=str(tmp_path / "cache"),
+    bp = BACKEND.model_copy(
+        update={
+            "name": "huggingface",
+            "model": str(tiny_causal_lm),
+            "batch_size": 2,
+            "max_new_tokens": 5,
+            "cache_dir": str(tmp_path / "cache"),
+        }
     )
     backend = make_backend(bp, seed=7, root=tmp_path)
     requests = [
@@ -209,7 +218,9 @@ def test_huggingface_backend_generates_batches_from_a_local_model(tiny_causal_lm
 def test_huggingface_backend_refuses_a_remote_id_when_offline(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(ShopError, match="augment.backend.model"):
-        make_backend(BackendParams(name="huggingface", model="no-such-org/no-such-model", cache=False), 0)
+        make_backend(
+            BACKEND.model_copy(update={"name": "huggingface", "model": "no-such-org/no-such-model", "cache": False}), 0
+        )
 
 
 # ---------- openai-compatible server ----------

@@ -38,7 +38,16 @@ def server(tmp_path):
 
 
 def source(**kwargs) -> SourceParams:
-    return SourceParams(**{"adapter": "online_retail", "file": "retail/retail.csv", **kwargs})
+    return SourceParams(
+        **{
+            "adapter": "online_retail",
+            "file": "retail/retail.csv",
+            "sha256": None,
+            "url": None,
+            "url_sha256": None,
+            **kwargs,
+        }
+    )
 
 
 def test_present_file_is_verified_and_copied(tmp_path):
@@ -111,8 +120,9 @@ def test_missing_home_depot_file_is_one_line_pointing_to_open_alternatives(tmp_p
     (data / "retail").mkdir(parents=True)
     (data / "retail" / "retail.csv").write_bytes(PAYLOAD)
     params = yaml.safe_load((repo_root() / "params.yaml").read_text())
-    params["data"]["retail"] = {"adapter": "online_retail", "file": "retail/retail.csv"}
-    params["data"]["search"] = {"adapter": "homedepot", "file": "homedepot/train.csv"}
+    unset = {"sha256": None, "url": None, "url_sha256": None}  # every key is required: no checksum, no download
+    params["data"]["retail"] = {"adapter": "online_retail", "file": "retail/retail.csv", **unset}
+    params["data"]["search"] = {"adapter": "homedepot", "file": "homedepot/train.csv", **unset}
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     result = subprocess.run(
         [

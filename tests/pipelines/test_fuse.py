@@ -3,6 +3,8 @@ leakage."""
 
 import json
 import logging
+import shutil
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -10,8 +12,14 @@ import pytest
 from core.errors import ShopError
 from core.io import write_json, write_table
 from core.params import load_params
-from pipelines.augment.manifest import write_synthetic
-from pipelines.fuse import GENERATORS, run_fuse
+from pipelines.augment.manifest import GeneratorOutput, write_generator
+from pipelines.fuse import run_fuse
+
+PARAMS = load_params()
+GENERATORS = {  # the registry's row generators per task (item_enrichment changes the items table instead)
+    task: [g for g, row in PARAMS.generators.items() if row.task == task and row.table != "items"]
+    for task in ("retail", "search")
+}
 
 T0 = pd.Timestamp("2011-03-01 10:00", tz="UTC")
 VALID_CUTOFF = pd.Timestamp("2011-10-02", tz="UTC")
@@ -110,40 +118,72 @@ SYNTHETIC_QUERIES = {
 }
 
 
+ITEMS = {
+    "retail": pd.DataFrame(
+        {
+            "item_id": list("ABCDEZ"),
+            "title": list("abcdez"),
+            "price": 1.0,
+            "description": "",
+            "category": "",
+            "source": "online_retail",
+        }
+    ),
+    "search": pd.DataFrame(
+        {
+            "item_id": ["P1", "P2", "P3", "P7", "P9"],
+            "title": "t",
+            "price": 1.0,
+            "description": "",
+            "category": "",
+            "source": "hd",
+        }
+    ),
+}
+
+
+def write_generator_folder(root, name: str, frame: pd.DataFrame, table: str) -> None:
+    write_generator(
+        GeneratorOutput(frame), root / f"data/synthetic/{name}", generator=name, table=table, settings={}, seed=0
+    )
+
+
 @pytest.fixture()
-def root(tmp_path):
+def root(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # relative paths, as dvc passes them: the manifests show them as given
+    for task, items in ITEMS.items():
+        write_table(items, tmp_path / f"data/canonical/{task}/items.parquet", "items")
+    write_generator_folder(tmp_path, "item_enrichment", ITEMS["retail"].assign(category="c", parent_id="p"), "items")
     write_table(REAL, tmp_path / "data/splits/retail/train.parquet", "interactions")
     write_table(REAL_QUERIES, tmp_path / "data/splits/search/train.parquet", "queries")
     for split in ("valid", "test"):
         write_table(HELD_OUT, tmp_path / f"data/splits/search/{split}.parquet", "queries")
     for name, frame in {**SYNTHETIC_ROWS, **SYNTHETIC_QUERIES}.items():
         table = "queries" if name in GENERATORS["search"] else "interactions"
-        write_synthetic(
-            frame,
-            tmp_path / f"data/synthetic/{name}.parquet",
-            table,
-            generator=name,
-            params={},
-            seed=0,
-            inputs=[],
-            started=0.0,
-        )
+        write_generator_folder(tmp_path, name, frame, table)
     gate(tmp_path, {})
     return tmp_path
 
 
 def gate(root, decisions: dict[str, str]) -> None:
-    names = GENERATORS["retail"] + GENERATORS["search"] + ["item_enrichment"]
-    write_json({g: {"decision": decisions.get(g, "pass"), "checks": {}} for g in names}, root / "metrics/gate.json")
+    for g in PARAMS.generators:  # one file per generator, as the gate@<generator> stages write them
+        write_json({"decision": decisions.get(g, "pass"), "checks": {}}, root / f"metrics/gate/{g}.json")
 
 
 def fuse(root, **overrides) -> dict[str, dict[str, pd.DataFrame]]:
     params = load_params(overrides=overrides)
-    run_fuse(params, root, root / "metrics/gate.json", root / "data/fused")
+    folders = [Path(p) for p in ("data/splits", "data/canonical", "data/synthetic", "metrics/gate", "data/fused")]
+    run_fuse(params, *folders)
     out = {}
     for task in ("retail", "search"):
-        manifest = json.loads((root / f"data/fused/{task}/manifest.json").read_text())
-        out[task] = {name: pd.read_parquet(root / f"data/fused/{task}/{name}.parquet") for name in manifest["variants"]}
+        manifest = json.loads((root / f"data/fused/{task}/summary.json").read_text())
+        out[task] = {
+            name: pd.read_parquet(root / f"data/fused/{task}/{name}/train.parquet") for name in manifest["variants"]
+        }
+        for name, entry in manifest["variants"].items():  # each variant folder: its items table and manifest
+            variant = json.loads((root / f"data/fused/{task}/{name}/manifest.json").read_text())
+            assert variant["rows"] == entry["rows"] and variant["items"] == entry["items"]
+            assert (root / f"data/fused/{task}/{name}/items.parquet").read_bytes() == Path(entry["items"]).read_bytes()
         out[task]["_manifest"] = manifest
     return out
 
@@ -155,8 +195,8 @@ def test_aug_adds_weighted_synthetic_rows_with_provenance(root):
     assert aug["is_synthetic"].notna().all() and aug["source"].notna().all()
     synthetic = aug[aug["is_synthetic"]]
     assert set(synthetic["source"]) == set(GENERATORS["retail"])
-    weights = load_params().fuse.weights
-    assert all(w == getattr(weights, s) for s, w in zip(synthetic["source"], synthetic["weight"], strict=True))
+    weights = {g: row.weight for g, row in load_params().generators.items()}
+    assert all(w == weights[s] for s, w in zip(synthetic["source"], synthetic["weight"], strict=True))
     assert (aug.loc[~aug["is_synthetic"], "weight"] == 1.0).all()
     assert synthetic.loc[synthetic["source"] != "synthetic_users", "parent_id"].notna().all()
 
@@ -201,14 +241,14 @@ def test_ablation_variants_leave_out_exactly_one_generator(root):
     items = retail["_manifest"]["variants"]
     assert items["minus_item_enrichment"]["items"] == "data/canonical/retail/items.parquet"
     assert items["noaug"]["items"] == "data/canonical/retail/items.parquet"  # the twin: no synthetic item text
-    assert items["aug"]["items"] == "data/synthetic/item_enrichment.parquet"
+    assert items["aug"]["items"] == "data/synthetic/item_enrichment/rows.parquet"
     only = search["synthetic_only"]
     assert only["is_synthetic"].all() and not only["relabels_real"].any()  # smoothed real pairs are not in it
     assert {f"minus_{g}" for g in GENERATORS["search"]} <= set(search)
 
 
 def test_weight_zero_leaves_a_generator_out(root):
-    out = fuse(root, fuse={"weights": {"sequence_aug": 0.0}})["retail"]
+    out = fuse(root, generators={"sequence_aug": {"weight": 0.0}})["retail"]
     assert "sequence_aug" not in set(out["aug"]["source"]) and "minus_sequence_aug" not in out
 
 
@@ -233,23 +273,14 @@ def test_gate_drop_excludes_with_a_warning_and_fail_stops(root, caplog):
     gate(root, {"cf_interactions": "fail"})
     with pytest.raises(ShopError, match="cf_interactions"):
         fuse(root)
-    (root / "metrics/gate.json").unlink()
-    with pytest.raises(ShopError, match="gate.json"):
+    shutil.rmtree(root / "metrics/gate")
+    with pytest.raises(ShopError, match="metrics/gate"):
         fuse(root)
     assert "aug" in fuse(root, fuse={"use_gate": False})["retail"]
 
 
 def test_synthetic_rows_after_the_validation_cutoff_are_refused(root):
     late = SYNTHETIC_ROWS["cf_interactions"].assign(ts=VALID_CUTOFF + pd.Timedelta(hours=1))
-    write_synthetic(
-        late,
-        root / "data/synthetic/cf_interactions.parquet",
-        "interactions",
-        generator="cf_interactions",
-        params={},
-        seed=0,
-        inputs=[],
-        started=0.0,
-    )
-    with pytest.raises(ShopError, match="cf_interactions.parquet: 3 row"):
+    write_generator_folder(root, "cf_interactions", late, "interactions")
+    with pytest.raises(ShopError, match="cf_interactions rows: 3 row"):
         fuse(root)

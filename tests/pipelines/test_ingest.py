@@ -43,8 +43,9 @@ def make_project(
 ) -> Path:
     """A tmp folder with params.yaml and raw/{retail,search}/<file>, as `fetch` would leave it."""
     params = yaml.safe_load((repo_root() / "params.yaml").read_text())
-    params["data"]["retail"] = {"adapter": "online_retail", "file": retail_name}
-    params["data"]["search"] = {"adapter": "homedepot", "file": search_name}
+    unset = {"sha256": None, "url": None, "url_sha256": None}  # every key is required: no checksum, no download
+    params["data"]["retail"] = {"adapter": "online_retail", "file": retail_name, **unset}
+    params["data"]["search"] = {"adapter": "homedepot", "file": search_name, **unset}
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     for task, name, data in (
         ("retail", retail_name, retail if retail is not None else RETAIL_CSV.encode()),

@@ -1,20 +1,22 @@
-"""Recommendation generators 5-8, mixup and the leakage guard, on a real slice of Online Retail."""
+"""Recommendation generators 5-8 and the leakage guard, on a real slice of Online Retail."""
 
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 from rec_slice import CUTOFF, VALID_CUTOFF, retail_slice
 
 from core.errors import ShopError
 from core.io import read_table
 from core.params import load_params
 from pipelines.augment import cf_interactions, item_enrichment, sequence_aug, synthetic_users
-from pipelines.augment.manifest import write_synthetic
-from pipelines.augment.retail_history import load_history, safe_history, valid_cutoff
-from training.mixup import mixup
+from pipelines.augment.manifest import GeneratorOutput, check_generators, load_settings, write_generator
+from pipelines.augment.retail_history import encode_titles, load_history, safe_history, valid_cutoff
 
 PARAMS = load_params()
+CF = load_settings(PARAMS, "cf_interactions", cf_interactions.Settings)
+SEQ = load_settings(PARAMS, "sequence_aug", sequence_aug.Settings)
+USERS = load_settings(PARAMS, "synthetic_users", synthetic_users.Settings)
+ENRICH = load_settings(PARAMS, "item_enrichment", item_enrichment.Settings)
 
 
 @pytest.fixture(scope="module")
@@ -31,26 +33,26 @@ def history(data) -> pd.DataFrame:
 def neighbours(data, history) -> dict[str, list[str]]:
     ids = np.sort(history["item_id"].unique())
     guests = safe_history(data["train"], VALID_CUTOFF, guests=True)
-    return sequence_aug.similar_items_by_copurchase(guests, ids, PARAMS.augment.sequence_aug.neighbours)
+    return sequence_aug.similar_items_by_copurchase(guests, ids, SEQ.neighbours)
 
 
 def _cf(**update):
-    return PARAMS.augment.cf_interactions.model_copy(update=update)
+    return CF.model_copy(update=update)
 
 
 def _seq(**update):
-    return PARAMS.augment.sequence_aug.model_copy(update=update)
+    return SEQ.model_copy(update=update)
 
 
 def _users(**update):
-    return PARAMS.augment.synthetic_users.model_copy(update={"n_users": 40, **update})
+    return USERS.model_copy(update={"n_users": 40, **update})
 
 
 def _written(df: pd.DataFrame, tmp_path, generator: str, table: str = "interactions") -> pd.DataFrame:
     """Write through the shared writer (as the stages do) and read back: the canonical schema is enforced."""
-    out = tmp_path / f"{generator}.parquet"
-    write_synthetic(df, out, table, generator=generator, params={}, seed=1, inputs=[], started=0.0)
-    return read_table(out, table)
+    out = tmp_path / generator / table
+    write_generator(GeneratorOutput(df), out, generator=generator, table=table, settings={}, seed=1)
+    return read_table(out / "rows.parquet", table)
 
 
 def test_valid_cutoff_follows_the_split_params():
@@ -125,40 +127,28 @@ def test_each_sequence_operation_does_what_it_says(op):
 
 def test_item_enrichment_names_clusters_and_describes_items(data):
     items = data["items"].sort_values("item_id").head(60).reset_index(drop=True)
-    vectors = item_enrichment.encode_titles(items, PARAMS.encoder)
-    p = PARAMS.augment.item_enrichment.model_copy(update={"n_clusters": 5})
+    vectors = encode_titles(items, PARAMS.encoder)
+    p = ENRICH.model_copy(update={"n_clusters": 5})
     first = item_enrichment.enrich_by_clusters(items, vectors, p, seed=1)
     assert first["category"].nunique() == 5 and (first["category"].str.len() > 0).all()
     titles = first["title"].str.split().str.join(" ").str.lower()
     assert all(t in d.lower() for t, d in zip(titles, first["description"], strict=True))
     assert set(first["price_band"]) <= set(item_enrichment.BANDS)
     assert first.equals(item_enrichment.enrich_by_clusters(items, vectors, p, seed=1))
-    ids, back = item_enrichment.read_embeddings(_roundtrip_embeddings(items, vectors))
-    assert list(ids) == list(items["item_id"]) and np.allclose(back, vectors)
-
-
-def _roundtrip_embeddings(items, vectors):
-    import tempfile
-    from pathlib import Path
-
-    path = Path(tempfile.mkdtemp()) / "emb.parquet"
-    item_enrichment.write_embeddings(items, vectors, path)
-    return path
 
 
 def test_item_enrichment_llm_mode_refuses_the_offline_backend(data):
-    params = load_params(overrides={"augment": {"item_enrichment": {"use_llm": True}}})
-    with pytest.raises(ShopError, match="augment.item_enrichment.use_llm"):
-        item_enrichment.enrich_by_llm(data["items"].head(3), params)
+    params = load_params(overrides={"generators": {"item_enrichment": {"settings": {"use_llm": True}}}})
+    p = load_settings(params, "item_enrichment", item_enrichment.Settings)
+    with pytest.raises(ShopError, match="generators.item_enrichment.settings.use_llm"):
+        item_enrichment.enrich_by_llm(data["items"].head(3), params, p)
 
 
 @pytest.mark.parametrize("model", ["copula", "vae"])
 def test_synthetic_users_are_new_people_with_plausible_histories(data, history, model, tmp_path):
     countries = data["users"].set_index("user_id")["country"]
     p = _users(model=model, vae_epochs=30)
-    users, rows = synthetic_users.generate_synthetic_users(
-        history, countries, p, PARAMS.augment.cf_interactions, seed=4, before=VALID_CUTOFF
-    )
+    users, rows = synthetic_users.generate_synthetic_users(history, countries, p, CF, seed=4, before=VALID_CUTOFF)
     users, rows = (
         _written(users, tmp_path, "synthetic_users", "users"),
         _written(rows, tmp_path, "synthetic_users"),
@@ -175,7 +165,7 @@ def test_synthetic_users_are_new_people_with_plausible_histories(data, history, 
 
 def test_synthetic_users_are_deterministic_for_a_seed(data, history):
     countries = data["users"].set_index("user_id")["country"]
-    args = (history, countries, _users(), PARAMS.augment.cf_interactions)
+    args = (history, countries, _users(), CF)
     first = synthetic_users.generate_synthetic_users(*args, seed=8, before=VALID_CUTOFF)
     second = synthetic_users.generate_synthetic_users(*args, seed=8, before=VALID_CUTOFF)
     assert first[0].equals(second[0]) and first[1].equals(second[1])
@@ -212,7 +202,7 @@ def test_no_generator_sees_validation_or_test_targets(data, tmp_path):
             history,
             data["users"].set_index("user_id")["country"],
             _users(),
-            PARAMS.augment.cf_interactions,
+            CF,
             seed=1,
             before=VALID_CUTOFF,
         )[1],
@@ -229,34 +219,26 @@ def test_no_generator_sees_validation_or_test_targets(data, tmp_path):
 @pytest.mark.parametrize(
     ("override", "key"),
     [
-        ({"augment": {"cf_interactions": {"per_user": -1}}}, "augment.cf_interactions.per_user"),
-        ({"augment": {"synthetic_users": {"n_users": -5}}}, "augment.synthetic_users.n_users"),
         (
-            {"augment": {"sequence_aug": {"operations": ["crop", "explode"]}}},
-            "augment.sequence_aug.operations",
+            {"generators": {"cf_interactions": {"settings": {"per_user": -1}}}},
+            "generators.cf_interactions.settings.per_user",
         ),
-        ({"augment": {"mystery_generator": {}}}, "augment.mystery_generator"),
-        ({"fuse": {"weights": {"mystery_generator": 1.0}}}, "fuse.weights.mystery_generator"),
-        ({"fuse": {"weights": {"cf_interactions": -0.5}}}, "fuse.weights.cf_interactions"),
+        (
+            {"generators": {"synthetic_users": {"settings": {"n_users": -5}}}},
+            "generators.synthetic_users.settings.n_users",
+        ),
+        (
+            {"generators": {"sequence_aug": {"settings": {"operations": ["crop", "explode"]}}}},
+            "generators.sequence_aug.settings.operations",
+        ),
+        ({"generators": {"mystery_generator": {}}}, "generators.mystery_generator"),
+        ({"generators": {"mystery_generator": {"weight": 1.0}}}, "generators.mystery_generator"),
+        ({"generators": {"cf_interactions": {"weight": -0.5}}}, "generators.cf_interactions.weight"),
     ],
 )
 def test_bad_configuration_fails_naming_the_key(override, key):
     with pytest.raises(ShopError, match=key.replace(".", r"\.")):
-        load_params(overrides=override)
-
-
-def test_mixup_is_seeded_convex_and_keeps_each_example_dominant():
-    emb, targets = torch.randn(64, 8), torch.eye(4)[torch.arange(64) % 4]
-    first = mixup(emb, targets, alpha=0.4, generator=torch.Generator().manual_seed(3))
-    again = mixup(emb, targets, alpha=0.4, generator=torch.Generator().manual_seed(3))
-    assert torch.equal(first.embeddings, again.embeddings) and torch.equal(first.partner, again.partner)
-    assert (first.lam >= 0.5).all() and (first.lam <= 1).all()
-    expected = first.lam[:, None] * emb + (1 - first.lam[:, None]) * emb[first.partner]
-    assert torch.allclose(first.embeddings, expected)
-    assert torch.allclose(first.targets.sum(1), torch.ones(64))
-    assert torch.equal(mixup(emb, targets, alpha=0.0).embeddings, emb)
-    with pytest.raises(ShopError, match="alpha"):
-        mixup(emb, targets, alpha=-1.0)
+        check_generators(load_params(overrides=override))
 
 
 def test_item_enrichment_llm_mode_goes_through_an_openai_compatible_server(data):
@@ -287,8 +269,8 @@ def test_item_enrichment_llm_mode_goes_through_an_openai_compatible_server(data)
             "cache": False,
             "base_url": f"http://127.0.0.1:{server.server_address[1]}/v1",
         }
-        params = load_params(overrides={"augment": {"backend": backend, "item_enrichment": {"use_llm": True}}})
-        out = item_enrichment.enrich_by_llm(data["items"].head(4), params)
+        params = load_params(overrides={"augment": {"backend": backend}})
+        out = item_enrichment.enrich_by_llm(data["items"].head(4), params, ENRICH.model_copy(update={"use_llm": True}))
     finally:
         server.shutdown()
     assert (out["category"] == "party tableware").all()

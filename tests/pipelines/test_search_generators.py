@@ -11,25 +11,35 @@ from search_slice import search_slice
 import pipelines.augment.search_data as search_data
 from core.errors import ShopError
 from core.io import read_table
-from core.params import (
-    BackendParams,
-    HardNegativesParams,
-    QueryRewritesParams,
-    SyntheticQueriesParams,
-    load_params,
-)
+from core.params import load_params
 from core.paths import repo_root
 from core.schema import validate_table
 from pipelines.augment import hard_negatives as hn_stage
 from pipelines.augment import query_rewrites as qr_stage
 from pipelines.augment import synthetic_queries as sq_stage
+from pipelines.augment.__main__ import main as augment_main
 from pipelines.augment.backends import TextGenerator, make_backend
 from pipelines.augment.hard_negatives import generate_hard_negatives
+from pipelines.augment.manifest import load_settings
 from pipelines.augment.query_rewrites import generate_query_rewrites, keyboard_typo, split_recombine
 from pipelines.augment.synthetic_queries import generate_synthetic_queries
 from pipelines.fuse import fuse_queries, normalise_query
 
 SEED = 42
+PARAMS = load_params()
+BACKEND = PARAMS.augment.backend.model_copy(update={"cache": False})
+
+
+def sq_settings(**update):
+    return load_settings(PARAMS, "synthetic_queries", sq_stage.Settings).model_copy(update=update)
+
+
+def qr_settings(**update):
+    return load_settings(PARAMS, "query_rewrites", qr_stage.Settings).model_copy(update=update)
+
+
+def hn_settings(**update):
+    return load_settings(PARAMS, "hard_negatives", hn_stage.Settings).model_copy(update=update)
 
 
 @pytest.fixture(scope="module")
@@ -41,26 +51,26 @@ def data():
 
 @pytest.fixture(scope="module")
 def backend(data):
-    b = make_backend(BackendParams(cache=False), SEED, train=data["train"], items=data["items"])
+    b = make_backend(BACKEND, SEED, train=data["train"], items=data["items"])
     yield b
     b.close()
 
 
 @pytest.fixture(scope="module")
 def synthetic(data, backend):
-    sp = SyntheticQueriesParams(max_items=600, queries_per_item=3)
+    sp = sq_settings(max_items=600, queries_per_item=3)
     return generate_synthetic_queries(data["train"], data["items"], sp, backend, SEED)
 
 
 @pytest.fixture(scope="module")
 def rewrites(data, backend):
-    rp = QueryRewritesParams(rewrites_per_query=2)
+    rp = qr_settings(rewrites_per_query=2)
     return generate_query_rewrites(data["train"], data["items"], rp, backend, SEED)
 
 
 @pytest.fixture(scope="module")
 def negatives(data):
-    return generate_hard_negatives(data["train"], data["items"], HardNegativesParams(), SEED)
+    return generate_hard_negatives(data["train"], data["items"], hn_settings(), SEED)
 
 
 def held_out(data) -> set[str]:
@@ -82,7 +92,7 @@ def test_synthetic_queries_are_canonical_with_provenance_and_sizes(data, synthet
 
 
 def test_synthetic_queries_are_deterministic_for_a_seed(data, backend, synthetic):
-    sp = SyntheticQueriesParams(max_items=600, queries_per_item=3)
+    sp = sq_settings(max_items=600, queries_per_item=3)
     again, _ = generate_synthetic_queries(data["train"], data["items"], sp, backend, SEED)
     pd.testing.assert_frame_equal(again, synthetic[0])
     other, _ = generate_synthetic_queries(data["train"], data["items"], sp, backend, SEED + 1)
@@ -102,7 +112,7 @@ def test_round_trip_filter_removes_most_random_word_queries(data, synthetic):
     bad, stats = generate_synthetic_queries(
         data["train"],
         data["items"],
-        SyntheticQueriesParams(max_items=600, queries_per_item=3),
+        sq_settings(max_items=600, queries_per_item=3),
         RandomWords("random", {}),
         SEED,
     )
@@ -130,13 +140,11 @@ def test_rewrites_inherit_their_parents_judgements(data, rewrites):
     per_parent = rows.drop_duplicates(["parent_id", "query"]).groupby("parent_id").size()
     assert per_parent.max() <= 2 and stats["parent_queries"] == train["query_id"].nunique()
     assert not set(rows["query"]) & set(train["query"].str.lower())  # a rewrite is a new text
-    assert set(stats["by_operation"]) == set(QueryRewritesParams().operations)
+    assert set(stats["by_operation"]) == set(qr_settings().operations)
 
 
 def test_rewrites_are_deterministic_for_a_seed(data, backend, rewrites):
-    again, _ = generate_query_rewrites(
-        data["train"], data["items"], QueryRewritesParams(rewrites_per_query=2), backend, SEED
-    )
+    again, _ = generate_query_rewrites(data["train"], data["items"], qr_settings(rewrites_per_query=2), backend, SEED)
     pd.testing.assert_frame_equal(again, rewrites[0])
 
 
@@ -170,44 +178,49 @@ def test_hard_negatives_are_unjudged_bm25_hits_and_labels_are_smoothed(data, neg
 
 
 def test_generators_read_only_training_queries_and_the_catalogue(data, tmp_path, monkeypatch):
-    paths = {name: tmp_path / f"{name}.parquet" for name in ("train", "valid", "test", "items")}
+    paths = {name: tmp_path / f"splits/{name}.parquet" for name in ("train", "valid", "test")}
+    paths["items"] = tmp_path / "canonical/items.parquet"
     for name, path in paths.items():
+        path.parent.mkdir(exist_ok=True)
         data[name].to_parquet(path)
     opened = []
     real_read = search_data.read_table
     monkeypatch.setattr(search_data, "read_table", lambda p, t: opened.append(str(p)) or real_read(p, t))
     raw = yaml.safe_load((repo_root() / "params.yaml").read_text())
     raw["augment"]["backend"]["cache"] = False
-    raw["augment"]["synthetic_queries"].update(max_items=200, queries_per_item=2)
-    raw["augment"]["query_rewrites"]["operations"] = ["drop", "swap", "typo", "split", "paraphrase"]
+    raw["generators"]["synthetic_queries"]["settings"].update(max_items=200, queries_per_item=2)
+    raw["generators"]["query_rewrites"]["settings"]["operations"] = ["drop", "swap", "typo", "split", "paraphrase"]
     merged = tmp_path / "params.yaml"
     merged.write_text(yaml.safe_dump(raw))
     base = load_params(merged)
-    for stage, name in (
-        (sq_stage, "synthetic_queries"),
-        (qr_stage, "query_rewrites"),
-        (hn_stage, "hard_negatives"),
-    ):
-        stage.main(params=merged, train=paths["train"], items=paths["items"], out=tmp_path / f"{name}.parquet")
-        manifest = json.loads((tmp_path / f"{name}.manifest.json").read_text())
+    for name in ("synthetic_queries", "query_rewrites", "hard_negatives"):
+        augment_main(
+            params=merged,
+            generator=name,
+            splits=tmp_path / "splits",
+            canonical=tmp_path / "canonical",
+            out=tmp_path / name,
+        )
+        manifest = json.loads((tmp_path / name / "manifest.json").read_text())
         assert set(manifest["inputs"]) == {str(paths["train"]), str(paths["items"])}
         assert manifest["generator"] == name and manifest["seed"] == base.seed and manifest["rows"] > 0
-        out = read_table(tmp_path / f"{name}.parquet", "queries")
+        out = read_table(tmp_path / name / "rows.parquet", "queries")
         assert out["is_synthetic"].all() and (out["source"] == name).all() and out["parent_id"].notna().all()
     assert set(opened) == {str(paths["train"]), str(paths["items"])}
-    with pytest.raises(ShopError, match="training queries only"):
-        sq_stage.main(params=merged, train=paths["test"], items=paths["items"], out=tmp_path / "x.parquet")
+    with pytest.raises(ShopError, match="training queries only"):  # the guard every search generator reads through
+        search_data.load_search_training(paths["test"], paths["items"])
 
 
 def test_no_synthetic_query_equals_a_held_out_query_after_the_fusion_guard(data, synthetic, rewrites, negatives):
-    fp = load_params().fuse
+    fp = PARAMS.fuse
+    weights = {g: row.weight for g, row in PARAMS.generators.items()}
     generated = {
         "synthetic_queries": synthetic[0],
         "query_rewrites": rewrites[0],
         "hard_negatives": negatives[0],
     }
     generated = {g: validate_table(df.assign(is_synthetic=True, source=g), "queries", g) for g, df in generated.items()}
-    fused, stats = fuse_queries(data["train"], generated, fp, SEED, held_out(data))
+    fused, stats = fuse_queries(data["train"], generated, weights, fp, SEED, held_out(data))
     synthetic_rows = fused[fused["is_synthetic"]]
     assert len(synthetic_rows) > 0
     assert not set(normalise_query(synthetic_rows["query"])) & held_out(data)

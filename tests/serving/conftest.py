@@ -75,9 +75,9 @@ def world():
     root = Path(tempfile.mkdtemp(prefix="shopaug-serving-"))
     retail = retail_slice()
     for table, frame in retail.items():
-        write_table(frame, root / "retail" / f"{table}.parquet", table)
+        write_table(frame, root / "canonical" / "retail" / f"{table}.parquet", table)
     search_items, queries = search_slice()
-    write_table(search_items, root / "search_items.parquet", "items")
+    write_table(search_items, root / "canonical" / "search" / "items.parquet", "items")
     uri = f"sqlite:///{root / 'mlflow.db'}"
     env = {
         **os.environ,
@@ -102,10 +102,10 @@ def world():
             sys.executable,
             "-m",
             "serving.package",
-            "--retail-dir",
-            str(root / "retail"),
-            "--search-items",
-            str(root / "search_items.parquet"),
+            "--params",
+            "params.yaml",
+            "--canonical",
+            str(root / "canonical"),
             "--no-build",
             "--out",
             str(root / "package.json"),
@@ -135,7 +135,7 @@ def serving(root: Path, env: dict[str, str], name: str = "server") -> Iterator[s
     """Run a real `bentoml serve` of serving.service:Shopaug with `env` on a free port; yield its base URL once
     /readyz is 200, then stop it. Its output goes to `root/<name>.log`, kept in the temp dir after it stops."""
     port, log = free_port(), root / f"{name}.log"
-    proc = start_service(port, env, log, ready_within_s=120)
+    proc = start_service(port, env, log, ready_within_s=300)
     try:
         yield f"http://127.0.0.1:{port}"
     finally:

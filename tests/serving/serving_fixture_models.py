@@ -1,4 +1,4 @@
-"""Small real models with training.serving_api's interface (MiniLM over item titles), registered in a real MLflow.
+"""Small real models with the interface of training.model_store's models (MiniLM over item titles), in a real MLflow.
 
 The service loads them through `$SHOPAUG_MODEL_LOADER=serving_fixture_models:load_model`, so the HTTP,
 batching, reload and logging machinery is tested without waiting for a trained champion.

@@ -10,7 +10,7 @@ import pytest
 from mlflow import MlflowClient
 
 from core.params import load_params
-from training import tracking
+from training import registry
 
 
 @pytest.fixture(scope="session")
@@ -35,7 +35,7 @@ def mlflow_params(tmp_path, monkeypatch, empty_mlflow_db):
         }
     }
     params = load_params(overrides=overrides)
-    tracking.configure(params.mlflow)
+    registry.configure(params.mlflow)
     yield params
     mlflow.set_tracking_uri(None)
     mlflow.set_registry_uri(None)
@@ -43,7 +43,8 @@ def mlflow_params(tmp_path, monkeypatch, empty_mlflow_db):
 
 @pytest.fixture
 def data_root(tmp_path) -> Path:
-    """A repo-shaped folder: retail splits, one synthetic generator (+ manifest), fused sets, a dvc.lock."""
+    """A repo-shaped folder: retail splits, one synthetic generator (rows + manifest), its gate decision, fused
+    variant folders, a dvc.lock."""
     root = tmp_path / "repo"
     ts = pd.Timestamp("2011-10-01", tz="UTC")
     real = pd.DataFrame(
@@ -64,20 +65,21 @@ def data_root(tmp_path) -> Path:
     for rel, df in {
         "data/splits/retail/train.parquet": real,
         "data/splits/retail/valid.parquet": real.head(1),
-        "data/synthetic/cf_interactions.parquet": synthetic,
-        "data/fused/retail/aug.parquet": pd.concat([real, synthetic]).assign(weight=1.0),
-        "data/fused/retail/noaug.parquet": real.assign(weight=1.0),
+        "data/synthetic/cf_interactions/rows.parquet": synthetic,
+        "data/fused/retail/aug/train.parquet": pd.concat([real, synthetic]).assign(weight=1.0),
+        "data/fused/retail/noaug/train.parquet": real.assign(weight=1.0),
     }.items():
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
         df.to_parquet(root / rel, index=False)
-    (root / "data/synthetic/cf_interactions.manifest.json").write_text(
+    (root / "data/synthetic/cf_interactions/manifest.json").write_text(
         json.dumps({"generator": "cf_interactions", "params": {"per_user": 5}, "seed": 42})
     )
-    (root / "metrics").mkdir()
-    (root / "metrics/gate.json").write_text(json.dumps({"cf_interactions": {"decision": "pass"}}))
-    size = (root / "data/fused/retail/aug.parquet").stat().st_size
+    (root / "data/fused/retail/aug/manifest.json").write_text(json.dumps({"synthetic_share": 0.5}))
+    (root / "metrics/gate").mkdir(parents=True)
+    (root / "metrics/gate/cf_interactions.json").write_text(json.dumps({"decision": "pass"}))
+    size = (root / "data/fused/retail/aug/train.parquet").stat().st_size
     (root / "dvc.lock").write_text(
-        "schema: '2.0'\nstages:\n  fuse:\n    outs:\n    - path: data/fused/retail/aug.parquet\n"
+        "schema: '2.0'\nstages:\n  fuse:\n    outs:\n    - path: data/fused/retail/aug/train.parquet\n"
         f"      hash: md5\n      md5: 0123456789abcdef0123456789abcdef\n      size: {size}\n"
     )
     return root

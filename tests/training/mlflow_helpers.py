@@ -6,6 +6,8 @@ from pathlib import Path
 import mlflow
 import numpy as np
 
+from training import tracking
+
 
 class TinyPyfunc(mlflow.pyfunc.PythonModel):
     """A stand-in model: its folder holds `quality.json`; predict returns that quality once per input row."""
@@ -22,3 +24,16 @@ def tiny_model_dir(path: Path, quality: float) -> Path:
     path.mkdir(parents=True, exist_ok=True)
     (path / "quality.json").write_text(json.dumps({"quality": quality}))
     return path
+
+
+def lineage(root: Path, task: str, variant: str) -> tracking.Lineage:
+    """The lineage paths of `task`/`variant` in a repo-shaped folder (what the train stage's options name)."""
+    return tracking.Lineage(
+        data=root / "data/fused" / task / variant,
+        splits=root / "data/splits" / task,
+        canonical=root / "data/canonical" / task,
+        synthetic=root / "data/synthetic",
+        gate=root / "metrics/gate",
+        gate_reports=root / "reports/gate",
+        raw=root / "data/raw" / task,
+    )

@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from core.params import EvaluationParams
+from core.params import load_params
 from training.baselines import (
     BM25Retriever,
     CoPurchaseKNNRecommender,
@@ -16,7 +16,7 @@ from training.baselines import (
 )
 from training.harness import evaluate_recommender, evaluate_retriever
 
-PARAMS = EvaluationParams(bootstrap_samples=0)
+PARAMS = load_params().evaluation.model_copy(update={"bootstrap_samples": 0})
 CUTOFF = pd.Timestamp("2011-11-01", tz="UTC")
 
 

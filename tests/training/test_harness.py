@@ -4,11 +4,18 @@ import pandas as pd
 import pytest
 
 from core.errors import ShopError
-from core.params import EvaluationParams
+from core.params import load_params
 from training.harness import evaluate_recommender, evaluate_retriever
 
-PARAMS = EvaluationParams(
-    k=2, recall_ks=[2], catalogue_recall_k=3, bootstrap_samples=50, cold_user_max_purchases=1, new_item_days=5
+PARAMS = load_params().evaluation.model_copy(
+    update={
+        "k": 2,
+        "recall_ks": [2],
+        "catalogue_recall_k": 3,
+        "bootstrap_samples": 50,
+        "cold_user_max_purchases": 1,
+        "new_item_days": 5,
+    }
 )
 CUTOFF = pd.Timestamp("2011-11-01", tz="UTC")
 

@@ -7,16 +7,17 @@ import torch
 from real_slices import VALID_CUTOFF, feast_store, retail_slice, search_slice
 
 from core.encoder import load_encoder
-from core.params import EvaluationParams, load_params
+from core.params import load_params
 from training.baselines import RandomRecommender
 from training.data import user_context
 from training.harness import evaluate_recommender, evaluate_retriever
+from training.model_store import load_model, save_model
 from training.models import USER_CONTEXT, TextTower
-from training.serving_api import RecommenderModel, SearchModel, load_model, save_model
-from training.train import build_search_job, train_task
+from training.serving_api import RecommenderModel, SearchModel
+from training.train import TrainInputs, build_search_job, train_task
 
 pytestmark = pytest.mark.integration
-EVAL = EvaluationParams(bootstrap_samples=0, recall_ks=[10], catalogue_recall_k=20)
+EVAL = load_params().evaluation.model_copy(update={"bootstrap_samples": 0, "recall_ks": [10], "catalogue_recall_k": 20})
 TINY = {
     "dim": 32,
     "history_len": 5,
@@ -31,6 +32,13 @@ TINY = {
 }
 
 
+def inputs(root, task: str) -> TrainInputs:
+    """The train stage's inputs in a repo-shaped folder without fused sets: the real split is trained on."""
+    return TrainInputs(
+        root / "data/fused" / task / "noaug", root / "data/splits" / task, root / "data/canonical" / task
+    )
+
+
 @pytest.fixture(scope="module")
 def retail(tmp_path_factory):
     root = retail_slice(tmp_path_factory.mktemp("retail"))
@@ -40,7 +48,7 @@ def retail(tmp_path_factory):
             "features": {"store_config": str(feast_store(root))},
         }
     )
-    return root, train_task(params, "retail", "noaug", root)
+    return root, train_task(params, "retail", "noaug", inputs(root, "retail"))
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +71,7 @@ def search(tmp_path_factory):
             }
         }
     )
-    outcome = train_task(params, "search", "noaug", root)
+    outcome = train_task(params, "search", "noaug", inputs(root, "search"))
     outcome.params = params
     return root, outcome
 
@@ -97,7 +105,9 @@ def _batch_loss(job, plans: list) -> float:
 def test_bi_encoder_learns_on_real_slice_and_beats_random_ranking(search):
     root, outcome = search
     plans = outcome.job.plans(0)[:8]
-    untrained, _ = build_search_job(outcome.params, root, "noaug")  # the pretrained start, same batches
+    untrained, _ = build_search_job(
+        outcome.params, inputs(root, "search"), "noaug"
+    )  # the pretrained start, same batches
     assert _batch_loss(outcome.job, plans) < _batch_loss(untrained, plans)
     valid = pd.read_parquet(root / "data/splits/search/valid.parquet")
     items = pd.read_parquet(root / "data/canonical/search/items.parquet")

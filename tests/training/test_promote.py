@@ -11,7 +11,9 @@ from mlflow_helpers import TinyPyfunc, tiny_model_dir
 from typer.testing import CliRunner
 
 from core.errors import ShopError
-from training import promote, tracking
+from training import promote, registry, tracking
+from training.metrics import metric_value
+from training.model_store import download_model_dir
 
 NAME = "shopaug-recommender"
 
@@ -33,7 +35,7 @@ def register(params, root, tmp_path, tag: str, ndcg: float, cold: float, new_ite
 def evaluate_from_registry(uri: str, task: str) -> dict:
     """Stands in for the harness: reads the metrics the tiny model carries, via the registry URI."""
     assert task == "retail" and uri.startswith(f"models:/{NAME}/")
-    return json.loads((tracking.download_model_dir(uri) / "metrics.json").read_text())
+    return json.loads((download_model_dir(uri) / "metrics.json").read_text())
 
 
 def aliases(client: MlflowClient) -> dict[str, str]:
@@ -93,7 +95,7 @@ def test_rollback_cli_moves_champion_back(mlflow_params, data_root, tmp_path):
 
 
 def test_promote_without_challenger_is_refused(mlflow_params):
-    tracking.configure(mlflow_params.mlflow)
+    registry.configure(mlflow_params.mlflow)
     with pytest.raises(ShopError, match="no @challenger"):
         promote.promote_task(mlflow_params, "search", evaluate_from_registry)
 
@@ -113,8 +115,8 @@ def test_decide_applies_margin_and_guardrails(mlflow_params, challenger, champio
 
 def test_metric_value_reads_segments_and_refuses_missing_primary(mlflow_params):
     result = harness_like(0.3, 0.2, 0.1)
-    assert promote.metric_value(result, "new_items.recall@10") == pytest.approx(0.1)
-    assert promote.metric_value(result, "mrr") is None
+    assert metric_value(result, "new_items.recall@10") == pytest.approx(0.1)
+    assert metric_value(result, "mrr") is None
     with pytest.raises(ShopError, match="ndcg@10"):
         promote.decide({"hr@10": {"value": 1.0}}, None, mlflow_params.promote, "retail")
 

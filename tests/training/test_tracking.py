@@ -3,18 +3,23 @@
 import time
 
 import mlflow
+import numpy as np
 import pandas as pd
 import pytest
 from mlflow import MlflowClient
-from mlflow_helpers import TinyPyfunc, tiny_model_dir
+from mlflow_helpers import TinyPyfunc, lineage, tiny_model_dir
 
 from core.errors import ShopError
-from training import tracking
+from core.tasks import get_task
+from training import model_store, registry, tracking
+from training.model_store import load_model, save_model
+from training.models import BiEncoder, TextTower
+from training.serving_api import SearchModel
 
 
 def test_run_logs_params_metrics_lineage_and_registers_challenger(mlflow_params, data_root, tmp_path):
     with tracking.start_run(mlflow_params, "retail", "aug", root=data_root) as run:
-        digests = run.log_datasets()
+        digests = run.log_datasets(lineage(data_root, "retail", "aug"))
         for step in range(1200):  # > one batch: must arrive complete through log_batch
             run.log_metrics({"train/loss": 1.0 / (step + 1)}, step=step)
         run.log_metrics({"valid/ndcg@10": 0.25})
@@ -42,8 +47,8 @@ def test_run_logs_params_metrics_lineage_and_registers_challenger(mlflow_params,
     train_md5 = tracking.file_md5(data_root / "data/splits/retail/train.parquet")
     assert inputs["retail-train"].dataset.digest == train_md5
     synthetic = inputs["synthetic-cf_interactions"].dataset
-    assert digests["data/synthetic/cf_interactions.parquet"] == synthetic.digest
-    assert '"data/fused/retail/aug.parquet"' in inputs["retail-fused-aug"].dataset.source
+    assert digests["data/synthetic/cf_interactions/rows.parquet"] == synthetic.digest
+    assert '"data/fused/retail/aug/train.parquet"' in inputs["retail-fused-aug"].dataset.source
     artifacts = {a.path for a in client.list_artifacts(run.run_id, "lineage/manifests")}
     assert artifacts == {"lineage/manifests/cf_interactions.manifest.json"}
 
@@ -54,12 +59,12 @@ def test_run_logs_params_metrics_lineage_and_registers_challenger(mlflow_params,
     loaded = mlflow.pyfunc.load_model("models:/shopaug-recommender@challenger")
     assert loaded.metadata.signature is not None
     assert loaded.predict(pd.DataFrame({"history": [["a"]]})).shape == (1, 4)
-    assert (tracking.download_model_dir("models:/shopaug-recommender@challenger") / "quality.json").exists()
+    assert (model_store.download_model_dir("models:/shopaug-recommender@challenger") / "quality.json").exists()
 
     traced = tracking.trace("models:/shopaug-recommender@challenger")
     assert traced["run"]["run_id"] == run.run_id
     assert traced["generators"]["cf_interactions"]["params"] == {"per_user": 5}
-    assert {d["source"] for d in traced["datasets"]} >= {"data/fused/retail/aug.parquet"}
+    assert {d["source"] for d in traced["datasets"]} >= {"data/fused/retail/aug/train.parquet"}
 
 
 def test_unregistered_variant_moves_no_alias(mlflow_params, data_root, tmp_path):
@@ -83,27 +88,22 @@ def test_failed_block_marks_run_failed_and_flushes_metrics(mlflow_params, data_r
 
 
 def test_relative_sqlite_uri_resolves_against_repo_and_env_wins(mlflow_params, monkeypatch, tmp_path):
-    assert tracking.resolve_uri("sqlite:///mlflow.db", tmp_path) == f"sqlite:///{tmp_path / 'mlflow.db'}"
-    assert tracking.resolve_uri("http://mlflow:5000") == "http://mlflow:5000"
+    assert registry.resolve_uri("sqlite:///mlflow.db", tmp_path) == f"sqlite:///{tmp_path / 'mlflow.db'}"
+    assert registry.resolve_uri("http://mlflow:5000") == "http://mlflow:5000"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'other.db'}")
-    tracking_uri, registry_uri = tracking.configure(mlflow_params.mlflow)
+    tracking_uri, registry_uri = registry.configure(mlflow_params.mlflow)
     assert tracking_uri == registry_uri == f"sqlite:///{tmp_path / 'other.db'}"
 
 
 def test_unknown_task_and_bad_model_uri_are_refused(mlflow_params):
     with pytest.raises(ShopError, match="task 'books'"):
-        tracking.registered_name(mlflow_params.mlflow, "books")
+        get_task("books").registered_model(mlflow_params.mlflow)
     with pytest.raises(ShopError, match="expected models:/"):
-        tracking.resolve_version("runs:/abc/model")
+        registry.resolve_version("runs:/abc/model")
 
 
 def test_real_search_model_round_trips_through_registry(mlflow_params, data_root, tmp_path):
     """The training code's own model folder, logged by the default pyfunc wrapper, loads back by alias."""
-    import numpy as np
-
-    from training.models import BiEncoder, TextTower
-    from training.serving_api import SearchModel, load_model, save_model
-
     items = pd.DataFrame(
         {
             "item_id": ["1", "2"],
@@ -139,11 +139,11 @@ def test_real_search_model_round_trips_through_registry(mlflow_params, data_root
 
 
 def test_params_win_over_uris_mlflow_itself_exported(mlflow_params, tmp_path):
-    first, _ = tracking.configure(mlflow_params.mlflow)
+    first, _ = registry.configure(mlflow_params.mlflow)
     other = mlflow_params.model_copy(
         update={
             "mlflow": mlflow_params.mlflow.model_copy(update={"tracking_uri": f"sqlite:///{tmp_path / 'second.db'}"})
         }
     )
-    second, registry = tracking.configure(other.mlflow)
-    assert first.endswith("mlflow.db") and second.endswith("second.db") and registry == second
+    second, registry_uri = registry.configure(other.mlflow)
+    assert first.endswith("mlflow.db") and second.endswith("second.db") and registry_uri == second

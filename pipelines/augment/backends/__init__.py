@@ -13,6 +13,9 @@ from pipelines.augment.backends.base import (
     clean_output,
     render_prompt,
 )
+from pipelines.augment.backends.huggingface import HuggingFaceBackend
+from pipelines.augment.backends.offline import OfflineBackend, OfflineQueryModel
+from pipelines.augment.backends.openai_compat import OpenAIBackend
 
 __all__ = [
     "GenerationCache",
@@ -27,8 +30,6 @@ __all__ = [
 
 def fit_offline_model(train: pd.DataFrame, items: pd.DataFrame):
     """Fit the offline query model on real training (query, item) pairs joined to catalogue titles."""
-    from pipelines.augment.backends.offline import OfflineQueryModel
-
     titles = items[["item_id", "title"]].astype({"item_id": str})
     pairs = train.astype({"item_id": str}).merge(titles, on="item_id", how="inner")
     if pairs.empty:
@@ -55,20 +56,14 @@ def make_backend(
         cache_dir = Path(bp.cache_dir) if Path(bp.cache_dir).is_absolute() else Path(root or ".") / bp.cache_dir
         cache = GenerationCache(cache_dir / f"{bp.name}.sqlite")
     if bp.name == "offline":
-        from pipelines.augment.backends.offline import OfflineBackend
-
         if train is None or items is None:
             raise ShopError("augment.backend.name: offline needs the training queries and the catalogue to learn from")
         return OfflineBackend(fit_offline_model(train, items), bp.model, settings, cache, seed)
     if bp.name == "huggingface":
-        from pipelines.augment.backends.huggingface import HuggingFaceBackend
-
         return HuggingFaceBackend(
             bp.model, settings, cache, seed, batch_size=bp.batch_size, device=bp.device, dtype=bp.dtype
         )
     if bp.name == "openai":
-        from pipelines.augment.backends.openai_compat import OpenAIBackend
-
         return OpenAIBackend(
             bp.model,
             settings,
