@@ -68,9 +68,20 @@ class EvaluationParams(Section):
     new_item_days: int = Field(ge=1)
 
 
+class TifuKnnParams(Section):
+    """TIFU-KNN (Hu et al., SIGIR 2020): personal item frequency with recency decay, blended with neighbours."""
+
+    group_size: int = Field(ge=1, description="baskets per group, counted back from the newest")
+    decay_within: float = Field(gt=0, le=1, description="r_b: decay per later basket inside a group")
+    decay_across: float = Field(gt=0, le=1, description="r_g: decay per later group")
+    neighbours: int = Field(ge=0, description="k nearest users (cosine) whose vectors are averaged")
+    alpha: float = Field(ge=0, le=1, description="weight of the user's own vector (1 - alpha: neighbours)")
+
+
 class BaselineParams(Section):
     popularity_days: int = Field(ge=1)
     knn_neighbours: int = Field(ge=1)
+    tifu_knn: TifuKnnParams
 
 
 class BackendParams(Section):

@@ -1,6 +1,6 @@
 """Baselines every trained model must beat, and the `baselines` stage that scores them on the test splits.
 
-Recommendation: popularity, item-to-item co-purchase kNN, repeat-purchase (the one to beat), random.
+Recommendation: popularity, item-to-item co-purchase kNN, repeat-purchase, TIFU-KNN (the one to beat), random.
 Search: BM25 (bm25s), zero-shot MiniLM cosine, random. Each implements a protocol of training/protocols.py.
 Run: `python -m training.baselines --splits data/splits --canonical data/canonical --out metrics/baselines.json`
 (DVC stage `baselines`).
@@ -163,6 +163,75 @@ class CoPurchaseKNNRecommender:
         scores = (profile @ self.similarity).toarray()
         out = {}
         for user, row in zip(user_ids, scores, strict=True):
+            positive = np.flatnonzero(row > 0)
+            best = positive[np.argsort(-row[positive], kind="stable")][:k]
+            out[user] = _fill([self.item_ids[i] for i in best], self.popular.ranking, k)
+        return out
+
+
+class TifuKnnRecommender:
+    """TIFU-KNN (Hu et al., "Modeling Personalized Item Frequency Information for Next-basket Recommendation",
+    SIGIR 2020), the strongest simple next-basket method.
+
+    A user's baskets, newest last, fall into groups of `group_size` counted back from the newest (the oldest
+    group may be partial). Group vector = mean over its baskets of decay_within^(later baskets in the group) x
+    multi-hot(basket); user vector = mean over groups of decay_across^(later groups) x group vector, rescaled
+    to sum 1. Score = alpha x own vector + (1 - alpha) x mean vector of the `neighbours` most cosine-similar
+    other users. Users without history get popularity.
+    """
+
+    name = "tifu_knn"
+
+    def __init__(self, group_size=1, decay_within=1.0, decay_across=0.8, neighbours=100, alpha=0.5, days=30):
+        self.group_size, self.decay_within, self.decay_across = group_size, decay_within, decay_across
+        self.neighbours, self.alpha = neighbours, alpha
+        self.popular = PopularityRecommender(days)
+        self.item_ids: list[str] = []
+
+    def fit(self, interactions: pd.DataFrame, items: pd.DataFrame) -> None:
+        self.popular.fit(interactions, items)
+        self.item_ids = _catalogue(interactions)
+
+    def user_vectors(self, history: pd.DataFrame) -> tuple[pd.Index, sp.csr_matrix]:
+        """(user ids, users x catalogue matrix of TIFU vectors, rows summing to 1) from identified history."""
+        known = history.dropna(subset=["user_id"]).astype({"user_id": str, "item_id": str, "basket_id": str})
+        known = known[known["item_id"].isin(set(self.item_ids))]
+        baskets = known.groupby(["user_id", "basket_id"], as_index=False)["ts"].min()
+        baskets = baskets.sort_values(["user_id", "ts", "basket_id"])
+        per_user = baskets.groupby("user_id")["ts"].transform("size").to_numpy()
+        later = baskets.groupby("user_id").cumcount(ascending=False).to_numpy()  # baskets after this one
+        group_age, in_group_age = later // self.group_size, later % self.group_size
+        group_len = np.minimum(self.group_size, per_user - group_age * self.group_size)
+        n_groups = -(-per_user // self.group_size)
+        weight = self.decay_within**in_group_age / group_len * self.decay_across**group_age / n_groups
+        weights = pd.Series(weight, index=pd.MultiIndex.from_frame(baskets[["user_id", "basket_id"]]))
+        pairs = known[["user_id", "basket_id", "item_id"]].drop_duplicates()
+        users = pd.Index(sorted(pairs["user_id"].unique()))
+        values = weights.reindex(pd.MultiIndex.from_frame(pairs[["user_id", "basket_id"]])).to_numpy()
+        rows, cols = users.get_indexer(pairs["user_id"]), pd.Index(self.item_ids).get_indexer(pairs["item_id"])
+        matrix = sp.csr_matrix((values, (rows, cols)), shape=(len(users), len(self.item_ids)))
+        return users, (sp.diags(1.0 / np.asarray(matrix.sum(1)).ravel()) @ matrix).tocsr()
+
+    def recommend(self, history: pd.DataFrame, user_ids: list[str], k: int) -> dict[str, list[str]]:
+        users, vectors = self.user_vectors(history)
+        wanted = [u for u in user_ids if u in users]
+        rows = users.get_indexer(wanted)
+        own = vectors[rows].toarray()
+        scores = own
+        keep = min(self.neighbours, len(users) - 1)
+        if keep > 0 and self.alpha < 1:
+            norms = np.sqrt(np.asarray(vectors.multiply(vectors).sum(1))).ravel()
+            unit = sp.diags(1.0 / np.maximum(norms, 1e-12)) @ vectors
+            neighbour = np.zeros_like(own)
+            for start in range(0, len(rows), 256):  # similarities in blocks: memory stays 256 x users
+                block = rows[start : start + 256]
+                sim = (unit[block] @ unit.T).toarray()
+                sim[np.arange(len(block)), block] = -np.inf  # a user is not their own neighbour
+                nearest = np.argpartition(-sim, keep - 1, axis=1)[:, :keep]
+                neighbour[start : start + len(block)] = np.stack([vectors[n].mean(0).A1 for n in nearest])
+            scores = self.alpha * own + (1 - self.alpha) * neighbour
+        out = {u: self.popular.ranking[:k] for u in user_ids}
+        for user, row in zip(wanted, scores, strict=True):
             positive = np.flatnonzero(row > 0)
             best = positive[np.argsort(-row[positive], kind="stable")][:k]
             out[user] = _fill([self.item_ids[i] for i in best], self.popular.ranking, k)
@@ -343,6 +412,7 @@ RECOMMENDERS = {
     "popularity": PopularityRecommender,
     "copurchase_knn": CoPurchaseKNNRecommender,
     "repeat_purchase": RepeatPurchaseRecommender,
+    "tifu_knn": TifuKnnRecommender,
     "random": RandomRecommender,
 }
 RETRIEVERS = {"bm25": BM25Retriever, "minilm_zero_shot": MiniLMRetriever, "random": RandomRetriever}
@@ -357,6 +427,7 @@ def _retail_baseline(name: str, params: Params):
         "popularity": lambda: PopularityRecommender(b.popularity_days),
         "copurchase_knn": lambda: CoPurchaseKNNRecommender(b.knn_neighbours, b.popularity_days),
         "repeat_purchase": lambda: RepeatPurchaseRecommender(b.popularity_days),
+        "tifu_knn": lambda: TifuKnnRecommender(**b.tifu_knn.model_dump(), days=b.popularity_days),
         "random": lambda: RandomRecommender(params.seed),
     }[name]()
 

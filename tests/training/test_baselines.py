@@ -13,6 +13,7 @@ from training.baselines import (
     RandomRecommender,
     RandomRetriever,
     RepeatPurchaseRecommender,
+    TifuKnnRecommender,
 )
 from training.harness import evaluate_recommender, evaluate_retriever
 
@@ -47,7 +48,7 @@ def shop(seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
 
 @pytest.mark.parametrize(
     "model",
-    [PopularityRecommender(30), CoPurchaseKNNRecommender(20, 30), RepeatPurchaseRecommender(30)],
+    [PopularityRecommender(30), CoPurchaseKNNRecommender(20, 30), RepeatPurchaseRecommender(30), TifuKnnRecommender()],
     ids=lambda m: m.name,
 )
 def test_recommendation_baseline_beats_random(model):
@@ -78,6 +79,25 @@ def test_repeat_purchase_ranks_the_most_recent_items_first_then_popularity():
     last_basket = set(history.loc[history["basket_id"] == "u0b2", "item_id"])
     assert set(ranked[: len(last_basket)]) == last_basket
     assert ranked[-1] not in set(history.loc[history["user_id"] == "u0", "item_id"])
+
+
+def test_tifu_knn_weights_recent_baskets_and_borrows_from_similar_users():
+    day = pd.Timedelta(days=1)
+    rows = [("a", "old", CUTOFF - 30 * day, "a1"), ("a", "new", CUTOFF - 2 * day, "a2")]
+    rows += [("a", "shared", CUTOFF - 2 * day, "a2"), ("b", "shared", CUTOFF - 3 * day, "b1")]
+    rows += [("b", "tip", CUTOFF - 3 * day, "b1"), ("c", "other", CUTOFF - 3 * day, "c1")]
+    history = pd.DataFrame(rows, columns=["user_id", "item_id", "ts", "basket_id"])
+    items = pd.DataFrame({"item_id": sorted(history["item_id"].unique())})
+    own_only = TifuKnnRecommender(decay_across=0.5, neighbours=0, alpha=1.0)
+    own_only.fit(history, items)
+    users, vectors = own_only.user_vectors(history)
+    assert np.allclose(np.asarray(vectors.sum(1)).ravel(), 1.0)  # each user's vector sums to 1
+    ranked = own_only.recommend(history, ["a"], 3)["a"]
+    assert ranked.index("new") < ranked.index("old")  # the later basket weighs more (decay 0.5 per basket)
+    blended = TifuKnnRecommender(decay_across=0.5, neighbours=1, alpha=0.5)
+    blended.fit(history, items)
+    assert "tip" in blended.recommend(history, ["a"], 4)["a"][:4]  # b, the nearest user, bought it
+    assert blended.recommend(history, ["nobody"], 2)["nobody"] == blended.popular.ranking[:2]
 
 
 CATALOGUE = pd.DataFrame(
