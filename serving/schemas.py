@@ -6,7 +6,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-from core.params import Params, ServeParams, load_params
+from core.params import Params, load_params
 
 
 def load_serving_params() -> Params:
@@ -14,14 +14,7 @@ def load_serving_params() -> Params:
     return load_params(overrides={"serve": json.loads(os.environ.get("SHOPAUG_SERVE") or "{}")})
 
 
-def _limits() -> ServeParams:
-    try:
-        return load_serving_params().serve
-    except Exception:  # a Bento without params.yaml still serves with the documented defaults
-        return ServeParams()
-
-
-LIMITS = _limits()
+LIMITS = load_serving_params().serve  # params.yaml is packaged with the Bento (bentofile.yaml `include`)
 
 Identifier = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)]
 QueryText = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=LIMITS.max_query_chars)]
