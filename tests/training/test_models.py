@@ -175,7 +175,9 @@ def test_user_tower_reads_point_in_time_feast_context_and_flags_users_without_it
     history = [model.item_ids[:3]] * 2
     with_context = model.encode_users(history, features)
     assert not np.allclose(with_context[0], with_context[1])  # the features enter the tower
-    np.testing.assert_allclose(with_context[1], model.encode_users(history[:1])[0], atol=1e-6)  # missing = None
+    # missing context = None; the same user encoded in a batch of two and alone differs only by float32
+    # rounding (values up to ~10 differ by ~1e-6), so compare to 1e-5 relative, not to a fixed 1e-6
+    np.testing.assert_allclose(with_context[1], model.encode_users(history[:1])[0], rtol=1e-5, atol=1e-6)
 
 
 def test_lora_trains_only_adapters_and_exports_a_plain_encoder(tmp_path):
