@@ -208,6 +208,9 @@ class ServeParams(Section):
     reload_poll_s: float = Field(ge=0, description="0 = no polling (admin endpoint only)")
     feature_cache_s: float = Field(ge=0, description="online-feature cache lifetime (0 = no cache)")
     torch_threads: int = Field(ge=1)
+    max_in_flight: int = Field(ge=1, description="requests in flight per replica; more are answered 503 at once")
+    deadline_ms: float = Field(gt=0, description="a request not answered within this is answered 503")
+    max_events: int = Field(ge=1, description="events per POST /events request")
     batching: ServeBatchingParams
     request_log: ServeRequestLogParams
 
@@ -234,6 +237,26 @@ class TrainCommonParams(Section):
     mixup_alpha: float = Field(ge=0, description="Beta(alpha, alpha) mixup of user/query vectors; 0 off")
 
 
+class RankerTrainParams(Section):
+    """The repeat/explore recommender (training/repeat_explore.py): candidates, windows, LightGBM LambdaRank."""
+
+    enabled: bool = Field(description="true: the retail model is this ranker; false: the two-tower of train.retail")
+    tifu: TifuKnnParams = Field(description="TIFU-KNN candidate scores (params.yaml: the baselines' tuned setting)")
+    windows: int = Field(ge=1, description="sliding training windows (augmentation); the noaug twin trains on 1")
+    window_days: int = Field(ge=1, description="length of a window: its first basket per user is the target")
+    tifu_candidates: int = Field(ge=1, description="candidates by TIFU-KNN score (own history + neighbours)")
+    copurchase_candidates: int = Field(ge=0, description="candidates co-bought with the user's items (explore)")
+    bestseller_candidates: int = Field(ge=0, description="candidates among the last 30 days' bestsellers")
+    max_basket_items: int = Field(ge=2, description="larger baskets are left out of co-purchase counts")
+    rounds: int = Field(ge=1, description="boosting rounds at most (early-stopped on the validation window)")
+    early_stopping: int = Field(ge=1, description="rounds without validation NDCG@10 gain before stopping")
+    learning_rate: float = Field(gt=0)
+    num_leaves: int = Field(ge=2)
+    min_data_in_leaf: int = Field(ge=1)
+    feature_fraction: float = Field(gt=0, le=1)
+    threads: int = Field(ge=0, description="LightGBM threads; 0 = all cores")
+
+
 class RetailTrainParams(TrainCommonParams):
     """Two-tower recommender: frozen-text item tower + features, transformer user tower, repeat path."""
 
@@ -249,6 +272,7 @@ class RetailTrainParams(TrainCommonParams):
     user_context: bool = Field(
         description="Feast user_stats (point-in-time) into the user tower; false = the user's history only"
     )
+    ranker: RankerTrainParams
 
 
 class SearchTrainParams(TrainCommonParams):

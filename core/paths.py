@@ -3,6 +3,8 @@
 import os
 from pathlib import Path
 
+from core.errors import ShopError
+
 DATA_DIR_ENV = "SHOP_DATA_DIR"
 
 
@@ -15,3 +17,13 @@ def data_dir() -> Path:
     """The directory holding raw upstream files: $SHOP_DATA_DIR, else `data/external` (downloads land there)."""
     configured = os.environ.get(DATA_DIR_ENV)
     return Path(configured).expanduser().resolve() if configured else repo_root() / "data" / "external"
+
+
+def data_file(relative: str | Path) -> Path:
+    """A file in the data directory; ShopError naming it and $SHOP_DATA_DIR when it is not there."""
+    path = data_dir() / relative
+    if not path.is_file():
+        setting = os.environ.get(DATA_DIR_ENV)
+        where = f"{DATA_DIR_ENV}={setting}" if setting else f"{DATA_DIR_ENV} is not set; default {data_dir()}"
+        raise ShopError(f"{path}: file not found ({where}); export {DATA_DIR_ENV} as the folder holding the raw files")
+    return path

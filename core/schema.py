@@ -22,12 +22,17 @@ TABLES: dict[str, dict[str, str]] = {
         "item_id": "string",
         "ts": "datetime64[ns, UTC]",
         "event": "string",
-        "quantity": "int64",
+        "quantity": "float64",
         "value": "float64",
         "basket_id": "string",
     },
     "queries": {"query_id": "string", "query": "string", "item_id": "string", "relevance": "float64"},
 }
+# Interaction `event` values: only purchases are training rows; the others are accepted and dropped at ingest.
+PURCHASE_EVENTS = ("purchase",)
+OTHER_EVENTS = ("view", "click", "add_to_cart", "wishlist", "return")
+# Optional user attributes that stages read, with the value a user without one gets.
+USER_DEFAULTS = {"country": "Unspecified"}
 NON_NULL_TEXT = {
     "items": ["item_id", "title", "description", "category"],
     "queries": ["query_id", "query", "item_id"],

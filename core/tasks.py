@@ -33,8 +33,16 @@ TASKS: dict[str, Task] = {
     "retail": Task(
         name="retail",
         table="interactions",
-        headline=("ndcg@10", "ndcg@10_new", "hr@10", "cold_users.ndcg@10", "new_items.recall@10"),
-        paired=("ndcg@10", "cold_users.ndcg@10"),
+        headline=(
+            "ndcg@10",
+            "ndcg@10_new",
+            "hr@10",
+            "recall@10_repeat",
+            "recall@10_explore",
+            "cold_users.ndcg@10",
+            "new_items.recall@10",
+        ),
+        paired=("ndcg@10", "ndcg@10_new", "cold_users.ndcg@10"),
         model_param="recommender_model",
         guardrails_param="retail_guardrails",
     ),

@@ -13,8 +13,6 @@ from typing import Annotated
 import numpy as np
 import pandas as pd
 import typer
-from feast.protos.feast.types.EntityKey_pb2 import EntityKey
-from feast.protos.feast.types.Value_pb2 import Value
 
 from core import cli
 from core.errors import ShopError
@@ -53,26 +51,19 @@ def _time_calls(call, batches: list[list[str]], warmup: int = 30) -> dict:
 def measure(
     client: OnlineFeatureClient, user_ids: list[str], sizes: list[int], repeats: int, sdk_repeats: int, seed: int
 ) -> dict:
-    """Latency per path and batch size: `client` (DataFrame + defaults, what serving calls), `store_read`
-    (the store's online_read alone) and `feast_sdk` (FeatureStore.get_online_features, for reference)."""
+    """Latency per path and batch size: `client` (DataFrame + defaults, what serving calls) and `feast_sdk`
+    (the client's FeatureStore.get_online_features call alone, without building the DataFrame)."""
     rng = np.random.default_rng(seed)
-    view = client._views["user"]
-    names = list(client._defaults["user"])
-    refs = [f"user_stats:{n}" for n in names]
-
-    def store_read(ids):
-        keys = [EntityKey(join_keys=["user_id"], entity_values=[Value(string_val=i)]) for i in ids]
-        return client._provider.online_read(client.store.config, view, keys, list(names))
+    refs = client.feature_refs("user")
 
     def sdk(ids):
-        return client.store.get_online_features(features=refs, entity_rows=[{"user_id": i} for i in ids]).to_dict()
+        return client.store.get_online_features(features=refs, entity_rows={"user_id": ids}).to_dict()
 
     out = {}
     for size in sizes:
         batches = [list(rng.choice(user_ids, size=size, replace=False)) for _ in range(repeats)]
         out[str(size)] = {
             "client": _time_calls(client.get_user_features, batches),
-            "store_read": _time_calls(store_read, batches),
             "feast_sdk": _time_calls(sdk, batches[:sdk_repeats], warmup=5),
         }
         log.info("%d user(s): client p99 %.3f ms", size, out[str(size)]["client"]["p99"])
@@ -116,7 +107,7 @@ def markdown(result: dict) -> str:
         "| --- | --- | --- | --- | --- |",
     ]
     for store, by_size in result["latency_ms"].items():
-        for path in ("client", "store_read", "feast_sdk"):
+        for path in ("client", "feast_sdk"):
             cells = [f"{by_size[s][path]['p50']:.2f} / {by_size[s][path]['p99']:.2f}" for s in ("1", "10", "100")]
             lines.append(f"| {store} | {path} | " + " | ".join(cells) + " |")
     mat = result["materialize_s"]

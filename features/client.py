@@ -7,9 +7,8 @@ import numpy as np
 import pandas as pd
 from feast import FeatureStore
 from feast.data_source import PushMode
-from feast.errors import FeatureViewNotFoundException
-from feast.protos.feast.types.EntityKey_pb2 import EntityKey
-from feast.protos.feast.types.Value_pb2 import Value
+from feast.errors import FeatureServiceNotFoundException
+from feast.online_response import TIMESTAMP_POSTFIX
 from feast.types import Float32, Int64
 
 from core.errors import ShopError
@@ -22,6 +21,7 @@ VIEWS = {
     "item": ("item_stats", "item_id", definitions.ITEM_FIELDS),
 }
 PUSH_SOURCE = "user_activity_push"
+SERVICE = definitions.recommender_serving.name
 
 
 def _default(field) -> object:
@@ -36,19 +36,19 @@ def _default(field) -> object:
 class OnlineFeatureClient:
     """Reads `user_stats` / `item_stats` from the configured online store (SQLite; Redis in production).
 
-    Reads go straight to the store's `online_read` with the registry objects cached at construction, which
-    skips the per-call planning of `FeatureStore.get_online_features` (same values, far less latency).
+    Reads are `FeatureStore.get_online_features` calls for the features of the registered `recommender_serving`
+    feature service (looked up once, at construction), one feature view per call.
     """
 
     def __init__(self, store: FeatureStore | None = None, config: str | Path | None = None):
         self.store = store or open_store(config)
-        self._provider = self.store._get_provider()
         try:
-            self._views = {kind: self.store.get_feature_view(name) for kind, (name, _, _) in VIEWS.items()}
-        except FeatureViewNotFoundException as exc:
+            service = self.store.get_feature_service(SERVICE)
+        except FeatureServiceNotFoundException as exc:
             raise ShopError(
                 f"{exc} (Feast project '{self.store.config.project}'); run `python -m features.build` first"
             ) from None
+        self._served = {p.name: {f.name for f in p.features} for p in service.feature_view_projections}
         self._dtypes = {kind: {f.name: _numpy_dtype(f) for f in fields} for kind, (_, _, fields) in VIEWS.items()}
         self._defaults = {kind: {f.name: _default(f) for f in fields} for kind, (_, _, fields) in VIEWS.items()}
 
@@ -64,43 +64,44 @@ class OnlineFeatureClient:
         """Return (one row per id, in order: item_id + features; the ids the store lacks, given defaults)."""
         return self._read("item", item_ids, features)[:2]
 
-    def _names(self, kind: str, features: list[str] | None) -> list[str]:
-        known = self._defaults[kind]
+    def feature_refs(self, kind: str, features: list[str] | None = None) -> list[str]:
+        """Feast references (`view:feature`) of `features` (default: all) of kind "user" or "item"."""
+        view = VIEWS[kind][0]
+        known = [name for name in self._defaults[kind] if name in self._served.get(view, ())]
         if features is None:
-            return list(known)
+            features = known
         unknown = [f for f in features if f not in known]
         if unknown:
-            raise ShopError(f"feature view '{VIEWS[kind][0]}' has no feature(s) {unknown}; known: {', '.join(known)}")
-        return list(features)
+            raise ShopError(f"feature view '{view}' has no feature(s) {unknown}; known: {', '.join(known)}")
+        return [f"{view}:{name}" for name in features]
 
     def _read(self, kind: str, ids: list[str], features: list[str] | None):
-        names = self._names(kind, features)
+        refs = self.feature_refs(kind, features)
+        names = [ref.split(":", 1)[1] for ref in refs]
         key = VIEWS[kind][1]
         ids = [str(i) for i in ids]
         if not ids:
             return pd.DataFrame(columns=[key, *names]), [], []
         unique = list(dict.fromkeys(ids))
-        entity_keys = [EntityKey(join_keys=[key], entity_values=[Value(string_val=i)]) for i in unique]
-        # A copy: the Redis store appends its timestamp field to the list it is given.
-        rows = self._provider.online_read(self.store.config, self._views[kind], entity_keys, list(names))
-        defaults = self._defaults[kind]
-        found, stamps, defaulted = {}, {}, []
-        for entity_id, (ts, values) in zip(unique, rows, strict=True):
-            # SQLite returns None for an unknown id, Redis a dict of empty values.
-            if not values or all(v.WhichOneof("val") is None for v in values.values()):
-                defaulted.append(entity_id)
-                found[entity_id] = [defaults[n] for n in names]
-                continue
-            stamps[entity_id] = ts
-            found[entity_id] = [_python(values.get(n), defaults[n]) for n in names]
+        response = self.store.get_online_features(features=refs, entity_rows={key: unique})
+        values = response.to_dict(include_event_timestamps=True)
+        # An id the store lacks comes back with every value None (event timestamp 0).
+        missing = [all(values[n][r] is None for n in names) for r in range(len(unique))]
+        defaulted = [i for i, m in zip(unique, missing, strict=True) if m]
+        stamps = {
+            i: pd.Timestamp(ts, unit="s", tz="UTC")
+            for i, m, ts in zip(unique, missing, values[names[0] + TIMESTAMP_POSTFIX], strict=True)
+            if not m
+        }
         # Column-wise typed arrays: several times cheaper than letting pandas infer types row by row.
-        ordered = [found[i] for i in ids]
-        dtypes = self._dtypes[kind]
+        position = {i: r for r, i in enumerate(unique)}
+        rows = np.fromiter((position[i] for i in ids), dtype=np.int64, count=len(ids))
         columns = {key: np.array(ids, dtype=object)}
-        for j, name in enumerate(names):
-            columns[name] = np.fromiter((r[j] for r in ordered), dtype=dtypes[name], count=len(ordered))
-        table = pd.DataFrame(columns, copy=False)
-        return table, defaulted, stamps
+        for name in names:
+            default = self._defaults[kind][name]
+            column = [default if v is None or v != v else v for v in values[name]]  # v != v: NaN
+            columns[name] = np.array(column, dtype=self._dtypes[kind][name])[rows]
+        return pd.DataFrame(columns, copy=False), defaulted, stamps
 
     def push_purchases(self, purchases: pd.DataFrame) -> pd.DataFrame:
         """Fold new purchases into the online `user_stats` rows of their users; return the rows pushed.
@@ -188,13 +189,3 @@ class OnlineFeatureClient:
 
 def _numpy_dtype(field) -> object:
     return {Int64: np.int64, Float32: np.float32}.get(field.dtype, object)
-
-
-def _python(value: Value | None, default):
-    kind = value.WhichOneof("val") if value is not None else None
-    if kind is None:
-        return default
-    converted = getattr(value, kind)  # the scalar field itself (int64_val, float_val, string_val)
-    if converted != converted:  # NaN
-        return default
-    return converted

@@ -1,5 +1,6 @@
 """Building blocks of the gate and the drift monitor: Evidently reports, text descriptors, fidelity, privacy."""
 
+import functools
 import logging
 import re
 from collections.abc import Callable, Sequence
@@ -89,23 +90,34 @@ def text_descriptors(frame: pd.DataFrame, text: str, vocab: set[str]) -> pd.Data
     )
 
 
-class _Pca2d:
-    """Stand-in for the t-SNE that Evidently's embedding-drift widget draws: PCA to 2-D (the drift score is
-    unchanged; t-SNE of a few hundred points cost about a minute per report on 2 cores)."""
+@functools.cache
+def classifier_embeddings_drift() -> type:
+    """The Evidently metric class `ClassifierEmbeddingsDrift(embeddings_name=..., tests=...)`: the ROC AUC of
+    Evidently's `ModelDriftMethod` classifier told to separate current from reference embeddings.
 
-    def __init__(self, n_components: int = 2, **_):
-        self.n_components = n_components
+    The same score as `EmbeddingsDrift(drift_method=ModelDriftMethod())`, without the t-SNE plot that metric
+    always draws (about a minute per report on 2 cores). Built on first use: importing Evidently is slow.
+    """
+    from evidently import Dataset
+    from evidently.core.metric_types import SingleValue, SingleValueCalculation, SingleValueMetric
+    from evidently.metrics.embeddings import ModelDriftMethod
 
-    def fit_transform(self, x):
-        from sklearn.decomposition import PCA
+    class ClassifierEmbeddingsDrift(SingleValueMetric):
+        embeddings_name: str
 
-        return PCA(n_components=self.n_components, random_state=0).fit_transform(np.asarray(x))
+    class ClassifierEmbeddingsDriftCalculation(SingleValueCalculation[ClassifierEmbeddingsDrift]):
+        def calculate(self, context, current_data: Dataset, reference_data: Dataset | None) -> SingleValue:
+            if reference_data is None:
+                raise ShopError("embedding drift needs reference data")
+            columns = current_data.data_definition.embeddings[self.metric.embeddings_name]
+            current, reference = current_data.as_dataframe()[columns], reference_data.as_dataframe()[columns]
+            score, _, _ = ModelDriftMethod()(current.copy(), reference.copy())  # it adds a target column
+            return self.result(float(score))
 
+        def display_name(self) -> str:
+            return f"Drift in embeddings: {self.metric.embeddings_name} (classifier ROC AUC)"
 
-def _fast_embedding_plot() -> None:
-    from evidently.legacy.metrics.data_drift import embeddings_drift
-
-    embeddings_drift.TSNE = _Pca2d
+    return ClassifierEmbeddingsDrift
 
 
 def evidently_compare(
@@ -123,10 +135,8 @@ def evidently_compare(
     real from synthetic MiniLM embeddings (0.5 = indistinguishable).
     """
     from evidently import DataDefinition, Dataset, Report
-    from evidently.metrics import EmbeddingsDrift, MeanValue, RowCount, ValueDrift
-    from evidently.metrics.embeddings import ModelDriftMethod
+    from evidently.metrics import MeanValue, RowCount, ValueDrift
 
-    _fast_embedding_plot()
     real, synth = comp.real.reset_index(drop=True), comp.synthetic.reset_index(drop=True)
     numeric = list(comp.numeric)
     emb_cols: list[str] = []
@@ -162,11 +172,8 @@ def evidently_compare(
         metrics.append(MeanValue(column=oov[0], tests=tests.get("oov", [])))
         names.append("oov_mean")
     if emb_cols:
-        metrics.append(
-            EmbeddingsDrift(
-                embeddings_name=EMBEDDING, drift_method=ModelDriftMethod(), tests=tests.get("embedding_drift", [])
-            )
-        )
+        drift = classifier_embeddings_drift()
+        metrics.append(drift(embeddings_name=EMBEDDING, tests=tests.get("embedding_drift", [])))
         names.append("embedding_drift")
     metrics += list(extra_metrics)
     names += [type(m).__name__ for m in extra_metrics]

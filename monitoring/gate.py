@@ -7,7 +7,7 @@ the row's `gate` spec; thresholds from params `gate`:
 
 - column drift (Evidently ValueDrift: normed Wasserstein for numbers, Jensen-Shannon for categories) on row
   features and on text descriptors (characters, words, out-of-vocabulary share);
-- embedding drift (Evidently EmbeddingsDrift, classifier ROC AUC) on MiniLM embeddings of the text;
+- embedding drift (Evidently's ModelDriftMethod, classifier ROC AUC) on MiniLM embeddings of the text;
 - fidelity (SDMetrics column shapes and column pair trends);
 - privacy: rows copied from real rows, histories / profiles identical to a real one (must be 0), and the
   distance to the closest real record compared with real-to-real distances.

@@ -12,13 +12,30 @@ from concurrent.futures import Executor
 from typing import Any
 
 import numpy as np
+from prometheus_client import Histogram
+
+# on the service's /metrics; `task` is the bundle's task (retail: user encoder, search: query encoder)
+BATCH_SIZE = Histogram(
+    "shopaug_batch_size",
+    "inputs per encoder call of the adaptive batcher",
+    ["task"],
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024),
+)
+QUEUE_WAIT = Histogram(
+    "shopaug_batch_queue_wait_seconds",
+    "time an input waited in the adaptive batcher before its encoder call started",
+    ["task"],
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+)
 
 
 class AdaptiveBatcher:
     """Queue single encoder inputs; run them as one batch when full, when the oldest waited `max_latency_ms`,
     or at once when load is low (the last batch held one request), so a lone request never waits.
 
-    `encode(batch)` maps a list of inputs to an (n, d) array; it runs on `executor` (one model thread).
+    `encode(batch)` maps a list of inputs to an (n, d) array; it runs on `executor` (one model thread). Inputs
+    whose request was cancelled (past its deadline) leave the queue unencoded. Batch sizes and queue waits go to
+    Prometheus under `task`.
     """
 
     def __init__(
@@ -27,8 +44,10 @@ class AdaptiveBatcher:
         executor: Executor,
         max_batch_size: int,
         max_latency_ms: float,
+        task: str = "encoder",
     ):
         self.encode, self.executor = encode, executor
+        self._size_metric, self._wait_metric = BATCH_SIZE.labels(task=task), QUEUE_WAIT.labels(task=task)
         self.max_batch_size, self.max_latency_s = max_batch_size, max_latency_ms / 1000
         self._pending: list[tuple[Any, asyncio.Future, float]] = []
         self._wake: asyncio.Event | None = None
@@ -54,12 +73,16 @@ class AdaptiveBatcher:
             self._wake.clear()
             while self._pending:
                 await self._cork()
-                batch, self._pending = (
-                    self._pending[: self.max_batch_size],
-                    self._pending[self.max_batch_size :],
-                )
+                live = [entry for entry in self._pending if not entry[1].done()]
+                batch, self._pending = live[: self.max_batch_size], live[self.max_batch_size :]
+                if not batch:
+                    continue
                 self._last_batch = len(batch)
                 self.batch_sizes = (self.batch_sizes + [len(batch)])[-1000:]
+                self._size_metric.observe(len(batch))
+                now = time.perf_counter()
+                for _, _, queued in batch:
+                    self._wait_metric.observe(now - queued)
                 try:
                     rows = await loop.run_in_executor(self.executor, self.encode, [item for item, _, _ in batch])
                 except Exception as exc:  # every waiting request gets the error, the worker keeps running

@@ -16,7 +16,7 @@ import typer
 from core import cli
 from core.errors import ShopError
 from core.io import write_json
-from core.paths import data_dir, repo_root
+from core.paths import data_file, repo_root
 from serving.launch import start_service, stop_service
 
 app = cli.stage_app(__doc__)
@@ -27,7 +27,7 @@ ENDPOINTS = ("ping", "recommend", "search")
 def payloads(bentoml_home: Path, recommender: str, n: int = 200) -> dict[str, list[dict]]:
     """Request bodies: real Home Depot queries; known users of the packaged `recommender` mixed with unknown ones
     (cold start)."""
-    queries = pd.read_csv(data_dir() / "homedepot" / "search_relevance.csv.gz", usecols=["search_term"], nrows=20000)
+    queries = pd.read_csv(data_file("homedepot/search_relevance.csv.gz"), usecols=["search_term"], nrows=20000)
     texts = queries["search_term"].drop_duplicates().sample(n, random_state=0).tolist()
     stores = sorted((bentoml_home / "models" / recommender).glob("*/histories.parquet"))
     if not stores:

@@ -2,7 +2,8 @@
 
 A bundle directory (one BentoML model per task) holds `meta.json`, the MLflow model in `model/`, the catalogue
 `items.parquet`, the item vectors `vectors.npy` with their FAISS index `index.faiss`, and for the recommender
-the known users' latest purchases `histories.parquet` and the cold-start `popularity.parquet`.
+the known users' latest purchases `histories.parquet`, the cold-start `popularity.parquet` and, for a model that
+ranks from history (the repeat/explore ranker), the purchases it ranks from, `interactions.parquet`.
 """
 
 import importlib
@@ -29,6 +30,7 @@ logger = logging.getLogger(__name__)
 LOADER_ENV = "SHOPAUG_MODEL_LOADER"  # module:function replacing training.model_store.load_model (test fixtures)
 GLOBAL = ""  # popularity context of requests that name no country
 ITEM_COLUMNS = ["item_id", "title", "description", "category", "price"]
+HISTORY_COLUMNS = ["user_id", "item_id", "basket_id", "ts"]
 
 
 def model_loader() -> Any:
@@ -116,6 +118,7 @@ class Bundle:
     index: ItemIndex
     histories: dict[str, list[str]] = field(default_factory=dict)
     popularity: dict[str, list[tuple[str, float]]] = field(default_factory=dict)
+    interactions: pd.DataFrame | None = None  # what a history-based model (the repeat/explore ranker) ranks from
 
     def meta(self) -> dict:
         return {"task": self.task, "registered_name": self.registered_name, "version": self.version}
@@ -148,13 +151,18 @@ def assemble_bundle(
     popularity: dict[str, list[tuple[str, float]]] | None,
     flat_max_items: int,
     hnsw_m: int,
+    interactions: pd.DataFrame | None = None,
 ) -> Bundle:
-    """Encode the catalogue with `model`, build the index, and return the bundle."""
+    """Encode the catalogue with `model`, build the index, and return the bundle. A model that ranks from
+    history (`attach_history`) is given `interactions` first."""
+    if interactions is not None and hasattr(model, "attach_history"):
+        interactions = interactions[HISTORY_COLUMNS]
+        model.attach_history(interactions)
     items = items.set_index("item_id", drop=False) if "item_id" in items.columns else items
     items = items[~items.index.duplicated()]
     vectors = encode_catalogue(model, items)
     index = ItemIndex.build(items.index.tolist(), vectors, flat_max_items, hnsw_m)
-    return Bundle(task, name, str(version), model, items, index, histories or {}, popularity or {})
+    return Bundle(task, name, str(version), model, items, index, histories or {}, popularity or {}, interactions)
 
 
 def save_bundle(bundle: Bundle, directory: Path) -> None:
@@ -171,6 +179,8 @@ def save_bundle(bundle: Bundle, directory: Path) -> None:
         pd.DataFrame(rows, columns=["context", "item_id", "score"]).to_parquet(
             directory / "popularity.parquet", index=False
         )
+    if bundle.interactions is not None:
+        bundle.interactions.to_parquet(directory / "interactions.parquet", index=False)
 
 
 def load_bundle(directory: Path, load_model=None) -> Bundle:
@@ -187,7 +197,13 @@ def load_bundle(directory: Path, load_model=None) -> Bundle:
         pop = pd.read_parquet(directory / "popularity.parquet")
         for ctx, group in pop.groupby("context", sort=False):
             popularity[str(ctx)] = list(zip(group["item_id"], group["score"].astype(float), strict=True))
-    return Bundle(meta["task"], meta["registered_name"], meta["version"], model, items, index, histories, popularity)
+    interactions = None
+    if (directory / "interactions.parquet").exists():
+        interactions = pd.read_parquet(directory / "interactions.parquet")
+        model.attach_history(interactions)
+    return Bundle(
+        meta["task"], meta["registered_name"], meta["version"], model, items, index, histories, popularity, interactions
+    )
 
 
 def user_histories(interactions: pd.DataFrame, history_len: int) -> dict[str, list[str]]:

@@ -1,4 +1,5 @@
-"""What the endpoints do: recommend, search and similar over the live champion bundles, plus champion reload.
+"""What the endpoints do: recommend, search and similar over the live champion bundles, purchase and click events,
+plus champion reload.
 
 Each request reads the live bundle once, so a reload (which swaps whole bundles) never mixes two versions and
 never fails a request in flight; the old bundle finishes the requests that already hold it.
@@ -36,6 +37,8 @@ from serving.champion import (
 from serving.request_log import RequestLog
 
 logger = logging.getLogger(__name__)
+
+MAX_EVENT_USERS = 100_000  # users whose /events purchases are remembered (least recently written dropped first)
 
 
 @dataclass
@@ -79,6 +82,17 @@ class UserFeatures:
     def connected(self) -> bool:
         return self._client is not None
 
+    def push(self, purchases: list[schemas.Event], prices: pd.Series) -> None:
+        """Fold purchases into the online `user_stats` (Feast push source) and drop their users' cached rows; a
+        failure is a warning (the purchases still count in serving)."""
+        try:
+            self._client.push_purchases(purchase_frame(purchases, prices))
+        except Exception:
+            logger.warning("pushing %d purchase(s) to Feast failed", len(purchases), exc_info=True)
+            return
+        for event in purchases:
+            self._cache.pop(event.user_id, None)
+
     def _connect(self) -> None:
         try:
             self._client = OnlineFeatureClient()
@@ -106,6 +120,9 @@ class ServingEngine:
         # one model thread: torch already uses the cores inside a batch; more threads would only contend
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="encoder")
         self._reload_lock = threading.Lock()
+        self._swapping = threading.Event()
+        # /events purchases per user, newest last; /recommend adds them to the user's history as bought just now
+        self._bought: OrderedDict[str, list[str]] = OrderedDict()
         self._affinity: OrderedDict[tuple[str, str], np.ndarray | None] = OrderedDict()
         self.rec = self._attach(recommender)
         self.search_live = self._attach(search)
@@ -116,28 +133,9 @@ class ServingEngine:
     async def recommend(self, req: schemas.RecommendRequest) -> schemas.RecommendResponse:
         started, live = time.perf_counter(), self.rec
         bundle = live.bundle
-        history = bundle.histories.get(req.user_id)
-        if history:
-            features = None
-            if self.features.connected:  # a store read is blocking IO: off the event loop
-                features = await asyncio.get_running_loop().run_in_executor(None, self.features.lookup, req.user_id)
-            vector = await live.batcher.submit((history, features))
-            seen, strategy = set(history) if req.exclude_purchased else set(), "personalized"
-            positions, scores = self._nearest(bundle, vector, req.k, exclude=seen)
-        elif req.recent_item_ids:
-            self._require_items(bundle, req.recent_item_ids)
-            vector = await live.batcher.submit((list(req.recent_item_ids), None))
-            seen, strategy = set(req.recent_item_ids) if req.exclude_purchased else set(), "cold_start_items"
-            positions, scores = self._nearest(bundle, vector, req.k, exclude=seen)
-        else:
-            country = (req.country or GLOBAL).strip().lower()
-            strategy = (
-                "popularity_country" if country in bundle.popularity and country != GLOBAL else "popularity_global"
-            )
-            ranked = bundle.popularity.get(country if strategy == "popularity_country" else GLOBAL, [])
-            ids = [i for i, _ in ranked[: req.k] if i in bundle.index.position]
-            positions = np.array([bundle.index.position[i] for i in ids], dtype=np.int64)
-            scores = np.array([s for i, s in ranked[: req.k] if i in bundle.index.position], dtype=np.float32)
+        bought = [i for i in self._bought.get(req.user_id, []) if i in bundle.index.position]
+        rank = self._ranked if hasattr(bundle.model, "rank_user") else self._nearest_to_user
+        positions, scores, strategy = await rank(live, req, bought)
         items = self._scored(live, positions, scores)
         return self._respond(
             schemas.RecommendResponse,
@@ -199,8 +197,52 @@ class ServingEngine:
                 )
         raise NotFound(f"item_id '{req.item_id}' is in neither catalogue")
 
+    async def events(self, req: schemas.EventsRequest) -> schemas.EventsResponse:
+        """Record events: all or none (every item id is checked first). Each goes to the request log; purchases
+        also join their users' next recommendations at once and are pushed to the feature store when reachable."""
+        started, request_id = time.perf_counter(), uuid.uuid4().hex
+        for event in req.events:
+            if not any(event.item_id in live.bundle.index.position for live in (self.rec, self.search_live)):
+                raise NotFound(f"item_id '{event.item_id}' is in neither catalogue")
+        purchases = sorted((e for e in req.events if e.event == "purchase"), key=lambda e: e.ts)
+        for user_id in dict.fromkeys(e.user_id for e in purchases):
+            self._remember(user_id, [e.item_id for e in purchases if e.user_id == user_id])
+        pushed = bool(purchases) and self.features.connected
+        if pushed:  # blocking store IO, off the event loop and off the request: the answer does not wait for it
+            prices = self.rec.bundle.items["price"]
+            asyncio.get_running_loop().run_in_executor(None, self.features.push, purchases, prices)
+        elif purchases:
+            logger.warning("Feast online store unavailable: %d purchase(s) not pushed", len(purchases))
+        if self.request_log is not None:
+            latency_ms = (time.perf_counter() - started) * 1000
+            now = dt.datetime.now(dt.UTC)
+            for n, event in enumerate(req.events):
+                self.request_log.record(
+                    {
+                        "ts": now,
+                        "request_id": f"{request_id}-{n}",
+                        "endpoint": "events",
+                        "user_id": event.user_id,
+                        "query": None,
+                        "item_id": event.item_id,
+                        "k": None,
+                        "strategy": event.event,
+                        "returned_items": [],
+                        "scores": [],
+                        "latency_ms": latency_ms,
+                    }
+                )
+        return schemas.EventsResponse(
+            request_id=request_id, accepted=len(req.events), purchases=len(purchases), feature_push=pushed
+        )
+
     def versions(self) -> schemas.ModelVersions:
         return schemas.ModelVersions(recommender=self.rec.bundle.version, search=self.search_live.bundle.version)
+
+    @property
+    def ready(self) -> bool:
+        """False while a new champion is being loaded and swapped in (the readiness probe)."""
+        return not self._swapping.is_set()
 
     # -- reload ----------------------------------------------------------------------------------------------
     def reload(self) -> list[str]:
@@ -214,27 +256,32 @@ class ServingEngine:
         with self._reload_lock:
             client = registry_client(self.tracking_uri)
             changed = []
-            for attr in ("rec", "search_live"):
-                bundle = getattr(self, attr).bundle
-                version = champion_version(client, bundle.registered_name, self.params.alias)
-                if version == bundle.version:
-                    continue
-                logger.info("reloading %s: version %s -> %s", bundle.registered_name, bundle.version, version)
-                model = (self._load_model or model_loader())(f"models:/{bundle.registered_name}/{version}")
-                fresh = assemble_bundle(
-                    bundle.task,
-                    bundle.registered_name,
-                    version,
-                    model,
-                    bundle.items.reset_index(drop=True),
-                    bundle.histories,
-                    bundle.popularity,
-                    self.params.flat_index_max_items,
-                    self.params.hnsw_m,
-                )
-                warm_up(fresh)
-                setattr(self, attr, self._attach(fresh))
-                changed.append(bundle.registered_name)
+            try:
+                for attr in ("rec", "search_live"):
+                    bundle = getattr(self, attr).bundle
+                    version = champion_version(client, bundle.registered_name, self.params.alias)
+                    if version == bundle.version:
+                        continue
+                    self._swapping.set()
+                    logger.info("reloading %s: version %s -> %s", bundle.registered_name, bundle.version, version)
+                    model = (self._load_model or model_loader())(f"models:/{bundle.registered_name}/{version}")
+                    fresh = assemble_bundle(
+                        bundle.task,
+                        bundle.registered_name,
+                        version,
+                        model,
+                        bundle.items.reset_index(drop=True),
+                        bundle.histories,
+                        bundle.popularity,
+                        self.params.flat_index_max_items,
+                        self.params.hnsw_m,
+                        bundle.interactions,
+                    )
+                    warm_up(fresh)
+                    setattr(self, attr, self._attach(fresh))
+                    changed.append(bundle.registered_name)
+            finally:
+                self._swapping.clear()
             return changed
 
     def reload_in_background(self) -> bool:
@@ -264,7 +311,19 @@ class ServingEngine:
         encode = functools.partial(ENCODERS[bundle.task], bundle.model)
         batching = self.params.batching
         size = batching.max_batch_size if batching.enabled else 1
-        return Live(bundle, titles, AdaptiveBatcher(encode, self.executor, size, batching.max_latency_ms))
+        batcher = AdaptiveBatcher(encode, self.executor, size, batching.max_latency_ms, task=bundle.task)
+        return Live(bundle, titles, batcher)
+
+    def _remember(self, user_id: str, item_ids: list[str]) -> None:
+        """Add a user's new purchases (oldest first) to what /recommend adds to their history, bounded."""
+        bought = self._bought.pop(user_id, [])
+        for item_id in item_ids:
+            if item_id in bought:
+                bought.remove(item_id)
+            bought.append(item_id)
+        self._bought[user_id] = bought[-self.params.max_recent_items :]
+        while len(self._bought) > MAX_EVENT_USERS:
+            self._bought.popitem(last=False)
 
     async def _search_affinity(self, user_id: str) -> np.ndarray | None:
         """Return the unit mean of the search model's vectors of the user's purchased item titles (cached)."""
@@ -285,6 +344,54 @@ class ServingEngine:
             while len(self._affinity) > 10_000:
                 self._affinity.popitem(last=False)
         return self._affinity[key]
+
+    async def _nearest_to_user(
+        self, live: Live, req: schemas.RecommendRequest, bought: list[str]
+    ) -> tuple[np.ndarray, np.ndarray, str]:
+        """A vector recommender (two-tower): the user vector's nearest items, else popularity for a cold user."""
+        bundle = live.bundle
+        history = [*bundle.histories.get(req.user_id, []), *bought]
+        if history:
+            features = None
+            if self.features.connected:  # a store read is blocking IO: off the event loop
+                features = await asyncio.get_running_loop().run_in_executor(None, self.features.lookup, req.user_id)
+            vector = await live.batcher.submit((history, features))
+            seen, strategy = set(history) if req.exclude_purchased else set(), "personalized"
+            return *self._nearest(bundle, vector, req.k, exclude=seen), strategy
+        if req.recent_item_ids:
+            self._require_items(bundle, req.recent_item_ids)
+            vector = await live.batcher.submit((list(req.recent_item_ids), None))
+            seen = set(req.recent_item_ids) if req.exclude_purchased else set()
+            return *self._nearest(bundle, vector, req.k, exclude=seen), "cold_start_items"
+        country = (req.country or GLOBAL).strip().lower()
+        strategy = "popularity_country" if country in bundle.popularity and country != GLOBAL else "popularity_global"
+        ranked = bundle.popularity.get(country if strategy == "popularity_country" else GLOBAL, [])
+        ids = [i for i, _ in ranked[: req.k] if i in bundle.index.position]
+        positions = np.array([bundle.index.position[i] for i in ids], dtype=np.int64)
+        scores = np.array([s for i, s in ranked[: req.k] if i in bundle.index.position], dtype=np.float32)
+        return positions, scores, strategy
+
+    async def _ranked(
+        self, live: Live, req: schemas.RecommendRequest, bought: list[str]
+    ) -> tuple[np.ndarray, np.ndarray, str]:
+        """The repeat/explore ranker: the user's packaged history, if any, plus their /events purchases (`bought`)
+        and the request's recent items as a basket bought now; a user with none of these gets the ranker's choice
+        among bestsellers. No feature store read: the ranker works from history alone, so a missing snapshot costs
+        nothing."""
+        bundle = live.bundle
+        recent = [str(i) for i in req.recent_item_ids or []]
+        self._require_items(bundle, recent)
+        recent = list(dict.fromkeys([*bought, *recent]))
+        known = bundle.model.knows(req.user_id)
+        seen = set(bundle.histories.get(req.user_id, [])) | set(recent) if req.exclude_purchased else set()
+        ranked = await asyncio.get_running_loop().run_in_executor(
+            self.executor, bundle.model.rank_user, req.user_id, recent, req.k + len(seen)
+        )
+        ranked = [(i, s) for i, s in ranked if i not in seen and i in bundle.index.position][: req.k]
+        positions = np.array([bundle.index.position[i] for i, _ in ranked], dtype=np.int64)
+        scores = np.array([s for _, s in ranked], dtype=np.float32)
+        strategy = "repeat_explore" if known else "repeat_explore_session" if recent else "repeat_explore_new_user"
+        return positions, scores, strategy
 
     @staticmethod
     def _require_items(bundle: Bundle, item_ids: list[str]) -> None:
@@ -353,9 +460,27 @@ class ServingEngine:
         return response
 
 
+def purchase_frame(purchases: list[schemas.Event], prices: pd.Series) -> pd.DataFrame:
+    """The purchase lines `features.OnlineFeatureClient.push_purchases` folds in; value = quantity x catalogue
+    price (`prices` by item id; 0 for an item without one)."""
+    frame = pd.DataFrame(
+        {
+            "user_id": [e.user_id for e in purchases],
+            "item_id": [e.item_id for e in purchases],
+            "ts": pd.to_datetime([e.ts for e in purchases], utc=True),
+            "quantity": [e.quantity for e in purchases],
+        }
+    )
+    price = prices[~prices.index.duplicated()].reindex(frame["item_id"]).fillna(0.0).to_numpy(dtype=float)
+    return frame.assign(value=frame["quantity"].astype(float) * price)
+
+
 def warm_up(bundle: Bundle) -> None:
     """Run the encoder once before the first request (lazy weights, torch start-up); the recommender also sees
     its whole catalogue, as at packaging, so items newer than its training are known to `encode_users`."""
+    if bundle.task == "retail" and hasattr(bundle.model, "rank_user"):
+        bundle.model.rank_user("warm-up", [], 1)  # builds the ranker's catalogue statistics
+        return
     if bundle.task == "retail":
         bundle.model.encode_items(bundle.items.reset_index(drop=True)[ITEM_COLUMNS])
         bundle.model.encode_users([bundle.index.item_ids[:1].tolist()], None)

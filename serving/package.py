@@ -46,6 +46,7 @@ def package_task(
     popularity,
     serve,
     load_model=None,
+    interactions=None,
 ) -> str:
     """Save one task's champion (MLflow model + catalogue + index) as a BentoML model; return its tag."""
     import bentoml
@@ -64,6 +65,7 @@ def package_task(
             popularity,
             serve.flat_index_max_items,
             serve.hnsw_m,
+            interactions,
         )
         labels = {"mlflow_version": str(version), "task": task, "alias": serve.alias}
         with bentoml.models.create(
@@ -94,13 +96,21 @@ def package_champions(canonical: Path, params: Params, load_model=None) -> dict:
             retail_items,
             user_histories(interactions, serve.history_len),
             context_popularity(interactions, users, serve.popularity_days),
+            interactions,
         ),
-        ("search", params.mlflow.search_model, read_table(canonical / "search" / "items.parquet", "items"), None, None),
+        (
+            "search",
+            params.mlflow.search_model,
+            read_table(canonical / "search" / "items.parquet", "items"),
+            None,
+            None,
+            None,
+        ),
     ]
     packaged = {}
-    for task, name, items, histories, popularity in tasks:
+    for task, name, items, histories, popularity, rows in tasks:
         version = champion_version(client, name, serve.alias)
-        tag = package_task(task, name, version, uri, items, histories, popularity, serve, load_model)
+        tag = package_task(task, name, version, uri, items, histories, popularity, serve, load_model, rows)
         packaged[name] = {"version": version, "bentoml_model": tag, "items": len(items)}
     return packaged
 

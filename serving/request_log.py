@@ -1,10 +1,16 @@
-"""Sampled, bounded request log: Parquet files in data/serving/requests/ that the monitoring stage reads."""
+"""Sampled, bounded request log: Parquet files in data/serving/requests/ that the monitoring stage reads.
+
+Several replicas may share the folder: each names its files after its own replica id and prunes only those.
+"""
 
 import datetime as dt
 import logging
 import os
 import random
+import re
+import socket
 import threading
+import uuid
 from collections import deque
 from pathlib import Path
 
@@ -34,11 +40,18 @@ REQUEST_LOG_SCHEMA = pa.schema(
 )
 
 
+def replica_id() -> str:
+    """A new id for this process: host name, process id and a random part (unique even for two pid-1 containers
+    on one host name)."""
+    return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+
+
 class RequestLog:
     """Keep a sample of request rows in a bounded buffer; a background thread writes them as Parquet files.
 
-    A file is written every `flush_s` seconds or when `rows_per_file` rows wait; beyond `max_files` the oldest
-    files are deleted; rows arriving while `max_buffered_rows` wait are dropped (counted in `dropped`).
+    A file is written every `flush_s` seconds or when `rows_per_file` rows wait; beyond `max_files` this replica's
+    oldest files are deleted (other replicas' files never are); rows arriving while `max_buffered_rows` wait are
+    dropped (counted in `dropped`). Files are named `requests-<replica>.<time>-<sequence>.parquet`.
     """
 
     def __init__(
@@ -50,8 +63,11 @@ class RequestLog:
         max_files: int,
         max_buffered_rows: int,
         seed: int | None = None,
+        replica: str | None = None,
     ):
         self.directory = Path(directory)
+        # no dots in the id: `requests-<replica>.` is then the prefix of this replica's files only
+        self.replica = re.sub(r"[^A-Za-z0-9-]", "-", replica or replica_id())
         self.sample_rate, self.rows_per_file, self.flush_s = sample_rate, rows_per_file, flush_s
         self.max_files = max_files
         self._rows: deque[dict] = deque()
@@ -86,7 +102,7 @@ class RequestLog:
         table = pa.Table.from_pylist(rows, schema=REQUEST_LOG_SCHEMA)
         self._sequence += 1
         stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S%fZ")
-        path = self.directory / f"requests-{stamp}-{os.getpid()}-{self._sequence:06d}.parquet"
+        path = self.directory / f"requests-{self.replica}.{stamp}-{self._sequence:06d}.parquet"
         with atomic_path(path) as tmp:
             pq.write_table(table, tmp)
         self._prune()
@@ -101,7 +117,7 @@ class RequestLog:
             pass
 
     def _prune(self) -> None:
-        files = sorted(self.directory.glob("requests-*.parquet"))
+        files = sorted(self.directory.glob(f"requests-{self.replica}.*.parquet"))
         for old in files[: max(0, len(files) - self.max_files)]:
             old.unlink(missing_ok=True)
 

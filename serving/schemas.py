@@ -4,7 +4,7 @@ import json
 import os
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
 
 from core.params import Params, load_params
 
@@ -49,13 +49,33 @@ class SimilarRequest(Request):
     k: TopK = 10
 
 
+class Event(Request):
+    user_id: Identifier
+    item_id: Identifier
+    ts: AwareDatetime = Field(description="when it happened: ISO 8601 with a timezone, e.g. 2011-12-09T12:50:00Z")
+    quantity: int = Field(1, ge=1)
+    event: Literal["purchase", "click"]
+
+
+class EventsRequest(Request):
+    events: list[Event] = Field(min_length=1, max_length=LIMITS.max_events)
+
+
 class ScoredItem(BaseModel):
     item_id: str
     title: str
     score: float
 
 
-RecommendStrategy = Literal["personalized", "cold_start_items", "popularity_country", "popularity_global"]
+RecommendStrategy = Literal[
+    "repeat_explore",  # repeat/explore ranker: a known user's history (+ recent items)
+    "repeat_explore_session",  # ... an unknown user's recent items
+    "repeat_explore_new_user",  # ... a user with nothing known: the ranker's bestsellers
+    "personalized",  # two-tower: known user
+    "cold_start_items",  # two-tower: unknown user's recent items
+    "popularity_country",
+    "popularity_global",
+]
 
 
 class RecommendResponse(BaseModel):
@@ -81,6 +101,13 @@ class SimilarResponse(BaseModel):
     strategy: Literal["item_to_item"] = "item_to_item"
     model_version: str
     items: list[ScoredItem]
+
+
+class EventsResponse(BaseModel):
+    request_id: str
+    accepted: int = Field(description="events recorded (all of the request's)")
+    purchases: int = Field(description="purchases among them, now part of their users' recommendations")
+    feature_push: bool = Field(description="purchases handed to the Feast push source (false: none, or no store)")
 
 
 class ModelVersions(BaseModel):

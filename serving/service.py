@@ -17,8 +17,11 @@ from core.paths import repo_root
 from serving.champion import load_bundle, tracking_uri
 from serving.engine import ServingEngine
 from serving.errors import OneLineErrors
+from serving.overload import LoadShedding
 from serving.request_log import RequestLog
 from serving.schemas import (
+    EventsRequest,
+    EventsResponse,
     ModelVersions,
     RecommendRequest,
     RecommendResponse,
@@ -37,6 +40,8 @@ logging.getLogger("serving").setLevel(logging.INFO)  # reloads and Feast fallbac
 PARAMS = load_serving_params()
 # BentoML model names = the registered model names (what `python -m serving.package` saves)
 RECOMMENDER, SEARCH = PARAMS.mlflow.recommender_model, PARAMS.mlflow.search_model
+# the endpoints behind the in-flight limit and deadline (health, metrics, docs, ping and admin stay outside)
+SHED_PATHS = ("/recommend", "/search", "/similar", "/events")
 
 
 @bentoml.service(
@@ -60,7 +65,13 @@ class Shopaug:
         # the request log is where monitoring.drift reads it (monitoring.drift.log_dir), unless the env says
         log_dir = Path(os.environ.get("SHOPAUG_REQUEST_LOG_DIR", repo_root() / params.monitoring.drift.log_dir))
         self.request_log = RequestLog(
-            log_dir, log.sample_rate, log.rows_per_file, log.flush_s, log.max_files, log.max_buffered_rows
+            log_dir,
+            log.sample_rate,
+            log.rows_per_file,
+            log.flush_s,
+            log.max_files,
+            log.max_buffered_rows,
+            replica=os.environ.get("SHOPAUG_REPLICA_ID"),  # a stable id (StatefulSet pod name) keeps pruning its files
         )
         serve = params.serve
         self.engine = ServingEngine(
@@ -93,6 +104,12 @@ class Shopaug:
         return await self.engine.similar(request)
 
     @bentoml.api
+    async def events(self, request: EventsRequest, /) -> EventsResponse:
+        """Purchase and click events, all or none: logged; purchases shape their users' next recommendations at
+        once and are pushed to the feature store when it is reachable."""
+        return await self.engine.events(request)
+
+    @bentoml.api
     async def ping(self) -> ModelVersions:
         """The framework floor for the benchmark: no model work, just the versions being served."""
         return self.engine.versions()
@@ -108,6 +125,10 @@ class Shopaug:
         started = self.engine.reload_in_background()
         return ReloadResponse(status="started" if started else "already_running", versions=self.engine.versions())
 
+    def __is_ready__(self) -> bool:
+        """Readiness (/readyz): false while a new champion is being swapped in, so traffic goes to other replicas."""
+        return self.engine.ready
+
     @bentoml.on_shutdown
     def _close(self) -> None:
         self._stop.set()
@@ -116,3 +137,10 @@ class Shopaug:
 
 # 4xx bodies become {"error": "<one line naming the field and the reason>"}
 Shopaug.add_asgi_middleware(OneLineErrors)
+# over `serve.max_in_flight` requests, or past `serve.deadline_ms`: 503 with Retry-After
+Shopaug.add_asgi_middleware(
+    LoadShedding,
+    paths=SHED_PATHS,
+    max_in_flight=PARAMS.serve.max_in_flight,
+    deadline_s=PARAMS.serve.deadline_ms / 1000,
+)

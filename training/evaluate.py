@@ -1,7 +1,8 @@
 """The evaluate stage: every trained model and the baselines on the real test split; uplifts, ablation, sweep.
 
-Writes `metrics/results.json` ({task: {baselines, models, synthetic_share, uplift, ablation, versus_twin}};
-differences between models carry paired bootstrap CIs over the same test users/queries), appends one
+Writes `metrics/results.json` ({task: {model, baselines, models, synthetic_share, uplift, ablation, versus_twin,
+versus_best_baseline}}; differences between models, and against the strongest baseline, carry paired bootstrap
+CIs over the same test users/queries), appends one
 row per model to `metrics/sweep/<task>.csv` (NDCG@10 against the synthetic share, for `dvc plots`), and logs
 each model's test metrics and the test split into the MLflow run that trained it.
 """
@@ -23,6 +24,7 @@ from core.io import atomic_path, write_json
 from core.params import Params
 from core.tasks import TASKS
 from training import tracking
+from training.baselines import make_baseline
 from training.holdout import load_test_inputs, load_trained, score_model
 from training.metrics import bootstrap_ci, metric_value
 from training.registry import DVC_EXPERIMENT_ENV, configure
@@ -114,6 +116,23 @@ def versus_twin(task: str, units: dict[str, pd.DataFrame], params: Params) -> di
     }
 
 
+def versus_best_baseline(
+    task: str, units: dict[str, pd.DataFrame], best: str | None, params: Params, inputs: dict
+) -> dict:
+    """Every model against the strongest baseline (re-scored here for its per-user/query table), paired CIs."""
+    if best is None:
+        return {}
+    per_unit: dict = {}
+    score_model(make_baseline(best, task, params), task, params, inputs, per_unit)
+    return {
+        "baseline": best,
+        "models": {
+            variant: {key: paired_difference(table, per_unit["table"], key, params) for key in TASKS[task].paired}
+            for variant, table in units.items()
+        },
+    }
+
+
 def log_test_metrics(folder: Path, result: dict, test_path: Path, params: Params) -> None:
     """Reopen the MLflow run that trained the model in `folder`; log test metrics and the test split."""
     record = tracking.run_record(folder)
@@ -174,22 +193,27 @@ def evaluate_all(
             continue
         inputs = load_test_inputs(task, splits / task, canonical / task)
         manifests = {v: variant_manifest(fused, task, v) for v in variants}
-        models, units = {}, {}
+        models, units, kinds = {}, {}, {}
         for variant in variants:
             folder = models_dir / task / variant
             log.info("evaluating %s/%s", task, variant)
             per_unit: dict = {}
-            models[variant] = score_model(load_trained(folder, params), task, params, inputs, per_unit)
+            model = load_trained(folder, params)
+            kinds[variant] = model.name.removesuffix(f"_{variant}")
+            models[variant] = score_model(model, task, params, inputs, per_unit)
             units[variant] = per_unit["table"]
             log_test_metrics(folder, models[variant], inputs["test_path"], params)
         shares = {v: manifests[v].get("synthetic_share") for v in variants}
+        uplift = compare(task, models, baselines.get(task, {}))
         results[task] = {
+            "model": kinds,
             "baselines": baselines.get(task, {}),
             "models": models,
             "synthetic_share": shares,
-            "uplift": compare(task, models, baselines.get(task, {})),
+            "uplift": uplift,
             "ablation": ablation(task, models, units, params),
             "versus_twin": versus_twin(task, units, params),
+            "versus_best_baseline": versus_best_baseline(task, units, uplift["best_baseline"], params, inputs),
             "test_split": {
                 "path": tracking.repo_relative(inputs["test_path"]),
                 "digest": tracking.dataset_digest(inputs["test_path"])[0],

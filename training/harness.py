@@ -51,11 +51,12 @@ def evaluate_recommender(
     `targets`: the target basket rows (one basket per user); `items`: canonical items. The catalogue is the
     items seen in `history` (recommendations outside it are dropped); target items outside it stay in the
     relevant set, so they count as misses. `cutoff` defaults to the end of the history. Metrics: all target
-    items, and `*_new`: the target items not in the user's history against the ranking with the user's past
-    items removed (what the model would show when asked for something new). Segments: `cold_users` (at most
-    `cold_user_max_purchases` past baskets) and `new_items` (recall of target items first seen within
-    `new_item_days` before the cutoff). Refuses empty targets or target users without history. `per_unit`, when
-    given, receives the per-user metric table (index = user id) for paired comparisons between models.
+    items, `*_new`: the target items not in the user's history against the ranking with the user's past
+    items removed (what the model would show when asked for something new), and `recall@k_repeat` /
+    `recall@k_explore`: recall of the re-bought / the new-to-user target items in the same top k. Segments:
+    `cold_users` (at most `cold_user_max_purchases` past baskets) and `new_items` (recall of target items first
+    seen within `new_item_days` before the cutoff). Refuses empty targets or target users without history.
+    `per_unit`, when given, receives the per-user metric table (index = user id) for paired comparisons.
     """
     if targets.empty:
         raise ShopError("evaluation targets are empty: no user has a basket after the cutoff")
@@ -88,7 +89,11 @@ def evaluate_recommender(
         all_items = binary_metrics(top, relevant, params.k, params.recall_ks)
         unseen = [item for item in full if item not in past_items[user]][:depth]
         fresh = binary_metrics(unseen, relevant - past_items[user], params.k, params.recall_ks)
-        rows.append({**all_items, **{f"{name}_new": value for name, value in fresh.items()}})
+        split = {  # the same full ranking, recall of the repeat targets and of the explore targets apart
+            f"recall@{params.k}_{part}": recall_at_k(top, targets, params.k)
+            for part, targets in (("repeat", relevant & past_items[user]), ("explore", relevant - past_items[user]))
+        }
+        rows.append({**all_items, **{f"{name}_new": value for name, value in fresh.items()}, **split})
         cold.append(past_baskets[user] <= params.cold_user_max_purchases)
         recall_new_items.append({f"recall@{r}": recall_at_k(top, relevant & new_items, r) for r in params.recall_ks})
     per_user = pd.DataFrame(rows)

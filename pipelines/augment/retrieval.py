@@ -1,11 +1,10 @@
-"""BM25 over the catalogue (bm25s weights, sparse scoring) for round-trip filtering and hard-negative mining."""
+"""BM25 over the catalogue (bm25s) for round-trip filtering and hard-negative mining."""
 
 import re
 
 import bm25s
 import numpy as np
 import pandas as pd
-import scipy.sparse as sp
 from bm25s.stopwords import STOPWORDS_EN
 
 from core.errors import ShopError
@@ -26,39 +25,22 @@ def item_text(items: pd.DataFrame) -> list[str]:
 
 
 class BM25Index:
-    """A BM25 index of catalogue items; scores whole query batches with one sparse product per chunk.
-
-    bm25s builds the per-(item, term) BM25 weights; scoring is then `queries x weights`, so the rank of a
-    given item needs no full sort (about 40k queries/s on 2 cores for the Home Depot catalogue).
+    """A BM25 index of catalogue items (bm25s): each query scores every item at once (`BM25.get_scores_from_ids`),
+    so the rank of a given item needs no full sort (`rank_of`: 12k-19k queries/s on 2 shared cores, Home Depot).
     """
 
-    def __init__(self, items: pd.DataFrame, k1: float = 1.5, b: float = 0.75, chunk: int = 8192):
+    def __init__(self, items: pd.DataFrame, k1: float = 1.5, b: float = 0.75):
         if items.empty:
             raise ShopError("items: the catalogue is empty, nothing to index for BM25")
         self.item_ids = items["item_id"].astype(str).to_numpy()
         self.position = {item: i for i, item in enumerate(self.item_ids)}
         corpus = [bm25_tokens(t) or ["__empty__"] for t in item_text(items)]
-        model = bm25s.BM25(k1=k1, b=b)
-        model.index(corpus, show_progress=False)
-        s = model.scores
-        self.vocab = {t: i for t, i in model.vocab_dict.items() if i < len(s["indptr"]) - 1}
-        weights = sp.csc_matrix((s["data"], s["indices"], s["indptr"]), shape=(s["num_docs"], len(s["indptr"]) - 1))
-        self.weights_t = weights.T.tocsr().astype(np.float32)  # terms x items
-        self.chunk = chunk
+        self.model = bm25s.BM25(k1=k1, b=b)
+        self.model.index(corpus, show_progress=False)
 
-    def _query_matrix(self, queries: list[str]) -> sp.csr_matrix:
-        rows, cols = [], []
-        for i, query in enumerate(queries):
-            ids = {self.vocab[t] for t in bm25_tokens(query) if t in self.vocab}
-            rows.extend([i] * len(ids))
-            cols.extend(ids)
-        data = np.ones(len(rows), dtype=np.float32)
-        return sp.csr_matrix((data, (rows, cols)), shape=(len(queries), self.weights_t.shape[0]))
-
-    def _scores(self, queries: list[str]):
-        q = self._query_matrix(queries)
-        for start in range(0, len(queries), self.chunk):
-            yield start, (q[start : start + self.chunk] @ self.weights_t).tocsr()
+    def scores(self, query: str) -> np.ndarray:
+        """BM25 score of every item for `query`, each distinct query term counted once (0: no shared term)."""
+        return self.model.get_scores_from_ids(list(dict.fromkeys(self.model.get_tokens_ids(bm25_tokens(query)))))
 
     def rank_of(self, queries: list[str], item_ids: list[str]) -> np.ndarray:
         """Return the 0-based BM25 rank of `item_ids[i]` for `queries[i]` (items scoring strictly higher).
@@ -68,23 +50,21 @@ class BM25Index:
         missing = [i for i in item_ids if i not in self.position]
         if missing:
             raise ShopError(f"item_id '{missing[0]}' is not in the indexed catalogue")
-        target = np.array([self.position[i] for i in item_ids], dtype=np.int64)
         ranks = np.empty(len(queries), dtype=np.int64)
-        for start, scores in self._scores(queries):
-            n = scores.shape[0]
-            own = np.asarray(scores[np.arange(n), target[start : start + n]]).ravel()
-            row = np.repeat(np.arange(n), np.diff(scores.indptr))
-            above = np.bincount(row[scores.data > own[row]], minlength=n)
-            ranks[start : start + n] = np.where(own > 0, above, len(self.item_ids))
+        for i, (query, item) in enumerate(zip(queries, item_ids, strict=True)):
+            scores = self.scores(query)
+            own = scores[self.position[item]]
+            ranks[i] = np.count_nonzero(scores > own) if own > 0 else len(self.item_ids)
         return ranks
 
     def top_k(self, queries: list[str], k: int) -> list[list[tuple[str, float]]]:
         """Return the top-`k` (item_id, score) per query, best first (ties broken by catalogue order)."""
         out: list[list[tuple[str, float]]] = []
-        for _, scores in self._scores(queries):
-            for i in range(scores.shape[0]):
-                lo, hi = scores.indptr[i], scores.indptr[i + 1]
-                cols, vals = scores.indices[lo:hi], scores.data[lo:hi]
-                order = np.lexsort((cols, -vals))[:k]
-                out.append([(self.item_ids[c], float(v)) for c, v in zip(cols[order], vals[order], strict=True)])
+        for query in queries:
+            scores = self.scores(query)
+            hits = np.flatnonzero(scores)
+            if len(hits) > k:  # keep the k best scores (and their ties) before the ordered sort
+                hits = hits[scores[hits] >= np.partition(scores[hits], len(hits) - k)[len(hits) - k]]
+            best = hits[np.lexsort((hits, -scores[hits]))[:k]]
+            out.append([(self.item_ids[c], float(scores[c])) for c in best])
         return out

@@ -170,8 +170,11 @@ def gate(root, decisions: dict[str, str]) -> None:
         write_json({"decision": decisions.get(g, "pass"), "checks": {}}, root / f"metrics/gate/{g}.json")
 
 
+ALL_ON = {"sequence_aug": {"weight": 0.5}}  # params.yaml leaves sequence_aug off; these tests fuse every generator
+
+
 def fuse(root, **overrides) -> dict[str, dict[str, pd.DataFrame]]:
-    params = load_params(overrides=overrides)
+    params = load_params(overrides={"generators": ALL_ON, **overrides})
     folders = [Path(p) for p in ("data/splits", "data/canonical", "data/synthetic", "metrics/gate", "data/fused")]
     run_fuse(params, *folders)
     out = {}
@@ -195,7 +198,7 @@ def test_aug_adds_weighted_synthetic_rows_with_provenance(root):
     assert aug["is_synthetic"].notna().all() and aug["source"].notna().all()
     synthetic = aug[aug["is_synthetic"]]
     assert set(synthetic["source"]) == set(GENERATORS["retail"])
-    weights = {g: row.weight for g, row in load_params().generators.items()}
+    weights = {g: row.weight for g, row in load_params(overrides={"generators": ALL_ON}).generators.items()}
     assert all(w == weights[s] for s, w in zip(synthetic["source"], synthetic["weight"], strict=True))
     assert (aug.loc[~aug["is_synthetic"], "weight"] == 1.0).all()
     assert synthetic.loc[synthetic["source"] != "synthetic_users", "parent_id"].notna().all()

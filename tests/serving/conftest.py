@@ -13,13 +13,20 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from serving_fixture_models import ADMIN_TOKEN, register_fixture_model
+from serving_fixture_models import (
+    ADMIN_TOKEN,
+    QUERY_DELAY_ENV,
+    SLOW_DEADLINE_MS,
+    SLOW_QUERY_S,
+    register_fixture_model,
+    register_ranker,
+)
 
 from core.io import write_table
 from core.paths import data_dir, repo_root
 from serving.launch import start_service, stop_service
 
-RETAIL_ROWS, SEARCH_ROWS = 2000, 600
+RETAIL_ROWS, SEARCH_ROWS = 8000, 600  # 8k Online Retail lines: 5 days, enough to train the ranker
 POLL_S = 1  # the polling server's serve.reload_poll_s
 
 
@@ -87,13 +94,17 @@ def world():
         "HF_HUB_OFFLINE": "1",
         "SHOPAUG_REQUEST_LOG_DIR": str(root / "requests"),
         "SHOPAUG_ADMIN_TOKEN": ADMIN_TOKEN,
-        "SHOPAUG_SERVE": json.dumps({"reload_poll_s": 0, "request_log": {"flush_s": 0.5}}),
+        # a generous deadline: the reload tests assert that no request fails on a shared 2-core machine, not its
+        # latency (test_overload.py runs a server with a tight one)
+        "SHOPAUG_SERVE": json.dumps({"reload_poll_s": 0, "deadline_ms": 30_000, "request_log": {"flush_s": 0.5}}),
+        # no feature store, ever: never the repository's own (data/feast/), which /events would push to
+        "SHOP_FEAST_CONFIG": str(root / "no-feature-store" / "feature_store.yaml"),
         "PYTHONPATH": f"{repo_root()}:{Path(__file__).parent}",
         "MLFLOW_ENABLE_ASYNC_LOGGING": "false",
     }
     os.chdir(root)  # mlflow's default ./mlruns artifact root lands in the temp folder
     versions = {
-        "recommender": register_fixture_model(uri, "shopaug-recommender", "retail", retail["items"], ""),
+        "recommender": register_ranker(uri, "shopaug-recommender", retail["interactions"]),
         "search": register_fixture_model(uri, "shopaug-search", "search", search_items, ""),
     }
     os.chdir(repo_root())
@@ -150,20 +161,43 @@ def server(world) -> Iterator[str]:
         yield base
 
 
+def own_home(root: Path, name: str) -> Path:
+    """A BentoML home holding a copy of the packaged models, for a second server: `bentoml serve` empties the
+    home's Prometheus folder at start, which the session server uses."""
+    home = root / f"bentoml-{name}"
+    shutil.copytree(root / "bentoml" / "models", home / "models", symlinks=True, dirs_exist_ok=True)
+    return home
+
+
 @pytest.fixture(scope="module")
 def polling_server(world) -> Iterator[str]:
     """A second real `bentoml serve`, polling the registry every POLL_S seconds, with no admin token at all (so
-    only the poll can switch it), its own request log and its own BentoML home (a copy of the packaged models:
-    `bentoml serve` empties the home's Prometheus folder at start, which the session server uses)."""
+    only the poll can switch it), its own request log and its own BentoML home (`own_home`)."""
     root = world["root"]
-    home = root / "bentoml-polling"
-    shutil.copytree(root / "bentoml" / "models", home / "models", symlinks=True, dirs_exist_ok=True)
+    home = own_home(root, "polling")
     env = {
         **world["env"],
-        "SHOPAUG_SERVE": json.dumps({"reload_poll_s": POLL_S, "request_log": {"flush_s": 0.5}}),
+        "SHOPAUG_SERVE": json.dumps({"reload_poll_s": POLL_S, "deadline_ms": 30_000, "request_log": {"flush_s": 0.5}}),
         "SHOPAUG_REQUEST_LOG_DIR": str(root / "requests-polling"),
         "BENTOML_HOME": str(home),
     }
     del env["SHOPAUG_ADMIN_TOKEN"]
     with serving(root, env, name="polling-server") as base:
+        yield base
+
+
+@pytest.fixture(scope="module")
+def slow_server(world) -> Iterator[str]:
+    """A real `bentoml serve` whose query encoder takes SLOW_QUERY_S, with 2 requests in flight at most and a
+    SLOW_DEADLINE_MS deadline, so every search is past its deadline; its own request log and BentoML home."""
+    root = world["root"]
+    serve = {"reload_poll_s": 0, "max_in_flight": 2, "deadline_ms": SLOW_DEADLINE_MS, "request_log": {"flush_s": 0.5}}
+    env = {
+        **world["env"],
+        "SHOPAUG_SERVE": json.dumps(serve),
+        "SHOPAUG_REQUEST_LOG_DIR": str(root / "requests-slow"),
+        "BENTOML_HOME": str(own_home(root, "slow")),
+        QUERY_DELAY_ENV: str(SLOW_QUERY_S),
+    }
+    with serving(root, env, name="slow-server") as base:
         yield base

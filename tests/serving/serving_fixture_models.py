@@ -1,4 +1,5 @@
-"""Small real models with the interface of training.model_store's models (MiniLM over item titles), in a real MLflow.
+"""Small real models for the service, in a real MLflow: a real repeat/explore ranker trained on the slice in
+seconds, and fixture models with the interface of training.model_store's vector models (MiniLM over titles).
 
 The service loads them through `$SHOPAUG_MODEL_LOADER=serving_fixture_models:load_model`, so the HTTP,
 batching, reload and logging machinery is tested without waiting for a trained champion.
@@ -6,15 +7,22 @@ batching, reload and logging machinery is tested without waiting for a trained c
 
 import functools
 import json
+import os
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from core.encoder import TextEncoder
+from core.params import load_params
+from training.model_store import load_model_from_folder, save_model
+from training.repeat_explore import first_baskets, train_repeat_explore
 
 ADMIN_TOKEN = "test-admin-token"  # the servers started by the tests accept this admin token
+QUERY_DELAY_ENV = "SHOPAUG_FIXTURE_QUERY_DELAY_S"  # seconds each query-encoder call sleeps (a slow model)
+SLOW_QUERY_S, SLOW_DEADLINE_MS = 0.3, 100  # the slow server's query-encoder time and deadline: searches are late
 
 
 @functools.cache
@@ -29,6 +37,7 @@ class FixtureSearchModel:
         self.item_ids, self.salt = item_ids, salt
 
     def encode_queries(self, texts: list[str]) -> np.ndarray:
+        time.sleep(float(os.environ.get(QUERY_DELAY_ENV, "0")))
         return _encoder().encode([f"{self.salt}{t}" for t in texts])
 
     def encode_items(self, items: pd.DataFrame) -> np.ndarray:
@@ -58,16 +67,57 @@ class FixtureRecommenderModel:
 
 
 def load_model(uri: str):
-    """Load a fixture model from a local folder or any MLflow artifact URI (`models:/name/version`)."""
+    """Load a fixture model, or a real shopaug model folder (model.json), from a local folder or any MLflow
+    artifact URI (`models:/name/version`)."""
     path = Path(uri)
     if not path.is_dir():
         import mlflow
 
         path = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri))
+    if (path / "model.json").is_file():
+        return load_model_from_folder(path)
     spec = json.loads((path / "fixture.json").read_text())
     if spec["kind"] == "search":
         return FixtureSearchModel(spec["item_ids"], spec["salt"])
     return FixtureRecommenderModel(spec["titles"], spec["salt"])
+
+
+def train_ranker(interactions: pd.DataFrame, window_days: int = 1):
+    """A real repeat/explore ranker trained on `interactions` (two windows of `window_days`, the last
+    `window_days` as validation), with the project's ranker settings otherwise."""
+    settings = load_params().train.retail.ranker.model_copy(update={"windows": 2, "window_days": window_days})
+    end = interactions["ts"].max() + pd.Timedelta(seconds=1)
+    before = end - pd.Timedelta(days=window_days)
+    valid = first_baskets(interactions, before, end)
+    model, _ = train_repeat_explore(
+        interactions[interactions["ts"] < before], interactions, valid, before, settings, "aug", 0
+    )
+    return model
+
+
+def register_ranker(tracking_uri: str, name: str, interactions: pd.DataFrame, alias: str = "champion") -> str:
+    """Train a real ranker on `interactions`, log its model folder, register it as a new version of `name`."""
+    import mlflow
+    from mlflow import MlflowClient
+
+    mlflow.set_tracking_uri(tracking_uri)
+    client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+    with tempfile.TemporaryDirectory() as tmp, mlflow.start_run(run_name=f"ranker-{name}") as run:
+        save_model(train_ranker(interactions), tmp)
+        mlflow.log_artifacts(tmp, artifact_path="model")
+    return _register(client, name, run, alias)
+
+
+def _register(client, name: str, run, alias: str) -> str:
+    """Register the run's `model` artifact folder as a new version of `name` and point `alias` at it."""
+    try:
+        client.get_registered_model(name)
+    except Exception:
+        client.create_registered_model(name)
+    source = f"{run.info.artifact_uri}/model"
+    version = client.create_model_version(name, source=source, run_id=run.info.run_id).version
+    client.set_registered_model_alias(name, alias, version)
+    return str(version)
 
 
 def register_fixture_model(
@@ -91,11 +141,4 @@ def register_fixture_model(
     ):
         (Path(tmp) / "fixture.json").write_text(json.dumps(spec))
         mlflow.log_artifacts(tmp, artifact_path="model")
-        source = f"{run.info.artifact_uri}/model"
-    try:
-        client.get_registered_model(name)
-    except Exception:
-        client.create_registered_model(name)
-    version = client.create_model_version(name, source=source, run_id=run.info.run_id).version
-    client.set_registered_model_alias(name, alias, version)
-    return str(version)
+    return _register(client, name, run, alias)

@@ -7,6 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pandas as pd
+from prometheus_client import REGISTRY
 
 from serving.batching import AdaptiveBatcher
 from serving.errors import one_line_reason
@@ -63,6 +64,29 @@ def test_an_encoder_error_reaches_every_waiting_request_and_the_batcher_survives
     assert isinstance(first[0], ValueError) and later[0] == 1
 
 
+def test_cancelled_requests_leave_the_queue_unencoded_and_batches_are_measured():
+    encoded: list[int] = []
+
+    def encode(batch):
+        encoded.extend(batch)
+        time.sleep(0.05)
+        return np.zeros((len(batch), 1))
+
+    async def run():
+        batcher = AdaptiveBatcher(encode, ThreadPoolExecutor(1), 4, 5, task="unit")
+        first = asyncio.ensure_future(batcher.submit(0))
+        await asyncio.sleep(0.01)  # 0 is being encoded; 1 and 2 queue behind it, 2 gives up (its deadline)
+        late, kept = asyncio.ensure_future(batcher.submit(2)), asyncio.ensure_future(batcher.submit(1))
+        await asyncio.sleep(0)
+        late.cancel()
+        await asyncio.gather(first, kept)
+
+    asyncio.run(run())
+    assert encoded == [0, 1]
+    assert REGISTRY.get_sample_value("shopaug_batch_size_count", {"task": "unit"}) == 2
+    assert REGISTRY.get_sample_value("shopaug_batch_queue_wait_seconds_count", {"task": "unit"}) == 2
+
+
 def test_validation_bodies_become_one_line_naming_the_field():
     body = (
         b'{"error": "1 validation error for SearchRequest", '
@@ -95,6 +119,27 @@ def test_request_log_writes_bounded_files_and_drops_over_the_buffer(tmp_path):
     assert len(files) <= 2 and log.dropped + 7 >= 10
     frame = pd.read_parquet(files[-1])
     assert frame["returned_items"].iloc[0].tolist() == ["a", "b"] and str(frame["ts"].dtype) == "datetime64[us, UTC]"
+
+
+def test_each_replica_prunes_only_its_own_request_log_files(tmp_path):
+    def write(replica: str, files: int) -> RequestLog:
+        log = RequestLog(tmp_path, 1.0, rows_per_file=1, flush_s=60, max_files=2, max_buffered_rows=10, replica=replica)
+        for _ in range(files):
+            log.record({"request_id": replica, "endpoint": "search"})
+            log.flush()
+        log.close()
+        return log
+
+    (tmp_path / "part-0.parquet").write_bytes(b"")  # a file no replica wrote
+    short, longer = write("pod-1", 2), write("pod-1.x", 5)  # "pod-1-x" after sanitising: shares a prefix
+    names = sorted(p.name for p in tmp_path.glob("*.parquet"))
+    assert "part-0.parquet" in names and short.replica == "pod-1" and longer.replica == "pod-1-x"
+    assert sum(n.startswith("requests-pod-1.") for n in names) == 2  # pod-1's files, untouched by pod-1-x
+    assert sum(n.startswith("requests-pod-1-x.") for n in names) == 2
+    first, second = (RequestLog(tmp_path, 1.0, 1, 60, 1, 1) for _ in range(2))  # default ids: one per process start
+    assert first.replica != second.replica
+    first.close()
+    second.close()
 
 
 def test_sampling_keeps_about_the_configured_share(tmp_path):

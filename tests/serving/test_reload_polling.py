@@ -6,7 +6,7 @@ import time
 
 import httpx
 from mlflow import MlflowClient
-from serving_fixture_models import ADMIN_TOKEN, register_fixture_model
+from serving_fixture_models import ADMIN_TOKEN, register_fixture_model, register_ranker
 
 NAMES = {"recommender": "shopaug-recommender", "search": "shopaug-search"}
 
@@ -73,9 +73,8 @@ def test_polling_follows_the_champion_alias_under_concurrent_requests_and_fails_
                 "search": register_fixture_model(
                     world["uri"], NAMES["search"], "search", world["search_items"], "polled "
                 ),
-                "recommender": register_fixture_model(
-                    world["uri"], NAMES["recommender"], "retail", world["retail"]["items"], "polled "
-                ),
+                # the default recommender: a swap builds its catalogue statistics, it encodes no text
+                "recommender": register_ranker(world["uri"], NAMES["recommender"], world["retail"]["interactions"]),
             }
             moved = time.monotonic()
             switched = wait_for_versions(base, new, 45)

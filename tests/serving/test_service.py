@@ -1,4 +1,5 @@
-"""The live service over HTTP: endpoints on real slices, cold start, bad input, reload under load, request log."""
+"""The live service over HTTP: endpoints on real slices, cold start, events, bad input, reload under load, request
+log."""
 
 import concurrent.futures
 import threading
@@ -9,9 +10,17 @@ import pandas as pd
 import pytest
 from serving_fixture_models import ADMIN_TOKEN, register_fixture_model
 
+from core.params import load_params
+
 
 def post(server: str, path: str, body, **kwargs) -> httpx.Response:
     return httpx.post(f"{server}/{path}", json=body, timeout=30, **kwargs)
+
+
+def ids(server: str, user: str, k: int, exclude_purchased: bool = True) -> list[str]:
+    """The item ids /recommend returns for `user`."""
+    body = {"user_id": user, "k": k, "exclude_purchased": exclude_purchased}
+    return [i["item_id"] for i in post(server, "recommend", body).json()["items"]]
 
 
 def known_user(world) -> tuple[str, set[str]]:
@@ -31,28 +40,98 @@ def test_health_readiness_and_prometheus_metrics_stay_on(server):
     assert httpx.get(f"{server}/livez").status_code == 200
     assert httpx.get(f"{server}/readyz").status_code == 200
     post(server, "ping", {})
+    post(server, "search", {"query": "metrics", "k": 1})
     metrics = httpx.get(f"{server}/metrics").text
     assert "bentoml_service_request_total" in metrics or "bentoml_api_server_request_total" in metrics
+    # the adaptive batcher's batch sizes and queue waits
+    assert 'shopaug_batch_size_count{task="search"}' in metrics
+    assert 'shopaug_batch_queue_wait_seconds_count{task="search"}' in metrics
 
 
-def test_recommend_known_user_is_personal_and_excludes_purchases(server, world):
+def test_recommend_known_user_is_ranked_from_history_and_excludes_purchases(server, world):
     user, bought = known_user(world)
     body = post(server, "recommend", {"user_id": user, "k": 5}).json()
-    assert body["strategy"] == "personalized" and body["model_version"] == world["versions"]["recommender"]
+    assert body["strategy"] == "repeat_explore" and body["model_version"] == world["versions"]["recommender"]
     assert len(body["items"]) == 5 and not {i["item_id"] for i in body["items"]} & bought
     scores = [i["score"] for i in body["items"]]
     assert scores == sorted(scores, reverse=True)
 
 
-def test_recommend_unknown_user_falls_back_to_recent_items_then_popularity(server, world):
+def test_recommend_without_a_feature_snapshot_still_ranks_the_users_repeat_items(server, world):
+    """The test world has no feature store at all: every user is a user without a Feast snapshot, and the
+    repeat/explore ranker (history only) still puts what they buy again at the top."""
+    user, bought = known_user(world)
+    body = post(server, "recommend", {"user_id": user, "k": 10, "exclude_purchased": False}).json()
+    assert body["strategy"] == "repeat_explore"
+    assert {i["item_id"] for i in body["items"][:5]} & bought
+
+
+def test_recommend_unknown_user_is_ranked_from_recent_items_or_bestsellers(server, world):
     item = world["retail"]["items"]["item_id"].iloc[0]
-    from_items = post(server, "recommend", {"user_id": "new-visitor", "k": 3, "recent_item_ids": [item]}).json()
-    assert from_items["strategy"] == "cold_start_items" and item not in [i["item_id"] for i in from_items["items"]]
-    popular = post(server, "recommend", {"user_id": "new-visitor", "k": 3}).json()
-    assert popular["strategy"] == "popularity_global" and len(popular["items"]) == 3
+    session = post(server, "recommend", {"user_id": "new-visitor", "k": 3, "recent_item_ids": [item]}).json()
+    assert session["strategy"] == "repeat_explore_session" and len(session["items"]) == 3
+    assert item not in [i["item_id"] for i in session["items"]]
+    again = post(
+        server, "recommend", {"user_id": "new-visitor", "k": 3, "recent_item_ids": [item], "exclude_purchased": False}
+    )
+    assert item in [i["item_id"] for i in again.json()["items"]]  # a session item is a repeat candidate
+    new = post(server, "recommend", {"user_id": "new-visitor", "k": 3}).json()
+    assert new["strategy"] == "repeat_explore_new_user" and len(new["items"]) == 3
     country = world["retail"]["users"]["country"].iloc[0]
-    local = post(server, "recommend", {"user_id": "new-visitor", "k": 3, "country": country}).json()
-    assert local["strategy"] == "popularity_country"
+    assert post(server, "recommend", {"user_id": "x", "k": 3, "country": country}).json()["items"] == new["items"]
+
+
+def test_purchase_events_shape_the_users_next_recommendation_at_once(server, world):
+    user, bought = known_user(world)
+    before = ids(server, user, 100, exclude_purchased=False)
+    item = next(i for i in world["retail"]["items"]["item_id"] if i not in bought and i not in before)
+    events = [
+        {"user_id": user, "item_id": item, "ts": "2011-12-09T12:50:00+01:00", "quantity": 2, "event": "purchase"},
+        {"user_id": user, "item_id": before[0], "ts": "2011-12-09T12:49:00Z", "event": "click"},
+    ]
+    response = post(server, "events", {"events": events})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["accepted"] == 2 and body["purchases"] == 1
+    assert body["feature_push"] is False  # the test world has no feature store: a warning, not a failure
+    assert item in ids(server, user, 20, exclude_purchased=False)  # just bought: a repeat candidate near the top
+    assert item not in ids(server, user, 100)  # ... and excluded with what the user has
+    # a visitor the packaged history does not know is ranked from their event purchases
+    post(server, "events", {"events": [{**events[0], "user_id": "events-visitor"}]})
+    session = post(server, "recommend", {"user_id": "events-visitor", "k": 3, "exclude_purchased": False}).json()
+    assert session["strategy"] == "repeat_explore_session" and item in [i["item_id"] for i in session["items"]]
+
+
+@pytest.mark.parametrize(
+    "bad, status, words",
+    [
+        ({"item_id": "no-such-item"}, 404, "no-such-item"),
+        ({"quantity": -1}, 400, "quantity"),
+        ({"quantity": "2"}, 400, "quantity"),
+        ({"ts": "last tuesday"}, 400, "ts"),
+        ({"ts": "2011-12-09T12:50:00"}, 400, "timezone"),
+        ({"event": "view"}, 400, "event"),
+        ({"colour": "red"}, 400, "colour"),
+    ],
+)
+def test_a_bad_event_is_a_4xx_and_nothing_of_its_request_is_recorded(server, world, bad, status, words):
+    user = f"careful-{status}-{words}"  # a fresh user per case: nothing known, so any recorded purchase shows
+    item = world["retail"]["items"]["item_id"].iloc[3]
+    good = {"user_id": user, "item_id": item, "ts": "2011-12-09T12:50:00Z", "quantity": 1, "event": "purchase"}
+    before = post(server, "recommend", {"user_id": user, "k": 10, "exclude_purchased": False}).json()
+    response = post(server, "events", {"events": [good, {**good, **bad}]})
+    assert response.status_code == status, response.text
+    reason = response.json()["error"]
+    assert "\n" not in reason and words in reason
+    after = post(server, "recommend", {"user_id": user, "k": 10, "exclude_purchased": False}).json()
+    assert after["strategy"] == "repeat_explore_new_user" and after["items"] == before["items"]
+
+
+def test_an_empty_or_oversized_event_list_is_a_400(server, world):
+    event = {"user_id": "u", "item_id": world["retail"]["items"]["item_id"].iloc[0], "ts": "2011-12-09T12:50:00Z"}
+    assert post(server, "events", {"events": []}).status_code == 400
+    too_many = [{**event, "event": "click"}] * (load_params().serve.max_events + 1)
+    assert post(server, "events", {"events": too_many}).status_code == 400
 
 
 def test_search_finds_the_product_a_real_query_judged_exact(server, world):
@@ -132,6 +211,12 @@ def test_reload_to_a_new_champion_under_concurrent_requests_fails_none(server, w
         ("similar", {"item_id": world["search_items"]["item_id"].iloc[1], "k": 5}),
     ]
     switched = threading.Event()
+    readiness: list[int] = []
+
+    def probe() -> None:
+        while not switched.is_set():
+            readiness.append(httpx.get(f"{server}/readyz", timeout=30).status_code)
+            time.sleep(0.05)
 
     def hammer(worker: int) -> list[tuple[int, str]]:
         seen, i = [], worker
@@ -142,8 +227,9 @@ def test_reload_to_a_new_champion_under_concurrent_requests_fails_none(server, w
             i += 1
         return seen
 
-    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+    with concurrent.futures.ThreadPoolExecutor(5) as pool:
         load = [pool.submit(hammer, w) for w in range(4)]
+        probing = pool.submit(probe)
         reload = post(server, "admin/reload", {}, headers={"authorization": f"Bearer {ADMIN_TOKEN}"})
         deadline = time.monotonic() + 150
         expected = {"recommender": new_rec, "search": new_search}
@@ -152,8 +238,12 @@ def test_reload_to_a_new_champion_under_concurrent_requests_fails_none(server, w
         time.sleep(1.0)  # keep the load on a moment after the swap
         switched.set()
         results = [r for f in load for r in f.result()]
+        probing.result()
     assert reload.status_code == 200 and reload.json()["status"] == "started", reload.text
     assert all(status == 200 for status, _ in results), [r for r in results if r[0] != 200][:3]
+    # not ready while the new champions were loaded and swapped in (requests were still served), ready after
+    assert 503 in readiness and set(readiness) <= {200, 503}, readiness
+    assert httpx.get(f"{server}/readyz").status_code == 200
     # requests were served before and after the swap (version numbers: other tests may have moved the alias)
     assert {before["search"], new_search} <= {version for _, version in results}
     assert post(server, "ping", {}).json() == {"recommender": new_rec, "search": new_search} != before
@@ -182,8 +272,11 @@ def test_request_log_is_written_with_the_contract_columns(server, world):
         "scores",
         "latency_ms",
     ]
-    assert {"search", "recommend", "similar"} <= set(log["endpoint"])
+    assert {"search", "recommend", "similar", "events"} <= set(log["endpoint"])
     assert (log["latency_ms"] > 0).all() and log["request_id"].is_unique
+    events = log[log["endpoint"] == "events"]
+    assert {"purchase", "click"} <= set(events["strategy"]) and events["k"].isna().all()
+    assert not events["user_id"].str.startswith("careful-").any()  # refused requests left no row
 
 
 def test_fuzzed_requests_from_the_openapi_schema_never_get_a_5xx(server):
@@ -193,7 +286,7 @@ def test_fuzzed_requests_from_the_openapi_schema_never_get_a_5xx(server):
     from schemathesis import GenerationMode
 
     schema = schemathesis.openapi.from_url(f"{server}/docs.json")
-    fuzzed = {"recommend", "search", "similar"}
+    fuzzed = {"recommend", "search", "similar", "events"}
     operations = [r.ok() for r in schema.get_all_operations() if r.ok().path.strip("/") in fuzzed]
     assert {op.path.strip("/") for op in operations} == fuzzed
     statuses: list[int] = []

@@ -42,15 +42,15 @@ def test_differences_carry_paired_bootstrap_cis_over_the_same_users():
     base = rng.uniform(0, 1, len(users))
     cold = np.arange(len(users)) % 4 == 0
     table = {  # aug is better by 0.05 on every user; minus_x equals aug; noise is shared (paired)
-        "noaug": pd.DataFrame({"ndcg@10": base, "cold_user": cold}, index=users),
-        "aug": pd.DataFrame({"ndcg@10": base + 0.05, "cold_user": cold}, index=users),
-        "minus_x": pd.DataFrame({"ndcg@10": base + 0.05, "cold_user": cold}, index=users),
+        name: pd.DataFrame({"ndcg@10": base + gain, "ndcg@10_new": base / 2 + gain, "cold_user": cold}, index=users)
+        for name, gain in (("noaug", 0.0), ("aug", 0.05), ("minus_x", 0.05))
     }
     params = load_params(overrides={"evaluation": {"bootstrap_samples": 200}})
     twin = evaluate.versus_twin("retail", table, params)
     assert twin["aug"]["ndcg@10"]["value"] == pytest.approx(0.05)
     assert twin["aug"]["ndcg@10"]["ci_low"] == pytest.approx(0.05)  # paired: the shared noise cancels
     assert twin["aug"]["cold_users.ndcg@10"]["n"] == cold.sum()
+    assert twin["aug"]["ndcg@10_new"]["value"] == pytest.approx(0.05)
     models = {v: {"ndcg@10": {"value": float(t["ndcg@10"].mean())}} for v, t in table.items()}
     out = evaluate.ablation("retail", models, table, params)
     assert out["x"]["ndcg@10"] == pytest.approx(0.0) and out["x"]["ndcg@10_ci"] == [0.0, 0.0]

@@ -7,9 +7,10 @@ def stats(v: float, low: float, high: float) -> dict:
     return {"value": v, "ci_low": low, "ci_high": high, "n": 100}
 
 
-def test_tables_show_cis_paired_differences_and_the_ablation():
+def test_tables_show_cis_paired_differences_against_twin_and_best_baseline_and_the_ablation():
     doc = {
         "search": {
+            "model": {"noaug": "bi_encoder", "aug": "bi_encoder", "minus_query_rewrites": "bi_encoder"},
             "baselines": {"bm25": {"ndcg@10": stats(0.338, 0.323, 0.354)}},
             "models": {
                 "noaug": {"ndcg@10": stats(0.32, 0.30, 0.33)},
@@ -23,6 +24,7 @@ def test_tables_show_cis_paired_differences_and_the_ablation():
             },
             "ablation": {"query_rewrites": {"ndcg@10": 0.01, "ndcg@10_ci": [0.002, 0.018]}},
             "versus_twin": {"aug": {"ndcg@10": stats(0.02, 0.01, 0.03)}},
+            "versus_best_baseline": {"baseline": "bm25", "models": {"aug": {"ndcg@10": stats(0.002, -0.01, 0.014)}}},
         }
     }
     text = report.render(doc)
@@ -30,3 +32,5 @@ def test_tables_show_cis_paired_differences_and_the_ablation():
     assert "| bi-encoder, augmented | 0.50 | 0.340 [0.320, 0.350] | – | – | +0.020 [+0.010, +0.030] |" in text
     assert "| query_rewrites | 0.330 [0.310, 0.345] | +0.010 [+0.002, +0.018] |" in text
     assert "noaug +6.2%" in text and "bm25 +0.6%" in text
+    assert "| bi-encoder, augmented − twin | +0.020 [+0.010, +0.030] |" in text
+    assert "| bi-encoder, augmented − bm25 | +0.002 [-0.010, +0.014] |" in text

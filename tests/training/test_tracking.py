@@ -1,5 +1,7 @@
 """A real MLflow run (SQLite + local artifacts): params, batched metrics, lineage inputs, registered model."""
 
+import subprocess
+import sys
 import time
 
 import mlflow
@@ -85,6 +87,20 @@ def test_failed_block_marks_run_failed_and_flushes_metrics(mlflow_params, data_r
         raise RuntimeError("boom")
     logged = MlflowClient().get_run(run.run_id)
     assert logged.info.status == "FAILED" and logged.data.metrics["train/loss"] == 0.5
+
+
+def test_file_inside_a_dvc_tracked_folder_gets_its_dvc_hash(tmp_path):
+    def dvc(*args):
+        subprocess.run([sys.executable, "-m", "dvc", *args], cwd=tmp_path, check=True, capture_output=True)
+
+    dvc("init", "--no-scm")
+    dvc("stage", "add", "-n", "make", "-o", "out", "mkdir -p out/sub && echo hello > out/sub/a.txt")
+    dvc("repro")
+    inside = tmp_path / "out" / "sub" / "a.txt"
+    assert tracking.dataset_digest(inside, tmp_path) == (tracking.file_md5(inside), "dvc.lock")
+    outside = tmp_path / "loose.txt"
+    outside.write_text("not tracked\n")
+    assert tracking.dataset_digest(outside, tmp_path) == (tracking.file_md5(outside), "md5")
 
 
 def test_relative_sqlite_uri_resolves_against_repo_and_env_wins(mlflow_params, monkeypatch, tmp_path):
