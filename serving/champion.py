@@ -24,13 +24,13 @@ from mlflow.exceptions import MlflowException
 from core.errors import ShopError
 from core.paths import repo_root
 from training.model_store import download_model_dir, load_model
+from training.repeat_explore import HISTORY_COLUMNS
 
 logger = logging.getLogger(__name__)
 
 LOADER_ENV = "SHOPAUG_MODEL_LOADER"  # module:function replacing training.model_store.load_model (test fixtures)
 GLOBAL = ""  # popularity context of requests that name no country
 ITEM_COLUMNS = ["item_id", "title", "description", "category", "price"]
-HISTORY_COLUMNS = ["user_id", "item_id", "basket_id", "ts"]
 
 
 def model_loader() -> Any:
