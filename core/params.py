@@ -41,6 +41,10 @@ class DataParams(Section):
     search: SourceParams
     max_users: int | None = Field(ge=10, description="keep only this many customers (quick runs)")
     max_queries: int | None = Field(ge=10, description="keep only this many distinct queries (quick runs)")
+    serving_events: str | None = Field(
+        description="folder of the service's event log (serve.event_log.dir) whose purchases join the retail "
+        "interactions at ingest with source=serving; null = off"
+    )
 
 
 class RetailSplitParams(Section):
@@ -78,10 +82,32 @@ class TifuKnnParams(Section):
     alpha: float = Field(ge=0, le=1, description="weight of the user's own vector (1 - alpha: neighbours)")
 
 
+class Bm25Params(Section):
+    """BM25 (bm25s) and the analysis of item text and queries (training/lexical.py)."""
+
+    k1: float = Field(gt=0, description="term-frequency saturation")
+    b: float = Field(ge=0, le=1, description="document-length normalisation")
+    method: Literal["lucene", "robertson", "atire", "bm25l", "bm25+"]
+    delta: float = Field(ge=0, description="bm25l / bm25+ lower bound")
+    stem: bool = Field(description="Porter stemming (nltk)")
+    normalise_units: bool = Field(description='3/4" / 3/4 inch / 3/4 in. -> one token')
+    single_char_tokens: bool = Field(description="keep one-character tokens (sizes: 2 x 4)")
+    correct_typos: bool = Field(description="query words no item contains -> the closest item word (1 edit)")
+
+
+class HybridParams(Section):
+    """Convex fusion of min-max normalised BM25 and dense scores (training/hybrid.py)."""
+
+    weight: float = Field(ge=0, le=1, description="the BM25 share (1 = BM25 only)")
+    depth: int = Field(ge=1, description="each side's top items whose union is fused")
+
+
 class BaselineParams(Section):
     popularity_days: int = Field(ge=1)
     knn_neighbours: int = Field(ge=1)
     tifu_knn: TifuKnnParams
+    bm25: Bm25Params
+    hybrid: HybridParams
 
 
 class BackendParams(Section):
@@ -158,14 +184,23 @@ class MlflowParams(Section):
 
 
 class PromoteParams(Section):
-    """Challenger vs. champion on the same real test set: primary metric must gain `margin`, guardrails hold."""
+    """Challenger vs. champion on the same real split: the paired CI of the primary metric's gain must clear
+    `margin`, guardrails hold."""
 
     tasks: list[Literal["retail", "search"]]
+    split: Literal["valid", "test"] = Field(description="the real split both models are scored on")
     primary_metric: str
-    margin: float = Field(ge=0, description="absolute gain of the primary metric required to promote")
+    margin: float = Field(ge=0, description="the paired-CI lower bound of the primary metric's gain must exceed it")
     retail_guardrails: list[str]
     search_guardrails: list[str]
     guardrail_tolerance: float = Field(ge=0, description="absolute drop a guardrail may show")
+
+
+class ExpansionParams(Section):
+    """Document expansion of search items by their synthetic queries (pipelines/expansion.py)."""
+
+    generators: list[str] = Field(description="query generators whose kept queries expand item text; [] = off")
+    max_terms: int = Field(ge=1, description="new words added per item, at most")
 
 
 class FuseParams(Section):
@@ -173,6 +208,7 @@ class FuseParams(Section):
 
     max_synthetic_share: float = Field(ge=0, lt=1, description="synthetic rows / all rows, at most")
     use_gate: bool = Field(description="read the gate decisions (drop -> excluded, fail -> error)")
+    expansion: ExpansionParams
 
 
 class ServeBatchingParams(Section):
@@ -191,6 +227,15 @@ class ServeRequestLogParams(Section):
     flush_s: float = Field(gt=0)
     max_files: int = Field(ge=1, description="oldest files are deleted beyond this many")
     max_buffered_rows: int = Field(ge=1, description="rows kept in memory; more are dropped and counted")
+
+
+class ServeEventLogParams(Section):
+    """Every /events row as a canonical interaction, never sampled or pruned: `ingest` reads it back."""
+
+    dir: str = Field(description="folder of events-<replica>.*.parquet files, relative to the repository")
+    rows_per_file: int = Field(ge=1)
+    flush_s: float = Field(gt=0, description="buffered events are written at least this often")
+    max_buffered_rows: int = Field(ge=1, description="events kept in memory; more are dropped and counted")
 
 
 class ServeParams(Section):
@@ -213,6 +258,7 @@ class ServeParams(Section):
     max_events: int = Field(ge=1, description="events per POST /events request")
     batching: ServeBatchingParams
     request_log: ServeRequestLogParams
+    event_log: ServeEventLogParams
 
 
 class TrainCommonParams(Section):
@@ -275,6 +321,15 @@ class RetailTrainParams(TrainCommonParams):
     ranker: RankerTrainParams
 
 
+class SearchHybridParams(Section):
+    """The search model = hybrid of BM25 over the item text and the trained bi-encoder (weight tuned on valid)."""
+
+    enabled: bool = Field(description="false: the bi-encoder alone")
+    bm25: Bm25Params
+    weights: list[float] = Field(min_length=1, description="BM25 shares tried on the validation split")
+    depth: int = Field(ge=1)
+
+
 class SearchTrainParams(TrainCommonParams):
     """Bi-encoder: fine-tuned query tower; item tower = cached frozen encoder + linear adapter (or shared)."""
 
@@ -285,11 +340,16 @@ class SearchTrainParams(TrainCommonParams):
     negative_threshold: float = Field(ge=0, le=1, description="relevance at/below which a pair is a negative")
     hard_negatives: int = Field(ge=0, description="mined hard negatives per query in a batch")
     sampled_negatives: int = Field(ge=0, description="random catalogue items added as negatives per batch")
+    hybrid: SearchHybridParams
 
 
 class TrainParams(Section):
-    """The `train` stage: device/precision, checkpoints, and one section per task."""
+    """The `train` stage: launcher, device/precision, checkpoints, and one section per task."""
 
+    launcher: str = Field(
+        pattern=r"^(python|torchrun)( |$)",
+        description="runs `-m training.train` in dvc.yaml: python, or torchrun --nproc-per-node=N for DDP",
+    )
     device: str = Field(description="auto = cuda when present, else cpu; or cpu / cuda / cuda:N")
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(description="auto: bf16/fp16 GPU, fp32 CPU")
     threads: int = Field(ge=0, description="torch CPU threads; 0 = torch default")

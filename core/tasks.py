@@ -49,8 +49,8 @@ TASKS: dict[str, Task] = {
     "search": Task(
         name="search",
         table="queries",
-        headline=("ndcg@10", "recall@100", "pairwise_accuracy"),
-        paired=("ndcg@10",),
+        headline=("ndcg@10", "ndcg@10_noisy", "recall@100", "pairwise_accuracy"),
+        paired=("ndcg@10", "ndcg@10_noisy"),
         model_param="search_model",
         guardrails_param="search_guardrails",
     ),

@@ -1,5 +1,6 @@
 """Building blocks of the gate and the drift monitor: Evidently reports, text descriptors, fidelity, privacy."""
 
+import datetime as dt
 import functools
 import logging
 import re
@@ -126,8 +127,10 @@ def evidently_compare(
     tests: dict[str, list],
     vocab: set[str],
     extra_metrics: Sequence = (),
+    timestamp: dt.datetime | None = None,
 ) -> tuple[object, dict[str, float]]:
     """Run one Evidently report (synthetic = current, real = reference); return (snapshot, {check: value}).
+    `timestamp` dates the snapshot (a serving window's end; default: now).
 
     Column drift uses normed Wasserstein distance (numeric) and Jensen-Shannon distance (categorical), so values
     are effect sizes rather than p-values (any large sample is "significantly" different). Text columns get
@@ -180,6 +183,7 @@ def evidently_compare(
     snapshot = Report(metrics).run(
         Dataset.from_pandas(synth[keep], data_definition=definition),
         Dataset.from_pandas(real[keep], data_definition=definition),
+        timestamp=timestamp,
     )
     values = {}
     for name, result in zip(names, snapshot.dict()["metrics"], strict=True):

@@ -135,6 +135,8 @@ def run_drift(
 
     d: DriftParams = params.monitoring.drift
     seed, k = params.seed, int(current["k"].max()) if len(current) else 10
+    # every snapshot is dated by the window's end, so a workspace's dashboards order windows, not run times
+    when = current["ts"].max().to_pydatetime() if len(current) else None
     sections, snapshots = {}, {}
 
     def record(name, snapshot, values):
@@ -158,7 +160,7 @@ def run_drift(
             "oov": [lte(d.max_query_oov)],
             **{f"drift:query_{c}": [lte(d.feature_drift_max)] for c in ("chars", "words")},
         }
-        record("queries", *evidently_compare(comp, encoder, tests, vocab))
+        record("queries", *evidently_compare(comp, encoder, tests, vocab, timestamp=when))
 
     users = current["user_id"].dropna().astype(str)
     if len(users):
@@ -178,6 +180,7 @@ def run_drift(
         snap = Report(metrics).run(
             Dataset.from_pandas(cur_users, data_definition=definition),
             Dataset.from_pandas(ref_users, data_definition=definition),
+            timestamp=when,
         )
         record("users", snap, _values(snap))
 
@@ -196,6 +199,7 @@ def run_drift(
             ).run(
                 Dataset.from_pandas(cur_items, data_definition=definition),
                 Dataset.from_pandas(ref_items.reset_index(drop=True), data_definition=definition),
+                timestamp=when,
             )
             record("items", snap, _values(snap))
         base_pop = float(ref.popularity.reindex(ref.purchases["item_id"].astype(str)).mean())
@@ -224,6 +228,7 @@ def run_drift(
                     train, data_definition=DataDefinition(categorical_columns=["user", "item_id"])
                 )
             },
+            timestamp=when,
         )
         values = _values(snap)
         values["purchase_weighted_popularity"] = base_pop
@@ -236,6 +241,7 @@ def run_drift(
         snap = Report([ValueDrift(column="score", method="wasserstein", tests=[lte(d.score_drift_max)])]).run(
             Dataset.from_pandas(pd.DataFrame({"score": cur_scores.to_numpy()}), data_definition=definition),
             Dataset.from_pandas(pd.DataFrame({"score": prev_scores.to_numpy()}), data_definition=definition),
+            timestamp=when,
         )
         record("scores", snap, _values(snap))
     return sections, snapshots

@@ -12,12 +12,16 @@ the row's `gate` spec; thresholds from params `gate`:
 - privacy: rows copied from real rows, histories / profiles identical to a real one (must be 0), and the
   distance to the closest real record compared with real-to-real distances.
 
+Query generators also get a `text_quality` section (`monitoring.text_quality`: diversity, title copies, lengths,
+round-trip pass rate, beside the real queries), reported only.
+
 Decision: `fail` if a decisive check crosses its fail threshold or a privacy limit, `drop` if one crosses its
 drop threshold (fuse leaves the generator out, with a warning), else `pass`. Writes `metrics/gate/<name>.json`
 ({"decision", "checks", ...}) and `reports/gate/<name>.html`; exits 2 with one line when the generator fails.
 """
 
 import html
+import json
 import logging
 import time
 from dataclasses import dataclass, field
@@ -49,6 +53,8 @@ from monitoring.checks import (
     vocabulary,
     vocabulary_overlap,
 )
+from monitoring.text_quality import length_histogram_metrics, normalise_query, query_text_quality, text_quality_html
+from pipelines.augment.manifest import MANIFEST_FILE
 from pipelines.augment.retail_history import safe_history, valid_cutoff
 
 log = logging.getLogger(__name__)
@@ -72,10 +78,6 @@ class GateInputs:
 
 
 # ------------------------------------------------------------------------------------------- frames
-def normalise_query(text: pd.Series) -> pd.Series:
-    return text.astype(str).str.lower().str.split().str.join(" ")
-
-
 def retail_frame(rows: pd.DataFrame, real: pd.DataFrame, titles: pd.Series) -> pd.DataFrame:
     """Row features of purchases: quantity, value, item popularity (log real buyers), basket size, hour, weekday."""
     buyers = real.groupby("item_id", observed=True)["user_id"].nunique()
@@ -166,11 +168,13 @@ def gate_generator(
     params: Params,
     encoder: EncoderCache | None,
     extra: pd.DataFrame | None = None,
+    manifest: dict | None = None,
 ) -> tuple[dict, object]:
     """Return ({"decision", "checks", ...}, Evidently snapshot) for generator `name`'s synthetic rows.
 
     What is compared and which checks decide come from the registry row `params.generators[name]`; thresholds
-    from `params.gate`. `extra` is the generator's profile table (synthetic_users), checked when given.
+    from `params.gate`. `extra` is the generator's profile table (synthetic_users), checked when given;
+    `manifest` its manifest.json, read for the round-trip pass rate of query generators.
     """
     from evidently.tests import lte
 
@@ -178,9 +182,13 @@ def gate_generator(
     spec, g, seed = row.gate, params.gate, params.seed
     label = f"{name} rows"
     rng = np.random.default_rng(seed)
+    text_quality, extra_metrics = None, []
     if row.table == "queries":
         require_columns(synthetic, ["query", "item_id", "relevance"], label)
         real_all, vocab = inputs.queries, inputs.vocab["query"]
+        titles = None if inputs.items is None else inputs.items.set_index(inputs.items["item_id"].astype(str))["title"]
+        text_quality = query_text_quality(synthetic, real_all, titles, manifest, seed)
+        extra_metrics = length_histogram_metrics(synthetic, real_all)
         comp = Comparison(
             sample(real_all, g.sample_rows, seed),
             sample(synthetic, g.sample_rows, seed),
@@ -215,7 +223,7 @@ def gate_generator(
     if spec.text:
         tests["embedding_drift"] = [lte(g.embedding_drop)]
         tests["oov"] = [lte(g.oov_drop)]
-    snapshot, values = evidently_compare(comp, encoder, tests, vocab)
+    snapshot, values = evidently_compare(comp, encoder, tests, vocab, extra_metrics)
 
     checks: dict[str, dict] = {}
     drift = {k.split(":", 1)[1]: v for k, v in values.items() if k.startswith("drift:")}
@@ -269,6 +277,7 @@ def gate_generator(
         "sampled_rows": int(len(comp.synthetic)),
         "reference_rows": int(len(real_all)),
         "notes": spec.notes,
+        **({"text_quality": text_quality} if text_quality else {}),
     }
     return entry, snapshot
 
@@ -398,12 +407,11 @@ def enrichment_checks(items: pd.DataFrame, vocab: set[str]) -> dict[str, dict]:
 # ------------------------------------------------------------------------------------------- stage
 def load_inputs(params: Params, row: GeneratorRow, splits: Path, canonical: Path) -> GateInputs:
     """Read the real counterpart of the generator's table kind: splits/<task>/train, canonical/<task>/items."""
-    inputs = GateInputs()
+    inputs = GateInputs(items=read_table(canonical / row.task / "items.parquet", "items"))
     if row.table == "queries":
         inputs.queries = read_table(splits / row.task / "train.parquet", "queries")
         inputs.vocab["query"] = vocabulary(inputs.queries["query"].astype(str).unique())
         return inputs
-    inputs.items = read_table(canonical / row.task / "items.parquet", "items")
     inputs.vocab["title"] = vocabulary(inputs.items["title"].astype(str).unique())
     if row.table == "interactions":
         train = read_table(splits / row.task / "train.parquet", "interactions")
@@ -412,8 +420,9 @@ def load_inputs(params: Params, row: GeneratorRow, splits: Path, canonical: Path
     return inputs
 
 
-def read_synthetic(name: str, row: GeneratorRow, folder: Path) -> tuple[pd.DataFrame, pd.DataFrame | None]:
-    """The generator's rows (`<folder>/rows.parquet`) and, for synthetic_users, its profile table."""
+def read_synthetic(name: str, row: GeneratorRow, folder: Path) -> tuple[pd.DataFrame, pd.DataFrame | None, dict | None]:
+    """The generator's rows (`<folder>/rows.parquet`), its profile table (synthetic_users) and its manifest
+    (None when the folder has no manifest.json)."""
     frame = read_table(folder / "rows.parquet", row.table)
     profiles = None
     if name in PROFILE_TABLES:
@@ -421,7 +430,13 @@ def read_synthetic(name: str, row: GeneratorRow, folder: Path) -> tuple[pd.DataF
         if not path.exists():
             raise ShopError(f"{path}: file not found ({name} writes it beside its rows)")
         profiles = pd.read_parquet(path)
-    return frame, profiles
+    path, manifest = folder / MANIFEST_FILE, None
+    if path.exists():
+        try:
+            manifest = json.loads(path.read_text())
+        except json.JSONDecodeError as exc:
+            raise ShopError(f"{path}: not valid JSON ({exc.msg}, line {exc.lineno})") from None
+    return frame, profiles, manifest
 
 
 def summary_html(name: str, entry: dict) -> str:
@@ -438,7 +453,7 @@ def summary_html(name: str, entry: dict) -> str:
         f"<p>{entry['rows']} synthetic rows; {entry['sampled_rows']} sampled per side for the report below. "
         f"{html.escape(entry['notes'])}</p><table border='1' cellpadding='4' style='border-collapse:collapse'>"
         "<tr><th>check</th><th>value</th><th>status</th><th>drop at</th><th>fail at</th></tr>"
-        f"{rows}</table></div>"
+        f"{rows}</table>{text_quality_html(entry.get('text_quality'))}</div>"
     )
 
 
@@ -460,8 +475,8 @@ def run_gate(
         e = params.encoder
         encoder = EncoderCache(lambda: TextEncoder(e.model, min(e.max_length, 32), e.batch_size))
     started = time.perf_counter()
-    synthetic, profiles = read_synthetic(name, row, synthetic_dir)
-    entry, snapshot = gate_generator(name, synthetic, inputs, params, encoder, profiles)
+    synthetic, profiles, manifest = read_synthetic(name, row, synthetic_dir)
+    entry, snapshot = gate_generator(name, synthetic, inputs, params, encoder, profiles, manifest)
     # no wall-clock time in the entry: fuse depends on it (seconds go to the log)
     entry["report"] = _shown(report)
     log.info("gate: %s -> %s (%.1fs)", name, entry["decision"], time.perf_counter() - started)

@@ -30,6 +30,7 @@ from core.schema import validate_table
 from core.tasks import TASKS
 from pipelines.augment.manifest import ROWS_FILE, file_sha256, shown
 from pipelines.augment.retail_history import valid_cutoff
+from pipelines.expansion import expand_items
 
 log = logging.getLogger(__name__)
 app = cli.stage_app(__doc__)
@@ -406,9 +407,11 @@ def write_task(
     extra: dict,
     lineage: dict[str, dict],
     skipped: dict[str, str],
+    expanded: dict[str, pd.DataFrame],
 ) -> dict:
     """Write `out_dir/<variant>/` (train.parquet, items.parquet, manifest.json) for every variant and
-    `out_dir/summary.json`, in one go; return the summary. A variant's manifest names only its own inputs,
+    `out_dir/summary.json`, in one go; return the summary. `expanded`: a variant's items table with the
+    expanded `search_text`, written instead of its items file. A variant's manifest names only its own inputs,
     so a change to one generator leaves the folders of variants without it byte-identical (DVC skips their
     training)."""
     table = TASKS[task].table
@@ -418,7 +421,10 @@ def write_task(
             checked = validate_table(frame, table, f"{task}/{name}/train.parquet")
             (tmp / name).mkdir()
             checked.to_parquet(tmp / name / "train.parquet", index=False)
-            shutil.copyfile(items[name], tmp / name / "items.parquet")
+            if name in expanded:
+                expanded[name].to_parquet(tmp / name / "items.parquet", index=False)
+            else:
+                shutil.copyfile(items[name], tmp / name / "items.parquet")
             entry = describe_variant(checked, reports[name], items[name])
             manifest = {"task": task, "table": table, "variant": name, **entry, **lineage[name]}
             write_json(manifest, tmp / name / "manifest.json")
@@ -464,6 +470,30 @@ def clean_search(params: Params, splits: Path, synthetic: dict, weights: dict) -
 CLEAN = {"retail": clean_retail, "search": clean_search}
 
 
+def expand_variants(
+    task: str, params: Params, cleaned: Cleaned, reports: dict, items: dict[str, Path], lineage: dict
+) -> dict[str, pd.DataFrame]:
+    """Search variants that use a generator of `fuse.expansion.generators`: their items with `search_text`
+    (document expansion by all of that generator's cleaned queries: the training-row cap does not apply to
+    item text); the count of expanded items goes into the variant's lineage."""
+    sources = params.fuse.expansion.generators
+    unknown = sorted(set(sources) - set(task_generators("search", params)))
+    if unknown:
+        raise ShopError(f"fuse.expansion.generators: '{unknown[0]}' is not a search generator of the registry")
+    if task != "search" or not sources:
+        return {}
+    out = {}
+    for name, used in reports.items():
+        parts = [cleaned.parts[g] for g in sources if g in used and g in cleaned.parts]
+        if not parts:
+            continue
+        rows = pd.concat(parts, ignore_index=True)
+        out[name], count = expand_items(read_table(items[name], "items"), rows, params.fuse.expansion.max_terms)
+        lineage[name]["expansion"] = {"generators": sources, "items_expanded": count}
+        log.info("fuse search/%s: %d items expanded by %d queries of %s", name, count, len(rows), sources)
+    return out
+
+
 def fuse_task(
     task: str,
     params: Params,
@@ -496,6 +526,7 @@ def fuse_task(
             "gate_decisions": {g: gate.get(g) for g in own},
             "inputs": {shown(rows_path(synthetic_dir, g)): file_sha256(rows_path(synthetic_dir, g)) for g in own},
         }
+    expanded = expand_variants(task, params, cleaned, reports, items, lineage)
     inputs = [rows_path(synthetic_dir, g) for g in rows_from + item_generators]
     extra = {
         "augment_enabled": params.augment.enabled,
@@ -507,7 +538,7 @@ def fuse_task(
         **extra,
         "inputs": {shown(p): file_sha256(p) for p in inputs},
     }
-    summary = write_task(task, variants, reports, items, out_dir, extra, lineage, skipped)
+    summary = write_task(task, variants, reports, items, out_dir, extra, lineage, skipped, expanded)
     log.info(
         "fuse %s: %s in %.1f s",
         task,

@@ -1,7 +1,9 @@
 """Stage `ingest`: raw retail and search files -> checked canonical tables (data/canonical/{retail,search}/).
 
-All tables are built and validated in memory first; each output folder is then replaced whole, so a bad input
-leaves the previous outputs untouched. The rows each cleaning rule removed go to reports/ingest.json.
+With `data.serving_events` set, the purchases the service logged from `/events` join the retail interactions
+(pipelines/serving_events.py, provenance `source=serving`). All tables are built and validated in memory
+first; each output folder is then replaced whole, so a bad input leaves the previous outputs untouched. The rows
+each cleaning rule removed go to reports/ingest.json.
 """
 
 import logging
@@ -18,6 +20,7 @@ from core.io import atomic_dir, write_json
 from core.schema import TABLES, validate_table
 from core.tasks import TASKS
 from pipelines.adapters import TASK_TABLES, load_source
+from pipelines.serving_events import add_serving_events
 
 log = logging.getLogger(__name__)
 app = cli.stage_app(__doc__)
@@ -144,6 +147,10 @@ def main(
         path = raw_input(raw / task, task)
         log.info("ingest %s: adapter %s on %s", task, source.adapter, path)
         built[task], reports[task] = build_task(task, source.adapter, path, max_rows[task], config.seed)
+    if config.data.serving_events and "retail" in built:  # the closed loop: purchases logged by /events
+        built["retail"], reports["retail"]["serving_events"] = add_serving_events(
+            built["retail"], cli.resolve(Path(config.data.serving_events))
+        )
     for task, tables in built.items():
         write_tables(tables, out / task)
         log.info("wrote %s: %s", out / task, reports[task]["output"])

@@ -3,7 +3,8 @@
 Retail: one global temporal cutoff. train = every interaction before it (guest rows too); test = each user's
 first basket on or after it, for users who bought before it; valid = the same built inside train with
 valid_cutoff = cutoff - valid_days. Search: distinct query ids (one per query text) are ranked by a seeded
-hash and cut into test / valid / train, so a query's text never appears in two splits.
+hash and cut into test / valid / train, so a query's text never appears in two splits; `test_noisy` = the test
+queries with one typo, dropped or swapped word or unit variant each and the same judgments (pipelines/noise.py).
 """
 
 import hashlib
@@ -17,6 +18,7 @@ import typer
 from core import cli
 from core.errors import ShopError
 from core.io import atomic_dir, read_table, write_json
+from pipelines.noise import noisy_queries
 
 log = logging.getLogger(__name__)
 app = cli.stage_app(__doc__)
@@ -117,6 +119,10 @@ def main(
     retail_parts, retail_summary = split_retail(interactions, cutoff, config.split.retail.valid_days)
     search = config.split.search
     search_parts, search_summary = split_search(queries, search.valid_frac, search.test_frac, config.seed)
+    search_parts["test_noisy"] = noisy_queries(search_parts["test"], config.seed)
+    search_summary["test_noisy_operations"] = (
+        search_parts["test_noisy"].drop_duplicates("query_id")["noise"].value_counts().to_dict()
+    )
     write_split(retail_parts, retail_summary, out / "retail")
     write_split(search_parts, search_summary, out / "search")
     write_json({"retail": retail_summary, "search": search_summary}, report)

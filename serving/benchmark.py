@@ -1,4 +1,8 @@
-"""Load-test the service on loopback with locust: latency and throughput per endpoint, floor, batching on vs off."""
+"""Load-test the service on loopback with locust: latency and throughput per endpoint, floor, batching on vs off.
+
+Each fixed-rate run (the p99 targets) is repeated `--repeats` times and reported with its spread: one run's tail
+on a shared 2-core machine is not a measurement.
+"""
 
 import csv
 import json
@@ -22,6 +26,11 @@ from serving.launch import start_service, stop_service
 app = cli.stage_app(__doc__)
 
 ENDPOINTS = ("ping", "recommend", "search")
+# the targets of docs/serving.md#benchmark: p99 at a fixed arrival rate, and a lone request's p50
+TARGETS = {
+    "recommend": {"rate": 200.0, "p99_ms": 15.0, "lone_p50_ms": None},
+    "search": {"rate": 150.0, "p99_ms": 20.0, "lone_p50_ms": 5.0},
+}
 
 
 def payloads(bentoml_home: Path, recommender: str, n: int = 200) -> dict[str, list[dict]]:
@@ -53,7 +62,8 @@ def run_locust(host: str, endpoint: str, users: int, rate: float, seconds: int, 
         "BENCH_RATE": str(rate),
         "BENCH_USERS": str(users),
     }
-    prefix = out / f"{endpoint}-{users}-{int(rate)}"
+    name = f"{endpoint}-{users}-{int(rate)}"
+    prefix = out / f"{name}-{len(list(out.glob(f'{name}-*_stats.csv')))}"  # repeats do not overwrite
     subprocess.run(
         [
             sys.executable,
@@ -97,34 +107,51 @@ def run_locust(host: str, endpoint: str, users: int, rate: float, seconds: int, 
     }
 
 
-def verdicts(runs: list[dict]) -> dict:
-    """The issue's targets, computed from the runs."""
+def spread(values: list[float]) -> dict:
+    """Median, min and max of repeated measurements."""
+    ordered = sorted(values)
+    return {"median": ordered[len(ordered) // 2], "min": ordered[0], "max": ordered[-1], "n": len(ordered)}
 
-    def get(batching, endpoint, users, rate=None):
-        return next(
-            (
-                r
-                for r in runs
-                if r["batching"] == batching
-                and r["endpoint"] == endpoint
-                and r["concurrency"] == users
-                and r["target_rps"] == rate
-            ),
-            None,
-        )
+
+def verdicts(runs: list[dict]) -> dict:
+    """The targets (TARGETS), computed from the runs: fixed-rate p99 as the median of the repeats, with spread."""
+
+    def select(batching, endpoint, users, rate=None):
+        return [
+            r
+            for r in runs
+            if r["batching"] == batching
+            and r["endpoint"] == endpoint
+            and r["concurrency"] == users
+            and r["target_rps"] == rate
+        ]
+
+    def first(*args):
+        return next(iter(select(*args)), None)
 
     out = {}
-    for endpoint in ("recommend", "search"):
-        at_rate, floor, closed = get(True, endpoint, 32, 200.0), get(True, "ping", 8), get(True, endpoint, 8)
-        on, off = get(True, endpoint, 32), get(False, endpoint, 32)
+    for endpoint, target in TARGETS.items():
+        repeats = select(True, endpoint, 32, target["rate"])
+        floor, closed, lone = first(True, "ping", 8), first(True, endpoint, 8), first(True, endpoint, 1)
+        on, off = first(True, endpoint, 32), first(False, endpoint, 32)
+        p99 = spread([r["p99_ms"] for r in repeats]) if repeats else None
+        rps = spread([r["rps"] for r in repeats]) if repeats else None
         out[endpoint] = {
-            "p99_at_200rps_ms": at_rate and at_rate["p99_ms"],
-            "achieved_rps": at_rate and at_rate["rps"],
-            "p99_le_15ms_at_200rps": bool(at_rate and at_rate["p99_ms"] <= 15 and at_rate["rps"] >= 190),
+            "rate": target["rate"],
+            "p99_ms_at_rate": p99,
+            "achieved_rps": rps,
+            "failures_at_rate": sum(r["failures"] for r in repeats),
+            "p99_target_ms": target["p99_ms"],
+            "p99_target_met": bool(
+                p99 and p99["median"] <= target["p99_ms"] and rps["median"] >= 0.95 * target["rate"]
+            ),
+            "lone_p50_ms": lone and lone["p50_ms"],
+            "lone_p50_target_ms": target["lone_p50_ms"],
+            "lone_p50_target_met": None
+            if target["lone_p50_ms"] is None
+            else bool(lone and lone["p50_ms"] <= target["lone_p50_ms"]),
             "p99_over_floor_c8": closed and floor and round(closed["p99_ms"] / max(floor["p99_ms"], 1e-9), 2),
-            "p99_within_3x_floor": bool(closed and floor and closed["p99_ms"] <= 3 * floor["p99_ms"]),
             "batching_speedup_c32": on and off and round(on["rps"] / max(off["rps"], 1e-9), 2),
-            "batching_ge_2x": bool(on and off and on["rps"] >= 2 * off["rps"]),
         }
     return out
 
@@ -146,14 +173,24 @@ def markdown(report: dict) -> str:
         )
     lines += ["", "| endpoint | target | measured | met |", "| --- | --- | --- | --- |"]
     for endpoint, v in report["targets"].items():
-        lines.append(
-            f"| {endpoint} | p99 ≤ 15 ms at 200 req/s | {v['p99_at_200rps_ms']} ms at "
-            f"{v['achieved_rps']} req/s | {v['p99_le_15ms_at_200rps']} |"
+        p99, rps = v["p99_ms_at_rate"], v["achieved_rps"]
+        measured = (
+            f"median {p99['median']:g} ms (min {p99['min']:g}, max {p99['max']:g}, {p99['n']} runs) at "
+            f"{rps['median']:g} req/s, {v['failures_at_rate']} failures"
+            if p99
+            else "not run"
         )
-        lines.append(f"| {endpoint} | p99 ≤ 3× floor (c=8) | {v['p99_over_floor_c8']}× | {v['p99_within_3x_floor']} |")
         lines.append(
-            f"| {endpoint} | batching ≥ 2× req/s (c=32) | {v['batching_speedup_c32']}× | {v['batching_ge_2x']} |"
+            f"| {endpoint} | p99 ≤ {v['p99_target_ms']:g} ms at {v['rate']:g} req/s | {measured} | "
+            f"{v['p99_target_met']} |"
         )
+        if v["lone_p50_target_ms"] is not None:
+            lines.append(
+                f"| {endpoint} | lone request p50 ≤ {v['lone_p50_target_ms']:g} ms | {v['lone_p50_ms']} ms | "
+                f"{v['lone_p50_target_met']} |"
+            )
+        lines.append(f"| {endpoint} | p99 over the /ping floor (c=8) | {v['p99_over_floor_c8']}× | (reported) |")
+        lines.append(f"| {endpoint} | batching speed-up (c=32) | {v['batching_speedup_c32']}× | (reported) |")
     return "\n".join(lines) + "\n"
 
 
@@ -162,7 +199,7 @@ def main(
     params: cli.ParamsOption = cli.PARAMS,
     seconds: Annotated[int, typer.Option(help="duration of each locust run")] = 8,
     concurrency: Annotated[list[int] | None, typer.Option(help="locust users (closed loop) [1, 8, 32]")] = None,
-    rate: Annotated[float, typer.Option(help="fixed-rate run (req/s, 32 users) for the p99 target")] = 200.0,
+    repeats: Annotated[int, typer.Option(min=1, help="runs per fixed-rate measurement (the p99 targets)")] = 3,
     port: Annotated[int, typer.Option(help="loopback port of the server under test")] = 3931,
     out: Annotated[Path, typer.Option(help="JSON report; the markdown table goes beside it")] = Path(
         "reports/serving_benchmark.json"
@@ -193,13 +230,10 @@ def main(
                         }
                     )
                     typer.echo(runs[-1])
-                if batching and endpoint != "ping":
-                    runs.append(
-                        {
-                            "batching": batching,
-                            **run_locust(host, endpoint, 32, rate, seconds, bodies[endpoint], work),
-                        }
-                    )
+                for repeat in range(repeats if batching and endpoint in TARGETS else 0):
+                    rate = TARGETS[endpoint]["rate"]
+                    measured = run_locust(host, endpoint, 32, rate, seconds, bodies[endpoint], work)
+                    runs.append({"batching": batching, "repeat": repeat, **measured})
                     typer.echo(runs[-1])
         finally:
             stop_service(server, within_s=30)
@@ -207,6 +241,7 @@ def main(
         "machine": f"{os.cpu_count()} CPUs, load average before {os.getloadavg()[0]:.1f}",
         "command": "python -m serving.benchmark",
         "seconds_per_run": seconds,
+        "repeats": repeats,
         "runs": runs,
         "targets": verdicts(runs),
     }

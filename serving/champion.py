@@ -3,7 +3,8 @@
 A bundle directory (one BentoML model per task) holds `meta.json`, the MLflow model in `model/`, the catalogue
 `items.parquet`, the item vectors `vectors.npy` with their FAISS index `index.faiss`, and for the recommender
 the known users' latest purchases `histories.parquet`, the cold-start `popularity.parquet` and, for a model that
-ranks from history (the repeat/explore ranker), the purchases it ranks from, `interactions.parquet`.
+ranks from history (the repeat/explore ranker), the purchases it ranks from, `interactions.parquet`. A hybrid
+search model's BM25 index is not saved: it is rebuilt over the catalogue whenever a bundle is assembled or loaded.
 """
 
 import importlib
@@ -22,7 +23,9 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
 from core.errors import ShopError
+from core.params import Bm25Params
 from core.paths import repo_root
+from training.lexical import LexicalIndex
 from training.model_store import download_model_dir, load_model
 from training.repeat_explore import HISTORY_COLUMNS
 
@@ -119,6 +122,7 @@ class Bundle:
     histories: dict[str, list[str]] = field(default_factory=dict)
     popularity: dict[str, list[tuple[str, float]]] = field(default_factory=dict)
     interactions: pd.DataFrame | None = None  # what a history-based model (the repeat/explore ranker) ranks from
+    lexical: LexicalIndex | None = None  # a hybrid search model's BM25 side, rows aligned with `index.item_ids`
 
     def meta(self) -> dict:
         return {"task": self.task, "registered_name": self.registered_name, "version": self.version}
@@ -141,6 +145,35 @@ def encode_catalogue(model: Any, items: pd.DataFrame) -> np.ndarray:
     return vectors
 
 
+def lexical_index(model: Any, items: pd.DataFrame) -> LexicalIndex | None:
+    """BM25 over the catalogue rows `items` in their order, as the hybrid search model `model` indexes a catalogue
+    (`SearchModel.fit` / `lexical`): its `hybrid.text_column` and BM25 settings, the text taken from `model.items`
+    by item id when `items` lack the column, the title for items the model does not know. None for a model
+    without `hybrid` (dense only)."""
+    hybrid = getattr(model, "hybrid", None)
+    if not hybrid:
+        return None
+    column, ids = hybrid["text_column"], items["item_id"].astype(str)
+    if column in items.columns:
+        texts = items[column]
+    else:
+        known = getattr(model, "items", None)
+        if known is None or column not in known.columns:
+            known = pd.DataFrame({"item_id": [], column: []})
+        by_id = known.assign(item_id=known["item_id"].astype(str)).drop_duplicates("item_id").set_index("item_id")
+        texts = ids.map(by_id[column])
+        missing = int(texts.isna().sum())
+        if missing:
+            logger.warning(
+                "hybrid search: %d of %d catalogue items have no '%s' in the model; BM25 indexes their title",
+                missing,
+                len(items),
+                column,
+            )
+        texts = texts.fillna(items["title"])
+    return LexicalIndex(Bm25Params(**hybrid["bm25"])).fit(ids.tolist(), texts.astype(str).tolist())
+
+
 def assemble_bundle(
     task: str,
     name: str,
@@ -153,8 +186,8 @@ def assemble_bundle(
     hnsw_m: int,
     interactions: pd.DataFrame | None = None,
 ) -> Bundle:
-    """Encode the catalogue with `model`, build the index, and return the bundle. A model that ranks from
-    history (`attach_history`) is given `interactions` first."""
+    """Encode the catalogue with `model`, build the index (and a hybrid search model's BM25 index), and return
+    the bundle. A model that ranks from history (`attach_history`) is given `interactions` first."""
     if interactions is not None and hasattr(model, "attach_history"):
         interactions = interactions[HISTORY_COLUMNS]
         model.attach_history(interactions)
@@ -162,7 +195,18 @@ def assemble_bundle(
     items = items[~items.index.duplicated()]
     vectors = encode_catalogue(model, items)
     index = ItemIndex.build(items.index.tolist(), vectors, flat_max_items, hnsw_m)
-    return Bundle(task, name, str(version), model, items, index, histories or {}, popularity or {}, interactions)
+    return Bundle(
+        task,
+        name,
+        str(version),
+        model,
+        items,
+        index,
+        histories or {},
+        popularity or {},
+        interactions,
+        lexical_index(model, items),
+    )
 
 
 def save_bundle(bundle: Bundle, directory: Path) -> None:
@@ -202,7 +246,16 @@ def load_bundle(directory: Path, load_model=None) -> Bundle:
         interactions = pd.read_parquet(directory / "interactions.parquet")
         model.attach_history(interactions)
     return Bundle(
-        meta["task"], meta["registered_name"], meta["version"], model, items, index, histories, popularity, interactions
+        meta["task"],
+        meta["registered_name"],
+        meta["version"],
+        model,
+        items,
+        index,
+        histories,
+        popularity,
+        interactions,
+        lexical_index(model, items),
     )
 
 

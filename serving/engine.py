@@ -35,6 +35,8 @@ from serving.champion import (
     registry_client,
 )
 from serving.request_log import RequestLog
+from training.hybrid import fuse
+from training.lexical import ranked
 
 logger = logging.getLogger(__name__)
 
@@ -102,7 +104,8 @@ class UserFeatures:
 
 
 class ServingEngine:
-    """The live recommender and search bundles, their encoder batchers, feature lookups and the request log."""
+    """The live recommender and search bundles, their encoder batchers, feature lookups, the request log and
+    the event log."""
 
     def __init__(
         self,
@@ -113,8 +116,9 @@ class ServingEngine:
         features: UserFeatures | None = None,
         tracking_uri: str | None = None,
         load_model=None,
+        event_log: RequestLog | None = None,
     ):
-        self.params, self.request_log = params, request_log
+        self.params, self.request_log, self.event_log = params, request_log, event_log
         self.features = features or UserFeatures(params.feature_cache_s)
         self.tracking_uri, self._load_model = tracking_uri, load_model
         # one model thread: torch already uses the cores inside a batch; more threads would only contend
@@ -153,15 +157,19 @@ class ServingEngine:
         bundle = live.bundle
         vector = await live.batcher.submit(req.query)
         affinity = await self._search_affinity(req.user_id) if req.user_id else None
-        if affinity is None:
-            positions, scores = self._nearest(bundle, vector, req.k)
+        depth = req.k if affinity is None else max(3 * req.k, 50)  # personal: re-rank a wider candidate set
+        if bundle.lexical is None:
+            positions, scores = self._nearest(bundle, vector, depth)
             strategy = "search"
-        else:  # personal re-ranking of a wider candidate set by the user's purchase affinity
-            positions, scores = self._nearest(bundle, vector, max(3 * req.k, 50))
+        else:  # CPU work (BM25, a catalogue-wide dot product, fusion): off the event loop, on the model thread
+            loop = asyncio.get_running_loop()
+            positions, scores = await loop.run_in_executor(self.executor, hybrid_top, bundle, req.query, vector, depth)
+            strategy = "hybrid"
+        if affinity is not None:  # personal re-ranking of the candidates by the user's purchase affinity
             w = self.params.personal_weight
             scores = (1 - w) * scores + w * (bundle.index.vectors[positions] @ affinity)
             order = np.argsort(-scores, kind="stable")[: req.k]
-            positions, scores, strategy = positions[order], scores[order], "search_personalized"
+            positions, scores, strategy = positions[order], scores[order], f"{strategy}_personalized"
         items = self._scored(live, positions, scores)
         return self._respond(
             schemas.SearchResponse,
@@ -198,8 +206,9 @@ class ServingEngine:
         raise NotFound(f"item_id '{req.item_id}' is in neither catalogue")
 
     async def events(self, req: schemas.EventsRequest) -> schemas.EventsResponse:
-        """Record events: all or none (every item id is checked first). Each goes to the request log; purchases
-        also join their users' next recommendations at once and are pushed to the feature store when reachable."""
+        """Record events: all or none (every item id is checked first). Each goes to the event log (for the next
+        training run) and the request log; purchases also join their users' next recommendations at once and are
+        pushed to the feature store when reachable."""
         started, request_id = time.perf_counter(), uuid.uuid4().hex
         for event in req.events:
             if not any(event.item_id in live.bundle.index.position for live in (self.rec, self.search_live)):
@@ -213,6 +222,22 @@ class ServingEngine:
             asyncio.get_running_loop().run_in_executor(None, self.features.push, purchases, prices)
         elif purchases:
             logger.warning("Feast online store unavailable: %d purchase(s) not pushed", len(purchases))
+        if self.event_log is not None:  # every event, as a canonical interaction row: ingest reads them back
+            values = purchase_frame(req.events, self.rec.bundle.items["price"])["value"]
+            for n, (event, value) in enumerate(zip(req.events, values, strict=True)):
+                self.event_log.record(
+                    {
+                        "user_id": event.user_id,
+                        "item_id": event.item_id,
+                        "ts": event.ts.astimezone(dt.UTC),
+                        "event": event.event,
+                        "quantity": float(event.quantity),
+                        "value": float(value),
+                        "basket_id": f"serving:{request_id}:{event.user_id}",
+                        "source": "serving",
+                        "request_id": f"{request_id}-{n}",
+                    }
+                )
         if self.request_log is not None:
             latency_ms = (time.perf_counter() - started) * 1000
             now = dt.datetime.now(dt.UTC)
@@ -461,8 +486,8 @@ class ServingEngine:
 
 
 def purchase_frame(purchases: list[schemas.Event], prices: pd.Series) -> pd.DataFrame:
-    """The purchase lines `features.OnlineFeatureClient.push_purchases` folds in; value = quantity x catalogue
-    price (`prices` by item id; 0 for an item without one)."""
+    """Event lines as `features.OnlineFeatureClient.push_purchases` folds them in (and the event log records
+    them); value = quantity x catalogue price (`prices` by item id; 0 for an item without one)."""
     frame = pd.DataFrame(
         {
             "user_id": [e.user_id for e in purchases],
@@ -473,6 +498,18 @@ def purchase_frame(purchases: list[schemas.Event], prices: pd.Series) -> pd.Data
     )
     price = prices[~prices.index.duplicated()].reindex(frame["item_id"]).fillna(0.0).to_numpy(dtype=float)
     return frame.assign(value=frame["quantity"].astype(float) * price)
+
+
+def hybrid_top(bundle: Bundle, query: str, vector: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """(positions, fused scores) of the top `k` items of a hybrid search bundle for one query, exactly as
+    `SearchModel.search` ranks them: the query vector's dot product with every item vector, BM25 over the
+    bundle's catalogue, `training.hybrid.fuse` of the two, items outside the fused candidate set left out."""
+    hybrid = bundle.model.hybrid
+    dense = np.asarray(vector, dtype=np.float32)[None, :] @ bundle.index.vectors.T
+    lexical = bundle.lexical.catalogue_scores([query])
+    fused = fuse(lexical, dense, hybrid["weight"], hybrid["depth"])[0]
+    top = [(p, s) for p, s in ranked(np.arange(len(fused)), fused, k) if np.isfinite(s)]
+    return np.array([p for p, _ in top], dtype=np.int64), np.array([s for _, s in top], dtype=np.float32)
 
 
 def warm_up(bundle: Bundle) -> None:
@@ -486,6 +523,8 @@ def warm_up(bundle: Bundle) -> None:
         bundle.model.encode_users([bundle.index.item_ids[:1].tolist()], None)
     else:
         bundle.model.encode_queries(["warm up"])
+        if bundle.lexical is not None:
+            bundle.lexical.catalogue_scores(["warm up"])
 
 
 def _encode_queries(model: Any, batch: list[str]) -> np.ndarray:

@@ -1,6 +1,8 @@
-"""Sampled, bounded request log: Parquet files in data/serving/requests/ that the monitoring stage reads.
+"""Sampled, bounded request log: Parquet files in data/serving/requests/ that the monitoring stage reads; and
+the event log (the same writer, every row, never pruned): /events rows as canonical interactions that ingest
+reads back (pipelines/serving_events.py).
 
-Several replicas may share the folder: each names its files after its own replica id and prunes only those.
+Several replicas may share a folder: each names its files after its own replica id and prunes only those.
 """
 
 import datetime as dt
@@ -38,6 +40,20 @@ REQUEST_LOG_SCHEMA = pa.schema(
         ("latency_ms", pa.float64()),
     ]
 )
+# The contract with ingest: a canonical interaction row (core/schema.py) per event, plus the request it came in.
+EVENT_LOG_SCHEMA = pa.schema(
+    [
+        ("user_id", pa.string()),
+        ("item_id", pa.string()),
+        ("ts", pa.timestamp("us", tz="UTC")),
+        ("event", pa.string()),
+        ("quantity", pa.float64()),
+        ("value", pa.float64()),
+        ("basket_id", pa.string()),
+        ("source", pa.string()),
+        ("request_id", pa.string()),
+    ]
+)
 
 
 def replica_id() -> str:
@@ -50,8 +66,9 @@ class RequestLog:
     """Keep a sample of request rows in a bounded buffer; a background thread writes them as Parquet files.
 
     A file is written every `flush_s` seconds or when `rows_per_file` rows wait; beyond `max_files` this replica's
-    oldest files are deleted (other replicas' files never are); rows arriving while `max_buffered_rows` wait are
-    dropped (counted in `dropped`). Files are named `requests-<replica>.<time>-<sequence>.parquet`.
+    oldest files are deleted (other replicas' files never are; None keeps all); rows arriving while
+    `max_buffered_rows` wait are dropped (counted in `dropped`). Files are named
+    `<prefix>-<replica>.<time>-<sequence>.parquet` and hold `schema`'s columns.
     """
 
     def __init__(
@@ -60,14 +77,17 @@ class RequestLog:
         sample_rate: float,
         rows_per_file: int,
         flush_s: float,
-        max_files: int,
+        max_files: int | None,
         max_buffered_rows: int,
         seed: int | None = None,
         replica: str | None = None,
+        schema: pa.Schema = REQUEST_LOG_SCHEMA,
+        prefix: str = "requests",
     ):
         self.directory = Path(directory)
-        # no dots in the id: `requests-<replica>.` is then the prefix of this replica's files only
+        # no dots in the id: `<prefix>-<replica>.` is then the prefix of this replica's files only
         self.replica = re.sub(r"[^A-Za-z0-9-]", "-", replica or replica_id())
+        self.schema, self.prefix = schema, prefix
         self.sample_rate, self.rows_per_file, self.flush_s = sample_rate, rows_per_file, flush_s
         self.max_files = max_files
         self._rows: deque[dict] = deque()
@@ -78,11 +98,11 @@ class RequestLog:
         self._stop = threading.Event()
         self._sequence = 0
         self.dropped = 0
-        self._thread = threading.Thread(target=self._loop, name="request-log", daemon=True)
+        self._thread = threading.Thread(target=self._loop, name=f"{prefix}-log", daemon=True)
         self._thread.start()
 
     def record(self, row: dict) -> None:
-        """Add one request row (REQUEST_LOG_SCHEMA's columns) if it falls in the sample; never blocks on IO."""
+        """Add one row (the schema's columns) if it falls in the sample; never blocks on IO."""
         if self.sample_rate < 1 and self._random.random() >= self.sample_rate:
             return
         with self._lock:
@@ -99,10 +119,10 @@ class RequestLog:
             rows = [self._rows.popleft() for _ in range(min(len(self._rows), self.rows_per_file))]
         if not rows:
             return None
-        table = pa.Table.from_pylist(rows, schema=REQUEST_LOG_SCHEMA)
+        table = pa.Table.from_pylist(rows, schema=self.schema)
         self._sequence += 1
         stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S%fZ")
-        path = self.directory / f"requests-{self.replica}.{stamp}-{self._sequence:06d}.parquet"
+        path = self.directory / f"{self.prefix}-{self.replica}.{stamp}-{self._sequence:06d}.parquet"
         with atomic_path(path) as tmp:
             pq.write_table(table, tmp)
         self._prune()
@@ -117,7 +137,9 @@ class RequestLog:
             pass
 
     def _prune(self) -> None:
-        files = sorted(self.directory.glob(f"requests-{self.replica}.*.parquet"))
+        if self.max_files is None:
+            return
+        files = sorted(self.directory.glob(f"{self.prefix}-{self.replica}.*.parquet"))
         for old in files[: max(0, len(files) - self.max_files)]:
             old.unlink(missing_ok=True)
 
@@ -129,4 +151,4 @@ class RequestLog:
                 while self.flush() is not None and len(self._rows) >= self.rows_per_file:
                     pass
             except Exception:  # a full disk must not take the service down; the rows are lost and logged
-                logger.exception("request log: writing to %s failed", self.directory)
+                logger.exception("%s log: writing to %s failed", self.prefix, self.directory)

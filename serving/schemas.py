@@ -86,10 +86,18 @@ class RecommendResponse(BaseModel):
     items: list[ScoredItem]
 
 
+SearchStrategy = Literal[
+    "search",  # dense search model: the query vector's nearest items
+    "search_personalized",  # ... re-ranked by the user's purchase affinity
+    "hybrid",  # hybrid search model: BM25 fused with the dense scores (training/hybrid.py)
+    "hybrid_personalized",  # ... re-ranked by the user's purchase affinity
+]
+
+
 class SearchResponse(BaseModel):
     request_id: str
     query: str
-    strategy: Literal["search", "search_personalized"]
+    strategy: SearchStrategy
     model_version: str
     items: list[ScoredItem]
 

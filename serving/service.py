@@ -18,7 +18,7 @@ from serving.champion import load_bundle, tracking_uri
 from serving.engine import ServingEngine
 from serving.errors import OneLineErrors
 from serving.overload import LoadShedding
-from serving.request_log import RequestLog
+from serving.request_log import EVENT_LOG_SCHEMA, RequestLog
 from serving.schemas import (
     EventsRequest,
     EventsResponse,
@@ -73,6 +73,18 @@ class Shopaug:
             log.max_buffered_rows,
             replica=os.environ.get("SHOPAUG_REPLICA_ID"),  # a stable id (StatefulSet pod name) keeps pruning its files
         )
+        events = params.serve.event_log
+        self.event_log = RequestLog(
+            repo_root() / events.dir,  # an absolute dir stays as it is
+            1.0,  # every event: they are training data, not a sample
+            events.rows_per_file,
+            events.flush_s,
+            None,  # never pruned
+            events.max_buffered_rows,
+            replica=self.request_log.replica,
+            schema=EVENT_LOG_SCHEMA,
+            prefix="events",
+        )
         serve = params.serve
         self.engine = ServingEngine(
             load_bundle(Path(self.recommender_model.path)),
@@ -80,6 +92,7 @@ class Shopaug:
             serve,
             self.request_log,
             tracking_uri=tracking_uri(params.mlflow.tracking_uri),
+            event_log=self.event_log,
         )
         self._stop = threading.Event()
         if serve.reload_poll_s > 0:
@@ -133,6 +146,7 @@ class Shopaug:
     def _close(self) -> None:
         self._stop.set()
         self.request_log.close()
+        self.event_log.close()
 
 
 # 4xx bodies become {"error": "<one line naming the field and the reason>"}

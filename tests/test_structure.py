@@ -9,6 +9,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from core.errors import ShopError
+from core.params import load_params
+
 ROOT = Path(__file__).resolve().parents[1]
 LOOP = ["core", "pipelines", "features", "monitoring", "training", "serving"]  # shared base first, then loop order
 
@@ -75,16 +78,30 @@ def expanded_stages() -> dict[str, dict]:
         if "foreach" not in stage:
             out[name] = stage
             continue
-        path = stage["foreach"].strip("${} ").split(".")
-        collection = params
-        for part in path:
-            collection = collection[part]
-        for key, item in collection.items():
+        for key, item in _lookup(params, stage["foreach"].strip("${} ")).items():
             text = yaml.safe_dump(stage["do"])
             text = text.replace("${key}", key)
             text = re.sub(r"\$\{item\.(\w+)\}", lambda m, item=item: str(item[m.group(1)]), text)
             out[f"{name}@{key}"] = yaml.safe_load(text)
+    for stage in out.values():  # params interpolated into commands, e.g. ${train.launcher}
+        stage["cmd"] = re.sub(r"\$\{([\w.]+)\}", lambda m: str(_lookup(params, m.group(1))), stage["cmd"])
     return out
+
+
+def _lookup(params: dict, dotted: str):
+    for part in dotted.split("."):
+        params = params[part]
+    return params
+
+
+def test_train_stages_run_under_the_launcher_in_params():
+    stages = {name: stage["cmd"] for name, stage in expanded_stages().items() if name.startswith("train@")}
+    launcher = yaml.safe_load((ROOT / "params.yaml").read_text())["train"]["launcher"]
+    assert stages and all(cmd.startswith(f"{launcher} -m training.train ") for cmd in stages.values()), stages
+    torchrun = load_params(ROOT / "params.yaml", {"train": {"launcher": "torchrun --nproc-per-node=4"}})
+    assert torchrun.train.launcher == "torchrun --nproc-per-node=4"
+    with pytest.raises(ShopError, match="train.launcher"):
+        load_params(ROOT / "params.yaml", {"train": {"launcher": "bash -c 'rm -rf data'"}})
 
 
 def dep_paths(stage: dict) -> list[str]:
@@ -95,7 +112,7 @@ def test_every_stage_lists_the_code_it_runs_in_its_deps():
     graph, modules = import_graph(), project_modules()
     missing = {}
     for name, stage in expanded_stages().items():
-        module = re.search(r"python -m ([\w.]+)", stage["cmd"]).group(1)
+        module = re.search(r" -m ([\w.]+)", stage["cmd"]).group(1)
         main = module if module in modules else f"{module}.__main__"
         assert main in modules, f"{name}: runs {module}, which is not a project module"
         deps = [d.rstrip("/") for d in dep_paths(stage)]
@@ -154,7 +171,7 @@ def test_readme_is_a_front_door_and_every_link_resolves():
 
 
 @pytest.mark.parametrize(
-    "stage", sorted({re.search(r"python -m ([\w.]+)", s["cmd"]).group(1) for s in expanded_stages().values()})
+    "stage", sorted({re.search(r" -m ([\w.]+)", s["cmd"]).group(1) for s in expanded_stages().values()})
 )
 def test_every_stage_command_has_help(stage):
     result = subprocess.run(
@@ -162,3 +179,32 @@ def test_every_stage_command_has_help(stage):
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert "Usage" in result.stdout and "Traceback" not in result.stderr, result.stdout
+
+
+def pinned(lock: str) -> dict[str, str]:
+    """{canonical name: version} of a lock file's `name==version` lines (`-r` includes and comments skipped)."""
+    pins = {}
+    for line in (ROOT / lock).read_text().splitlines():
+        if line and not line.startswith(("#", "-r")):
+            name, version = line.split("==")
+            pins[re.sub(r"[-_.]+", "-", name).lower()] = version
+    return pins
+
+
+def test_locks_split_runtime_from_dev_tools_and_pin_every_direct_dependency():
+    import tomllib
+
+    from packaging.requirements import Requirement
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    runtime, dev, s3 = pinned("requirements.lock"), pinned("requirements-dev.lock"), pinned("requirements-s3.lock")
+    for lock, extra in ((runtime, project["dependencies"]), (dev, project["optional-dependencies"]["dev"])):
+        for spec in extra:
+            req = Requirement(spec)
+            name = re.sub(r"[-_.]+", "-", req.name).lower()
+            assert name in lock, f"{req.name} is not pinned"
+            assert req.specifier.contains(lock[name]), f"{req.name}=={lock[name]} breaks {spec}"
+    for name in ("dvc-s3", "boto3"):
+        assert name in s3
+    assert not {"pytest", "ruff", "locust", "schemathesis"} & set(runtime)  # `make repro` installs no dev tools
+    assert not set(runtime) & set(dev) and not set(runtime) & set(s3)  # one pin per package

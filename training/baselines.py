@@ -1,7 +1,8 @@
 """Baselines every trained model must beat, and the `baselines` stage that scores them on the test splits.
 
 Recommendation: popularity, item-to-item co-purchase kNN, repeat-purchase, TIFU-KNN (the one to beat), random.
-Search: BM25 (bm25s), zero-shot MiniLM cosine, random. Each implements a protocol of training/protocols.py.
+Search: BM25 with bm25s' defaults and BM25 tuned on validation (training/lexical.py), zero-shot MiniLM cosine,
+their hybrid (training/hybrid.py, the one to beat), random. Each implements a protocol of training/protocols.py.
 Run: `python -m training.baselines --splits data/splits --canonical data/canonical --out metrics/baselines.json`
 (DVC stage `baselines`).
 """
@@ -21,10 +22,12 @@ from core import cli
 from core.encoder import TextEncoder
 from core.errors import ShopError
 from core.io import atomic_path, read_table, write_json
-from core.params import Params
+from core.params import Bm25Params, Params
 from core.paths import repo_root
 from core.tasks import get_task
 from training.harness import evaluate_recommender, evaluate_retriever, retail_eval_inputs
+from training.hybrid import HybridRetriever
+from training.lexical import BM25Retriever
 
 log = logging.getLogger(__name__)
 
@@ -286,57 +289,6 @@ class RandomRetriever:
         return self.rng.random(len(item_ids)).tolist()
 
 
-class BM25Retriever:
-    """BM25 (bm25s, Lucene variant) over lower-cased item titles with English stopwords removed."""
-
-    name = "bm25"
-
-    def __init__(self):
-        self.item_ids: list[str] = []
-        self.model = None
-
-    def fit(self, queries: pd.DataFrame, items: pd.DataFrame) -> None:
-        import bm25s
-
-        self.item_ids = items["item_id"].astype(str).tolist()
-        self.model = bm25s.BM25()
-        self.model.index(self._tokens(items["title"].astype(str).tolist()), show_progress=False)
-
-    @staticmethod
-    def _tokens(texts: list[str]) -> list[list[str]]:
-        import bm25s
-
-        return bm25s.tokenize(texts, lower=True, stopwords="en", return_ids=False, show_progress=False)
-
-    def search(self, queries: list[str], k: int) -> list[list[tuple[str, float]]]:
-        if self.model is None:
-            raise ShopError("bm25: call fit() before search()")
-        k = min(k, len(self.item_ids))
-        tokens = self._tokens(queries)
-        asked = [i for i, t in enumerate(tokens) if t]  # a query of stopwords only matches nothing
-        out: list[list[tuple[str, float]]] = [[] for _ in queries]
-        if not asked:
-            return out
-        docs, scores = self.model.retrieve([tokens[i] for i in asked], k=k, show_progress=False, n_threads=1)
-        for i, row_docs, row_scores in zip(asked, docs, scores, strict=True):
-            # bm25s pads with arbitrary documents at score 0 when fewer than k match: drop those.
-            out[i] = [(self.item_ids[d], float(s)) for d, s in zip(row_docs, row_scores, strict=True) if s > 0]
-        return out
-
-    def score(self, queries: list[str], item_ids: list[str]) -> list[float]:
-        if self.model is None:
-            raise ShopError("bm25: call fit() before score()")
-        index = {item: i for i, item in enumerate(self.item_ids)}
-        cache: dict[str, np.ndarray] = {}
-        out = []
-        for query, item in zip(queries, item_ids, strict=True):
-            if query not in cache:
-                tokens = self._tokens([query])[0]
-                cache[query] = self.model.get_scores(tokens) if tokens else np.zeros(len(self.item_ids))
-            out.append(float(cache[query][index[item]]) if item in index else 0.0)
-        return out
-
-
 class MiniLMRetriever:
     """Zero-shot cosine similarity of pretrained MiniLM embeddings of queries and item titles (exact search).
 
@@ -386,6 +338,10 @@ class MiniLMRetriever:
                 with open(tmp, "wb") as handle:
                     np.save(handle, self.item_vectors)
 
+    def catalogue_scores(self, queries: list[str]) -> np.ndarray:
+        """(len(queries), n_items) cosine similarities (what hybrid retrieval fuses)."""
+        return self.encode(queries) @ self.item_vectors.T
+
     def search(self, queries: list[str], k: int) -> list[list[tuple[str, float]]]:
         k = min(k, len(self.item_ids))
         q = self.encode(queries)
@@ -415,10 +371,21 @@ RECOMMENDERS = {
     "tifu_knn": TifuKnnRecommender,
     "random": RandomRecommender,
 }
-RETRIEVERS = {"bm25": BM25Retriever, "minilm_zero_shot": MiniLMRetriever, "random": RandomRetriever}
+RETRIEVERS = ["bm25_untuned", "bm25", "minilm_zero_shot", "hybrid", "random"]
 
 
-BASELINES = {"retail": RECOMMENDERS, "search": RETRIEVERS}
+BASELINES = {"retail": list(RECOMMENDERS), "search": RETRIEVERS}
+# bm25s' own defaults (Lucene BM25, k1 1.5, b 0.75, two-character tokens): the untuned reference row
+BM25_DEFAULTS = Bm25Params(
+    k1=1.5,
+    b=0.75,
+    method="lucene",
+    delta=0.5,
+    stem=False,
+    normalise_units=False,
+    single_char_tokens=False,
+    correct_typos=False,
+)
 
 
 def _retail_baseline(name: str, params: Params):
@@ -433,12 +400,16 @@ def _retail_baseline(name: str, params: Params):
 
 
 def _search_baseline(name: str, params: Params):
-    e = params.encoder
+    b, e = params.baselines, params.encoder
+
+    def minilm() -> MiniLMRetriever:
+        return MiniLMRetriever(e.model, e.max_length, e.batch_size, repo_root() / params.train.cache_dir)
+
     return {
-        "bm25": BM25Retriever,
-        "minilm_zero_shot": lambda: MiniLMRetriever(
-            e.model, e.max_length, e.batch_size, repo_root() / params.train.cache_dir
-        ),
+        "bm25_untuned": lambda: BM25Retriever(BM25_DEFAULTS, name="bm25_untuned"),
+        "bm25": lambda: BM25Retriever(b.bm25),
+        "minilm_zero_shot": minilm,
+        "hybrid": lambda: HybridRetriever(BM25Retriever(b.bm25), minilm(), b.hybrid.weight, b.hybrid.depth),
         "random": lambda: RandomRetriever(params.seed),
     }[name]()
 
@@ -459,7 +430,7 @@ def make_baseline(name: str, task: str, params: Params):
 
 def run_baselines(params: Params, splits: Path, canonical: Path, models: dict[str, list[str]] | None = None) -> dict:
     """Fit each baseline on the train split and score it on the test split of both tasks; return metrics."""
-    models = models or {"retail": list(RECOMMENDERS), "search": list(RETRIEVERS)}
+    models = models or BASELINES
     out: dict[str, dict] = {"retail": {}, "search": {}}
     if models.get("retail"):
         train = read_table(splits / "retail" / "train.parquet", "interactions")
@@ -476,12 +447,16 @@ def run_baselines(params: Params, splits: Path, canonical: Path, models: dict[st
     if models.get("search"):
         train_q = read_table(splits / "search" / "train.parquet", "queries")
         test_q = read_table(splits / "search" / "test.parquet", "queries")
+        noisy_path = splits / "search" / "test_noisy.parquet"
+        noisy = read_table(noisy_path, "queries") if noisy_path.is_file() else None
         items = read_table(canonical / "search" / "items.parquet", "items")
         for name in models["search"]:
             started = time.perf_counter()
             model = make_baseline(name, "search", params)
             model.fit(train_q, items)
-            out["search"][name] = evaluate_retriever(model, test_q, items, params.evaluation, seed=params.seed)
+            out["search"][name] = evaluate_retriever(
+                model, test_q, items, params.evaluation, seed=params.seed, noisy=noisy
+            )
             log.info("search/%s took %.0f s", name, time.perf_counter() - started)
     return out
 

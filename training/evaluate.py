@@ -17,6 +17,7 @@ from typing import Annotated
 import mlflow
 import pandas as pd
 import typer
+from tqdm.auto import tqdm
 
 from core import cli
 from core.errors import ShopError
@@ -26,7 +27,8 @@ from core.tasks import TASKS
 from training import tracking
 from training.baselines import make_baseline
 from training.holdout import load_test_inputs, load_trained, score_model
-from training.metrics import bootstrap_ci, metric_value
+from training.lexical import BM25Retriever
+from training.metrics import metric_value, paired_difference_ci
 from training.registry import DVC_EXPERIMENT_ENV, configure
 
 log = logging.getLogger(__name__)
@@ -96,12 +98,8 @@ def ablation(
 
 
 def paired_difference(a: pd.DataFrame, b: pd.DataFrame, key: str, params: Params) -> dict:
-    """Mean per-user/query difference a - b of `key` (`cold_users.<metric>` = cold users only) over the units
-    both define, with a paired bootstrap CI: same units resampled for both models."""
-    segment, _, metric = key.rpartition(".")
-    rows = a.index[a["cold_user"]] if segment == "cold_users" else a.index
-    diff = (a.loc[rows, metric] - b.reindex(rows)[metric]).to_numpy(float)
-    stats = bootstrap_ci(diff, params.evaluation.bootstrap_samples, params.seed)
+    """`training.metrics.paired_difference_ci` with the evaluation's bootstrap samples and seed, rounded."""
+    stats = paired_difference_ci(a, b, key, params.evaluation.bootstrap_samples, params.seed)
     return {name: round(v, 4) if isinstance(v, float) else v for name, v in stats.items()}
 
 
@@ -129,6 +127,48 @@ def versus_best_baseline(
         "models": {
             variant: {key: paired_difference(table, per_unit["table"], key, params) for key in TASKS[task].paired}
             for variant, table in units.items()
+        },
+    }
+
+
+def search_components(params: Params, models_dir: Path, fused: Path, inputs: dict, variants: list[str]) -> dict:
+    """What the search hybrids are made of, on the same test queries: each bi-encoder alone and BM25 over the
+    expanded items of each variant that has them, with paired differences: {"models": {name: result},
+    "differences": {label: {metric: difference + CI}}}."""
+    results, units, differences = {}, {}, {}
+
+    def run(name: str, model) -> None:
+        per_unit: dict = {}
+        results[name] = score_model(model, "search", params, inputs, per_unit)
+        units[name] = per_unit["table"]
+
+    run("bm25", make_baseline("bm25", "search", params))
+    for variant in tqdm(variants, desc="search components", unit="model"):
+        model = load_trained(models_dir / "search" / variant, params)
+        if model.hybrid:
+            run(f"bi_encoder_{variant}", model.dense_only())
+            differences[f"hybrid {variant} − its bi-encoder alone"] = (variant, f"bi_encoder_{variant}")
+        items_path = fused / "search" / variant / "items.parquet"
+        if items_path.is_file() and "search_text" in pd.read_parquet(items_path).columns:
+            expanded = BM25Retriever(params.baselines.bm25, name=f"bm25_expanded_{variant}", text_column="search_text")
+            expanded_inputs = {**inputs, "items": pd.read_parquet(items_path)}
+            per_unit: dict = {}
+            results[expanded.name] = score_model(expanded, "search", params, expanded_inputs, per_unit)
+            units[expanded.name] = per_unit["table"]
+            differences[f"bm25 over {variant} expanded items − bm25 over titles"] = (expanded.name, "bm25")
+    return {"models": results, "units": units, "differences": differences}
+
+
+def components_summary(task: str, components: dict | None, units: dict[str, pd.DataFrame], params: Params) -> dict:
+    """The components' results and their paired differences (the trained models' tables in `units`)."""
+    if not components:
+        return {}
+    tables = {**components["units"], **units}
+    return {
+        "models": components["models"],
+        "differences": {
+            label: {key: paired_difference(tables[a], tables[b], key, params) for key in TASKS[task].paired}
+            for label, (a, b) in components["differences"].items()
         },
     }
 
@@ -194,7 +234,7 @@ def evaluate_all(
         inputs = load_test_inputs(task, splits / task, canonical / task)
         manifests = {v: variant_manifest(fused, task, v) for v in variants}
         models, units, kinds = {}, {}, {}
-        for variant in variants:
+        for variant in tqdm(variants, desc=f"evaluate {task}", unit="model"):
             folder = models_dir / task / variant
             log.info("evaluating %s/%s", task, variant)
             per_unit: dict = {}
@@ -204,6 +244,8 @@ def evaluate_all(
             units[variant] = per_unit["table"]
             log_test_metrics(folder, models[variant], inputs["test_path"], params)
         shares = {v: manifests[v].get("synthetic_share") for v in variants}
+        twins = [v for v in variants if v in (REFERENCE_VARIANT, "aug")]
+        components = search_components(params, models_dir, fused, inputs, twins) if task == "search" else None
         uplift = compare(task, models, baselines.get(task, {}))
         results[task] = {
             "model": kinds,
@@ -214,6 +256,7 @@ def evaluate_all(
             "ablation": ablation(task, models, units, params),
             "versus_twin": versus_twin(task, units, params),
             "versus_best_baseline": versus_best_baseline(task, units, uplift["best_baseline"], params, inputs),
+            "components": components_summary(task, components, units, params),
             "test_split": {
                 "path": tracking.repo_relative(inputs["test_path"]),
                 "digest": tracking.dataset_digest(inputs["test_path"])[0],

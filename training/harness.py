@@ -116,6 +116,36 @@ def evaluate_recommender(
     return result
 
 
+def _judged(queries: pd.DataFrame) -> pd.DataFrame:
+    """One row per (query, item): a pair judged twice keeps its mean relevance."""
+    judged = queries.assign(item_id=queries["item_id"].astype(str), query_id=queries["query_id"].astype(str))
+    return judged.groupby(["query_id", "item_id"], as_index=False, sort=True).agg(
+        query=("query", "first"), relevance=("relevance", "mean")
+    )
+
+
+def _query_table(model: Retriever, judged: pd.DataFrame, catalogue: set, params: EvaluationParams, pairs: bool):
+    """Per-query metrics (index = query id); `pairs`: also the judged-candidate re-ranking metrics."""
+    groups = list(judged.groupby("query_id", sort=True))
+    depth = ranking_depth(params)
+    results = model.search([group["query"].iloc[0] for _, group in groups], depth)
+    if pairs:
+        judged = judged.assign(score=np.asarray(model.score(judged["query"].tolist(), judged["item_id"].tolist())))
+    k, rk = params.k, params.catalogue_recall_k
+    rows = []
+    for (_, group), hits in zip(groups, results, strict=True):
+        top = [item for item, _ in hits if item in catalogue][:depth]
+        gains = dict(zip(group["item_id"], group["relevance"], strict=True))
+        relevant = set(group.loc[group["relevance"] >= params.relevant_threshold, "item_id"])
+        row = {f"ndcg@{k}": ndcg_at_k(top, gains, k), f"recall@{rk}": recall_at_k(top, relevant, rk)}
+        if pairs:
+            group_scores = judged.loc[group.index, "score"]
+            row[f"rerank_ndcg@{k}"] = ndcg_at_k(rerank(group["item_id"].tolist(), group_scores), gains, k)
+            row["pairwise_accuracy"] = pairwise_accuracy(group["relevance"], group_scores)
+        rows.append(row)
+    return pd.DataFrame(rows, index=pd.Index([query_id for query_id, _ in groups], name="query_id"))
+
+
 def evaluate_retriever(
     model: Retriever,
     queries: pd.DataFrame,
@@ -123,6 +153,7 @@ def evaluate_retriever(
     params: EvaluationParams,
     seed: int = 42,
     per_unit: dict | None = None,
+    noisy: pd.DataFrame | None = None,
 ) -> dict:
     """Score a fitted retriever on judged queries: catalogue retrieval and judged-candidate re-ranking.
 
@@ -130,50 +161,29 @@ def evaluate_retriever(
     model indexed (results outside it are dropped). Metrics: `ndcg@k` (graded, unjudged gain 0) and
     `recall@catalogue_recall_k` (judged items with relevance >= relevant_threshold) over the catalogue;
     `rerank_ndcg@k` and `pairwise_accuracy` over each query's judged items (score ties broken by item id,
-    counted 1/2 in pairwise accuracy). Refuses empty queries. `per_unit`, when given, receives the per-query
-    metric table (index = query id) for paired comparisons between models.
+    counted 1/2 in pairwise accuracy). `noisy`: the same queries with perturbed text (pipelines/noise.py) and
+    the same judgments: adds `ndcg@k_noisy` and `recall@catalogue_recall_k_noisy`. Refuses empty queries.
+    `per_unit`, when given, receives the per-query metric table (index = query id) for paired comparisons.
     """
     if queries.empty:
         raise ShopError("evaluation queries are empty")
     catalogue = set(items["item_id"].astype(str))
-    judged = queries.assign(item_id=queries["item_id"].astype(str), query_id=queries["query_id"].astype(str))
-    # One row per (query, item): a pair judged twice keeps its mean relevance.
-    judged = judged.groupby(["query_id", "item_id"], as_index=False, sort=True).agg(
-        query=("query", "first"), relevance=("relevance", "mean")
-    )
-    groups = list(judged.groupby("query_id", sort=True))
-    texts = [group["query"].iloc[0] for _, group in groups]
-    depth = ranking_depth(params)
-    results = model.search(texts, depth)
-    pair_scores = np.asarray(model.score(judged["query"].tolist(), judged["item_id"].tolist()), dtype=float)
-    judged["score"] = pair_scores
-
-    k, rk = params.k, params.catalogue_recall_k
-    rows = []
-    for (_, group), hits in zip(groups, results, strict=True):
-        top = [item for item, _ in hits if item in catalogue][:depth]
-        gains = dict(zip(group["item_id"], group["relevance"], strict=True))
-        relevant = set(group.loc[group["relevance"] >= params.relevant_threshold, "item_id"])
-        group_scores = judged.loc[group.index, "score"]
-        rows.append(
-            {
-                f"ndcg@{k}": ndcg_at_k(top, gains, k),
-                f"recall@{rk}": recall_at_k(top, relevant, rk),
-                f"rerank_ndcg@{k}": ndcg_at_k(rerank(group["item_id"].tolist(), group_scores), gains, k),
-                "pairwise_accuracy": pairwise_accuracy(group["relevance"], group_scores),
-            }
-        )
-    table = pd.DataFrame(rows, index=pd.Index([query_id for query_id, _ in groups], name="query_id"))
+    table = _query_table(model, _judged(queries), catalogue, params, pairs=True)
+    if noisy is not None:
+        extra = _query_table(model, _judged(noisy), catalogue, params, pairs=False)
+        table = table.join(extra.add_suffix("_noisy"), how="left")
     if per_unit is not None:
         per_unit["table"] = table
     result = _summarise(table.reset_index(drop=True), params, seed)
     result["segments"] = {}
+    k = params.k
     log.info(
-        "%s: %d queries, %s=%.4f",
+        "%s: %d queries, %s=%.4f%s",
         getattr(model, "name", "model"),
-        len(groups),
+        len(table),
         f"ndcg@{k}",
         result[f"ndcg@{k}"]["value"] or float("nan"),
+        f", noisy {result[f'ndcg@{k}_noisy']['value']:.4f}" if noisy is not None else "",
     )
     return result
 

@@ -11,6 +11,7 @@ import math
 import os
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -20,6 +21,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
+from tqdm.auto import tqdm
 
 log = logging.getLogger(__name__)
 
@@ -179,8 +181,11 @@ def _save(path: Path, state: dict) -> None:
     os.replace(tmp, path)
 
 
-def train_loop(job: Job, cfg: LoopConfig) -> LoopResult:
+def train_loop(job: Job, cfg: LoopConfig, on_record: Callable[[dict], None] | None = None) -> LoopResult:
     """Train `job.model` in this worker until the step budget, the epochs or early stopping end it.
+
+    `on_record` receives each history record (step, loss, learning rate, valid ...) as it is made, on rank 0
+    (the MLflow run logs them live).
 
     Keeps the best validation weights (restored into the model at the end). With `checkpoint_dir`, writes
     `last.pt` every `checkpoint_every` steps and at each validation; a rerun with `resume` continues from it
@@ -238,6 +243,7 @@ def train_loop(job: Job, cfg: LoopConfig) -> LoopResult:
 
     model.train()
     stopped = False
+    bar = tqdm(total=int(total), initial=state["step"], desc="train", unit="step", disable=rank != 0)
     while state["step"] < total and not stopped:
         epoch, offset = divmod(state["step"], per_epoch)
         plans = job.plans(epoch)[rank::world][: per_epoch * cfg.grad_accum]
@@ -251,6 +257,8 @@ def train_loop(job: Job, cfg: LoopConfig) -> LoopResult:
             state["samples"] += sum(len(b["weight"]) for b in micro) * world
             state["seconds"] += time.perf_counter() - start
             record = {"step": state["step"], "loss": loss, "lr": scheduler.get_last_lr()[0]}
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss:.3f}", best=f"{state['best']:.4f}", refresh=False)
             if state["step"] % cfg.eval_every == 0 or state["step"] >= total:
                 record["valid"] = eval_step(job, model, rank)
                 if record["valid"] > state["best"]:
@@ -268,6 +276,8 @@ def train_loop(job: Job, cfg: LoopConfig) -> LoopResult:
                     state["best_step"],
                 )
             state["history"].append(record)
+            if on_record is not None and rank == 0:
+                on_record(record)
             if "valid" in record or state["step"] % cfg.checkpoint_every == 0:
                 checkpoint()
             if stopped or state["step"] >= total or state["step"] == cfg.halt_at:
@@ -275,6 +285,7 @@ def train_loop(job: Job, cfg: LoopConfig) -> LoopResult:
         if cfg.halt_at is not None and state["step"] == cfg.halt_at and state["step"] < total and not stopped:
             checkpoint()
             break
+    bar.close()
     inner.load_state_dict(best_weights, strict=False)
     return LoopResult(
         state["best"], state["best_step"], state["step"], stopped, state["seconds"], state["samples"], state["history"]

@@ -18,6 +18,7 @@ Conventions (one place, so every model is scored the same way):
 from collections.abc import Iterable, Mapping
 
 import numpy as np
+import pandas as pd
 
 
 def _dedupe(ranked: Iterable[str]) -> list[str]:
@@ -116,6 +117,16 @@ def bootstrap_ci(values: np.ndarray, samples: int, seed: int, level: float = 0.9
     alpha = (1 - level) / 2
     low, high = np.quantile(means, [alpha, 1 - alpha])
     return {"value": mean, "ci_low": float(low), "ci_high": float(high), "n": n}
+
+
+def paired_difference_ci(a: pd.DataFrame, b: pd.DataFrame, key: str, samples: int, seed: int) -> dict[str, float]:
+    """Mean per-user/query difference a - b of `key` over the units both define, with a paired bootstrap CI
+    (the same units resampled for both models). `a` and `b` are harness per-unit tables (index = unit id);
+    `cold_users.<metric>` compares cold users only (column `cold_user` of `a`)."""
+    segment, _, metric = key.rpartition(".")
+    rows = a.index[a["cold_user"]] if segment == "cold_users" else a.index
+    diff = (a.loc[rows, metric] - b.reindex(rows)[metric]).to_numpy(float)
+    return bootstrap_ci(diff, samples, seed)
 
 
 def metric_stats(result: dict, key: str) -> dict:

@@ -32,8 +32,11 @@ MODEL_DIR_KEY = "model_dir"  # the pyfunc artifact holding the saved folder (at 
 
 
 def default_cache_dir() -> Path:
-    """The shared frozen-text embedding cache: `train.cache_dir` of the repository's params.yaml."""
-    return repo_root() / load_params().train.cache_dir
+    """The shared frozen-text embedding cache: `train.cache_dir` of the repository's params.yaml; outside a
+    checkout (a logged model loaded with its own code, e.g. by `mlflow models serve`) a per-user cache."""
+    if (repo_root() / "params.yaml").is_file():
+        return repo_root() / load_params().train.cache_dir
+    return Path.home() / ".cache" / "shopaug" / "text_vectors"
 
 
 Model = SearchModel | RecommenderModel | RepeatExploreModel

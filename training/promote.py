@@ -1,10 +1,12 @@
-"""Promotion by registry alias: score `challenger` and `champion` on the same real test set, move `champion`.
+"""Promotion by registry alias: score `challenger` and `champion` on the same real split, move `champion`.
 
-`champion` moves only if the primary metric (NDCG@10) gains at least `promote.margin` and no guardrail
+Both models are scored now on `promote.split` (the validation split by default; the test split stays for
+reporting). `champion` moves only if the lower bound of the paired bootstrap CI of the primary metric's gain
+(NDCG@10, the same users/queries resampled for both models) is above `promote.margin`, and no guardrail
 (cold-user NDCG, new-item recall for retail; catalogue recall for search) drops by more than
-`promote.guardrail_tolerance`; the first challenger of a model becomes its champion. The decision and both
-metric sets go to `reports/promotion.json` and to the challenger version's tags. `rollback` moves `champion`
-back to the version it replaced.
+`promote.guardrail_tolerance`; the first challenger of a model becomes its champion. The decision, the split,
+the CI and both metric sets go to `reports/promotion.json` and to the challenger version's tags. `rollback`
+moves `champion` back to the version it replaced.
 """
 
 import datetime as dt
@@ -15,6 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
+import pandas as pd
 import typer
 from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
@@ -26,20 +29,22 @@ from core.io import write_json
 from core.params import Params, PromoteParams
 from core.tasks import get_task
 from training.holdout import score_model_uri
-from training.metrics import metric_value
+from training.metrics import metric_value, paired_difference_ci
 from training.registry import CHALLENGER, CHAMPION, DVC_EXPERIMENT_ENV, configure
 
 log = logging.getLogger(__name__)
 
-# (model_uri, task) -> harness result {metric: {"value", ...}, "segments": {...}}
-Evaluator = Callable[[str, str], dict]
+# (model_uri, task) -> (harness result {metric: {"value", ...}, "segments": {...}}, per-user/query table)
+Evaluator = Callable[[str, str], tuple[dict, pd.DataFrame]]
 PREVIOUS_TAG = "promotion.previous_champion"
 
 
-def decide(challenger: dict, champion: dict | None, cfg: PromoteParams, task: str) -> dict:
+def decide(challenger: dict, champion: dict | None, cfg: PromoteParams, task: str, gain: dict | None = None) -> dict:
     """Compare two harness results; return {promote, reason, primary, guardrails} (pure, no registry access).
 
-    Refuses (ShopError) a challenger result without the primary metric.
+    `gain`: the primary metric's per-unit difference challenger - champion with its paired bootstrap CI
+    ({value, ci_low, ci_high, n}), required when there is a champion. Refuses (ShopError) a challenger result
+    without the primary metric.
     """
     primary = cfg.primary_metric
     new = metric_value(challenger, primary)
@@ -49,11 +54,11 @@ def decide(challenger: dict, champion: dict | None, cfg: PromoteParams, task: st
         return {
             "promote": True,
             "reason": "first model: no champion yet",
-            "primary": {"metric": primary, "challenger": new, "champion": None, "delta": None},
+            "primary": {"metric": primary, "split": cfg.split, "challenger": new, "champion": None, "delta": None},
             "guardrails": {},
         }
-    old = metric_value(champion, primary)
-    delta = new - old if old is not None else None
+    if gain is None:
+        raise ShopError("promotion needs the paired difference of both models' per-user/query metrics")
     checks = {}
     for key in get_task(task).guardrails(cfg):
         a, b = metric_value(challenger, key), metric_value(champion, key)
@@ -64,21 +69,33 @@ def decide(challenger: dict, champion: dict | None, cfg: PromoteParams, task: st
             "ok": drop is None or drop <= cfg.guardrail_tolerance + 1e-12,
         }
     failed = [k for k, c in checks.items() if not c["ok"]]
+    ci = (
+        f"{gain['value']:+.4f}, 95% paired CI [{gain['ci_low']:+.4f}, {gain['ci_high']:+.4f}] "
+        f"on {gain['n']} {cfg.split} users/queries"
+    )
     promote = False
-    if delta is not None and delta < cfg.margin - 1e-12:
-        reason = f"{primary} gain {delta:+.4f} is below the margin {cfg.margin}"
+    if not gain["ci_low"] > cfg.margin:
+        reason = f"{primary} gain {ci}: the lower bound is not above the margin {cfg.margin}"
     elif failed:
         reason = "guardrail regressed: " + ", ".join(
             f"{k} {checks[k]['champion']:.4f} -> {checks[k]['challenger']:.4f}" for k in failed
         )
     else:
         promote = True
-        gain = "champion has no value" if delta is None else f"{delta:+.4f} >= margin {cfg.margin}"
-        reason = f"{primary} {gain}; guardrails hold"
+        reason = f"{primary} gain {ci}: the lower bound is above the margin {cfg.margin}; guardrails hold"
     return {
         "promote": promote,
         "reason": reason,
-        "primary": {"metric": primary, "challenger": new, "champion": old, "delta": delta},
+        "primary": {
+            "metric": primary,
+            "split": cfg.split,
+            "challenger": new,
+            "champion": metric_value(champion, primary),
+            "delta": gain["value"],
+            "ci_low": gain["ci_low"],
+            "ci_high": gain["ci_high"],
+            "n": gain["n"],
+        },
         "guardrails": checks,
     }
 
@@ -112,9 +129,13 @@ def promote_task(params: Params, task: str, evaluate: Evaluator) -> dict:
             "promote": False,
             "reason": f"version {challenger.version} is already @{CHAMPION}",
         }
-    challenger_metrics = evaluate(f"models:/{name}/{challenger.version}", task)
-    champion_metrics = evaluate(f"models:/{name}/{champion.version}", task) if champion else None
-    verdict = decide(challenger_metrics, champion_metrics, params.promote, task)
+    challenger_metrics, challenger_units = evaluate(f"models:/{name}/{challenger.version}", task)
+    champion_metrics, gain = None, None
+    if champion is not None:
+        champion_metrics, champion_units = evaluate(f"models:/{name}/{champion.version}", task)
+        primary, samples = params.promote.primary_metric, params.evaluation.bootstrap_samples
+        gain = paired_difference_ci(challenger_units, champion_units, primary, samples, params.seed)
+    verdict = decide(challenger_metrics, champion_metrics, params.promote, task, gain)
     record.update(
         verdict,
         decision="promoted" if verdict["promote"] else "rejected",
@@ -187,9 +208,10 @@ def rollback_task(params: Params, task: str) -> dict:
 
 
 def harness_evaluator(params: Params, splits: Path, canonical: Path) -> Evaluator:
-    """Score a registered model on the real test split (`<splits>/<task>`, `<canonical>/<task>`) through the
-    harness (training.holdout)."""
-    return lambda uri, task: score_model_uri(uri, task, params, splits / task, canonical / task)
+    """Score a registered model on the real `promote.split` (`<splits>/<task>`, `<canonical>/<task>`) through
+    the harness (training.holdout)."""
+    split = params.promote.split
+    return lambda uri, task: score_model_uri(uri, task, params, splits / task, canonical / task, split)
 
 
 # --------------------------------------------------------------------------------------------- CLI
@@ -209,11 +231,11 @@ def run_promotion(
     results: Annotated[
         Path, typer.Option(help="the evaluate stage's results (promotion runs after it; the models are re-scored)")
     ] = Path("metrics/results.json"),
-    splits: Annotated[Path, typer.Option(help="real splits <task>/test.parquet")] = Path("data/splits"),
+    splits: Annotated[Path, typer.Option(help="real splits <task>/<promote.split>.parquet")] = Path("data/splits"),
     canonical: Annotated[Path, typer.Option(help="canonical tables <task>/items.parquet")] = Path("data/canonical"),
     out: Annotated[Path, typer.Option(help="decision JSON to write")] = Path("reports/promotion.json"),
 ) -> None:
-    """Compare @challenger with @champion on the real test split and move @champion if it wins."""
+    """Compare @challenger with @champion on the real promote.split (validation) and move @champion if it wins."""
     config = cli.load(params)
     configure(config.mlflow)
     evaluate = harness_evaluator(config, cli.resolve(splits), cli.resolve(canonical))

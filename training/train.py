@@ -6,10 +6,14 @@ data/splits/retail --canonical data/canonical/retail --out models/retail/aug --m
 stopping and model selection use the real validation split only; the test split is never read here.
 """
 
+import contextlib
+import functools
 import hashlib
 import json
 import logging
+import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Literal
@@ -23,7 +27,7 @@ import typer
 import features
 from core import cli
 from core.io import read_table, write_json
-from core.params import Params, RetailTrainParams, SearchTrainParams
+from core.params import Params, RetailTrainParams, SearchHybridParams, SearchTrainParams
 from core.paths import repo_root
 from core.tasks import get_task
 from training import tracking
@@ -39,6 +43,8 @@ from training.data import (
     user_context,
     valid_cutoff,
 )
+from training.hybrid import tune_weight
+from training.lexical import LexicalIndex
 from training.loop import LoopConfig, LoopResult, train_loop
 from training.metrics import binary_metrics, ndcg_at_k
 from training.mixup import mixup
@@ -362,6 +368,24 @@ def build_search_job(params: Params, inputs: TrainInputs, variant: str) -> tuple
     return SearchJob(pairs, cfg, config, items, text_vectors, item_text, valid, params.seed), path
 
 
+def attach_hybrid(model: SearchModel, settings: SearchHybridParams, valid: pd.DataFrame) -> dict:
+    """Make `model` the hybrid of its bi-encoder and BM25 over the item text (`search_text`, the expanded text
+    fuse wrote, else the title), the BM25 share tuned on the validation split; returns the validation curve."""
+    column = "search_text" if "search_text" in model.items.columns else "title"
+    lexical = LexicalIndex(settings.bm25).fit(model.item_ids, model.items[column].astype(str).tolist())
+    weight, curve = tune_weight(lexical, model, valid, settings.weights, settings.depth)
+    model.name = model.config["name"] = model.name.replace("bi_encoder", "hybrid")
+    model.config["hybrid"] = {
+        "weight": weight,
+        "depth": settings.depth,
+        "bm25": settings.bm25.model_dump(),
+        "text_column": column,
+    }
+    log.info("search hybrid over %s: BM25 weight %.1f, valid NDCG@10 by weight %s", column, weight, curve)
+    by_weight = {f"valid_ndcg@10_bm25_{round(100 * w)}pct": v for w, v in curve.items()}  # no dots: DVC plots
+    return {"hybrid_weight": weight, "valid_ndcg@10": curve[weight], **by_weight}
+
+
 # --------------------------------------------------------------------------------------------- entry points
 @dataclass
 class TrainOutcome:
@@ -429,15 +453,17 @@ def train_task(
     variant: str,
     inputs: TrainInputs,
     checkpoint_dir: Path | None = None,
+    on_record: Callable[[dict], None] | None = None,
     **loop_overrides,
 ) -> TrainOutcome:
-    """Build the job for `task` from `inputs`, train it, and return the wrapped best model."""
+    """Build the job for `task` from `inputs`, train it, and return the wrapped best model (`on_record`: each
+    history record as it is made, see `train_loop`)."""
     if params.train.threads:
         torch.set_num_threads(params.train.threads)
     start = time.perf_counter()
     torch.manual_seed(params.seed)  # same initial weights on every rank
     job, path = BUILDERS[get_task(task).name](params, inputs, variant)
-    result = train_loop(job, loop_config(params, task, checkpoint_dir, **loop_overrides))
+    result = train_loop(job, loop_config(params, task, checkpoint_dir, **loop_overrides), on_record)
     job.model.cpu()
     return TrainOutcome(job.wrap(job.model), result, path, time.perf_counter() - start, job)
 
@@ -480,6 +506,9 @@ def main(
     metrics: Annotated[Path, typer.Option(help="training metrics JSON to write")] = Path(
         "metrics/train/retail-aug.json"
     ),
+    curves: Annotated[Path, typer.Option(help="folder for the DVC plot files loss.json and valid.json")] = Path(
+        "metrics/curves/retail-aug"
+    ),
     checkpoints: Annotated[Path, typer.Option(help="resumable checkpoints (<task>-<variant>-<fingerprint>/)")] = Path(
         "models/checkpoints"
     ),
@@ -498,46 +527,79 @@ def main(
     config = cli.load(params)
     task = get_task(task).name
     inputs = TrainInputs(cli.resolve(data), cli.resolve(splits), cli.resolve(canonical))
-    out, metrics = cli.resolve(out), cli.resolve(metrics)
+    out, metrics, curves = cli.resolve(out), cli.resolve(metrics), cli.resolve(curves)
     skipped = skipped_reason(inputs.data)
     if skipped:  # e.g. augment.enabled false: no aug rows; the stage still leaves its outputs, with no model
         log.warning("%s/%s not trained: %s", task, variant, skipped)
         write_json({"skipped": skipped}, out / "skipped.json")
         write_json({"skipped": skipped}, metrics)
+        write_curves([], curves)
         return
-    if task == "retail" and config.train.retail.ranker.enabled:
-        model, summary, history, data_path = train_ranker(config, inputs, variant)
-    else:
-        ckpt = cli.resolve(checkpoints) / f"{task}-{variant}-{run_fingerprint(config, task, inputs.table_path())}"
-        outcome = train_task(config, task, variant, inputs, ckpt if resume else None)
-        if dist.is_initialized() and dist.get_rank() != 0:
-            dist.destroy_process_group()
-            return
-        model, summary, history = outcome.model, outcome.metrics(), outcome.result.history
-        data_path = outcome.data_path
-    folder = save_model(model, out)
-    summary = {**summary, "data": tracking.repo_relative(data_path)}
-    write_json({**summary, "history": history}, metrics)
-    log.info("%s/%s: %s -> %s", task, variant, summary, folder)
-    if track:
-        lineage = tracking.Lineage(
-            data=inputs.data,
-            splits=inputs.splits,
-            canonical=inputs.canonical,
-            synthetic=cli.resolve(synthetic),
-            gate=cli.resolve(gate),
-            gate_reports=cli.resolve(gate_reports),
-            raw=cli.resolve(raw) / task,
-            params_file=cli.resolve(params),
-        )
-        with tracking.start_run(config, task=task, variant=variant) as run:
-            run.log_datasets(lineage)
-            for record in history:
-                run.log_metrics({f"train/{k}": v for k, v in record.items() if k != "step"}, step=record["step"])
+    # one MLflow run covers training (live step metrics, system metrics), the summary and the model; rank 0 only
+    tracked = track and int(os.environ.get("RANK", "0")) == 0
+    with tracking.start_run(config, task=task, variant=variant) if tracked else contextlib.nullcontext() as run:
+        if run is not None:
+            run.log_datasets(training_lineage(inputs, synthetic, gate, gate_reports, raw, params, task))
+        live = None if run is None else functools.partial(log_record, run)
+        if task == "retail" and config.train.retail.ranker.enabled:
+            model, summary, history, data_path = train_ranker(config, inputs, variant)
+            for record in history if live is not None else []:  # LightGBM's curve exists once it has trained
+                live(record)
+        else:
+            ckpt = cli.resolve(checkpoints) / f"{task}-{variant}-{run_fingerprint(config, task, inputs.table_path())}"
+            outcome = train_task(config, task, variant, inputs, ckpt if resume else None, on_record=live)
+            if dist.is_initialized() and dist.get_rank() != 0:
+                dist.destroy_process_group()
+                return
+            model, summary, history = outcome.model, outcome.metrics(), outcome.result.history
+            data_path = outcome.data_path
+            if task == "search" and config.train.search.hybrid.enabled:
+                summary = {**summary, "valid_ndcg@10_bi_encoder": summary["valid_ndcg@10"]}
+                summary.update(attach_hybrid(model, config.train.search.hybrid, outcome.job.valid))
+        folder = save_model(model, out)
+        summary = {**summary, "data": tracking.repo_relative(data_path)}
+        write_json({**summary, "history": history}, metrics)
+        write_curves(history, curves)
+        log.info("%s/%s: %s -> %s", task, variant, summary, folder)
+        if run is not None:
             run.log_metrics({f"train/{k}": float(v) for k, v in summary.items() if k != "data"})
             run.log_model(folder, task)
     if dist.is_initialized():
         dist.destroy_process_group()
+
+
+def training_lineage(
+    inputs: TrainInputs, synthetic: Path, gate: Path, gate_reports: Path, raw: Path, params: Path, task: str
+) -> tracking.Lineage:
+    """The exact real and synthetic data one model trains on, for its MLflow run."""
+    return tracking.Lineage(
+        data=inputs.data,
+        splits=inputs.splits,
+        canonical=inputs.canonical,
+        synthetic=cli.resolve(synthetic),
+        gate=cli.resolve(gate),
+        gate_reports=cli.resolve(gate_reports),
+        raw=cli.resolve(raw) / task,
+        params_file=cli.resolve(params),
+    )
+
+
+def write_curves(history: list[dict], folder: Path) -> None:
+    """The history as DVC plots read it, one list per file (dvc.yaml `plots`): `loss.json` (training loss by
+    step; empty for the LightGBM ranker) and `valid.json` (validation NDCG@10 by step)."""
+    loss = [{"step": r["step"], "loss": r["loss"]} for r in history if "loss" in r]
+    valid = [
+        {"step": r["step"], "valid_ndcg@10": r.get("valid", r.get("valid_ndcg@10"))}
+        for r in history
+        if "valid" in r or "valid_ndcg@10" in r
+    ]
+    write_json(loss, folder / "loss.json")
+    write_json(valid, folder / "valid.json")
+
+
+def log_record(run: tracking.TrainingRun, record: dict) -> None:
+    """One training-history record as step metrics `train/<name>` (loss, lr, valid ...)."""
+    run.log_metrics({f"train/{k}": v for k, v in record.items() if k != "step"}, step=record["step"])
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ import typer
 
 from core import cli
 from core.io import write_json
-from pipelines.augment.backends import GenerationCache, Request, fit_offline_model
+from pipelines.augment.backends import OFFLINE_MODEL, GenerationCache, Request, fit_offline_model
 from pipelines.augment.backends.huggingface import HuggingFaceBackend
 from pipelines.augment.backends.offline import OfflineBackend
 from pipelines.augment.manifest import MANIFEST_FILE
@@ -100,11 +100,11 @@ def main(
     chosen = items_df.sort_values("item_id").head(n_items)
     requests = build_requests(chosen, queries_per_item, few_shot_pool(train_df, items_df), 3, config.seed)
     settings = {"temperature": 0.8, "top_p": 0.95, "max_new_tokens": 24}
-    backend = OfflineBackend(model, "shopaug-offline-v1", settings, None, config.seed)
+    backend = OfflineBackend(model, OFFLINE_MODEL, settings, None, config.seed)
     outputs, wall, cpu = _timed(lambda: backend.generate(requests))
     generated = sum(len(o) for o in outputs)
     with tempfile.TemporaryDirectory() as folder:
-        cached = OfflineBackend(model, "shopaug-offline-v1", settings, GenerationCache(Path(folder) / "c.sqlite"), 0)
+        cached = OfflineBackend(model, OFFLINE_MODEL, settings, GenerationCache(Path(folder) / "c.sqlite"), 0)
         _, w1, c1 = _timed(lambda: cached.generate(requests))
         _, w2, c2 = _timed(lambda: cached.generate(requests))
         cached.close()
@@ -151,7 +151,7 @@ def main(
         ).to_dict("records"),
     }
     stages = {}
-    for name in ("synthetic_queries", "query_rewrites", "hard_negatives"):
+    for name in ("synthetic_queries", "statistical_queries", "query_rewrites", "hard_negatives"):
         manifest = synthetic / name / MANIFEST_FILE
         if manifest.exists():
             m = json.loads(manifest.read_text())

@@ -7,7 +7,8 @@ Generator 3 (EDA-style edits, contextual substitution, back-translation-style pa
 - `drop` / `swap`: drop one word / swap two adjacent words (EDA);
 - `split`: split a multi-attribute query into head noun + attributes and recombine a subset;
 - `typo`: keyboard-neighbour typos (substitute, drop, double, transpose characters);
-- `paraphrase`: through the generation backend (offline: substitutions learned by pivoting on items).
+- `paraphrase`: through a generation backend: `paraphrase_backend: offline` (default: substitutions learned by
+  pivoting on items, fast) or `augment` (`augment.backend`, a language model: one prompt per training query).
 Each rewrite inherits its parent query's judged items with relevance x `relevance_scale`.
 """
 
@@ -26,7 +27,7 @@ from core.errors import ShopError
 from core.io import atomic_path
 from core.paths import repo_root
 from pipelines.adapters.judged import query_id
-from pipelines.augment.backends import Request, TextGenerator, make_backend
+from pipelines.augment.backends import Request, TextGenerator, backend_record, make_backend
 from pipelines.augment.backends.offline import norm, words
 from pipelines.augment.manifest import Context, GeneratorOutput
 from pipelines.augment.search_data import load_search_training, take
@@ -60,6 +61,9 @@ class Settings(BaseModel):
     min_similarity: float = Field(ge=-1, le=1)
     typo_rate: float = Field(ge=0, le=1, description="per-character keyboard-typo probability")
     relevance_scale: float = Field(ge=0, le=1, description="rewrite relevance = parent relevance x this")
+    paraphrase_backend: Literal["offline", "augment"] = Field(
+        description="offline: learned substitutions; augment: augment.backend (a language model, costly on CPU)"
+    )
 
 
 def keyboard_typo(query: str, rate: float, rng: np.random.Generator) -> str:
@@ -325,6 +329,8 @@ def _paraphrase_examples(train: pd.DataFrame, k: int = 3) -> tuple[tuple[str, st
 def generate(ctx: Context) -> GeneratorOutput:
     """Rewrite real training queries (substitution, drop/swap, split, typos, paraphrase)."""
     rp, bp, items = ctx.settings, ctx.params.augment.backend, ctx.table("items")
+    if rp.paraphrase_backend == "offline":
+        bp = bp.model_copy(update={"name": "offline"})
     train_df, items_df = load_search_training(ctx.train, items)
     backend = (
         make_backend(bp, ctx.params.seed, repo_root(), train=train_df, items=items_df)
@@ -349,6 +355,6 @@ def generate(ctx: Context) -> GeneratorOutput:
         backend=described["backend"],
         model_id=described["model_id"],
         model_hash=described["model_hash"],
-        settings={"backend": bp.model_dump()},
+        settings={"backend": backend_record(bp)},
         extra={**stats, "encoder": ctx.params.encoder.model},
     )

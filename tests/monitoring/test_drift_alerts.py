@@ -93,8 +93,14 @@ def test_snapshots_go_to_a_local_evidently_workspace(params, tmp_path):
     _, snapshots = run_drift(params, request_log(40, seed=3), request_log(10, seed=2), reference(), None)
     save_to_workspace(tmp_path / "ws", snapshots)
     save_to_workspace(tmp_path / "ws", snapshots)  # a second run reuses the project
-    projects = Workspace.create(str(tmp_path / "ws")).list_projects()
+    workspace = Workspace.create(str(tmp_path / "ws"))
+    projects = workspace.list_projects()
     assert [p.name for p in projects] == ["shopaug serving drift"]
+    runs = workspace.list_runs(projects[0].id)
+    assert len(runs) == 2 * len(snapshots)
+    window_end = request_log(40, seed=3)["ts"].max()  # snapshots are dated by the window, not by when they ran
+    stamps = {pd.Timestamp(workspace.get_run(projects[0].id, run).timestamp) for run in runs}
+    assert {s.tz_localize("UTC") if s.tzinfo is None else s for s in stamps} == {window_end}
 
 
 def test_window_split_uses_newest_request():

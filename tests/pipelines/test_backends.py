@@ -161,7 +161,7 @@ def settings(generator: str, **values) -> dict:
 
 def test_offline_backend_needs_training_data():
     with pytest.raises(ShopError, match="offline needs the training queries"):
-        make_backend(BACKEND.model_copy(update={"cache": False}), 0)
+        make_backend(BACKEND.model_copy(update={"name": "offline", "cache": False}), 0)
 
 
 # ---------- huggingface (tiny random model built locally; nothing is downloaded) ----------

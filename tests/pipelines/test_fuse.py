@@ -97,6 +97,15 @@ SYNTHETIC_QUERIES = {
             "parent_id": ["P1", "P9", "P3"],
         }
     ),
+    "statistical_queries": pd.DataFrame(  # the same pair as synthetic_queries: the first in registry order wins
+        {
+            "query_id": ["s1"],
+            "query": ["cordless drill"],
+            "item_id": ["P1"],
+            "relevance": [1.0],
+            "parent_id": ["P1"],
+        }
+    ),
     "query_rewrites": pd.DataFrame(
         {
             "query_id": ["r1"],
@@ -186,7 +195,16 @@ def fuse(root, **overrides) -> dict[str, dict[str, pd.DataFrame]]:
         for name, entry in manifest["variants"].items():  # each variant folder: its items table and manifest
             variant = json.loads((root / f"data/fused/{task}/{name}/manifest.json").read_text())
             assert variant["rows"] == entry["rows"] and variant["items"] == entry["items"]
-            assert (root / f"data/fused/{task}/{name}/items.parquet").read_bytes() == Path(entry["items"]).read_bytes()
+            written = root / f"data/fused/{task}/{name}/items.parquet"
+            if "expansion" in variant:  # document expansion: the named items plus `search_text`
+                expanded, base = pd.read_parquet(written), pd.read_parquet(entry["items"])
+                pd.testing.assert_frame_equal(expanded.drop(columns="search_text"), base)
+                assert all(
+                    text.startswith(title) for text, title in zip(expanded["search_text"], base["title"], strict=True)
+                )
+                assert variant["expansion"]["items_expanded"] == (expanded["search_text"] != base["title"]).sum()
+            else:
+                assert written.read_bytes() == Path(entry["items"]).read_bytes()
         out[task]["_manifest"] = manifest
     return out
 
@@ -266,6 +284,10 @@ def test_search_leakage_guard_dedup_and_label_smoothing(root):
     untouched = search["minus_hard_negatives"]
     pair = untouched[(untouched["query"] == "red drill") & (untouched["item_id"] == "P2")]
     assert len(pair) == 1 and not pair["is_synthetic"].iloc[0] and pair["relevance"].iloc[0] == 0.5
+    items = {v: pd.read_parquet(root / f"data/fused/search/{v}/items.parquet") for v in search["_manifest"]["variants"]}
+    expanded = {v for v, table in items.items() if "search_text" in table.columns}
+    assert {"aug", "minus_hard_negatives"} <= expanded  # expansion: by the synthetic_queries rows a variant holds
+    assert not expanded & {"noaug", "minus_synthetic_queries"}
 
 
 def test_gate_drop_excludes_with_a_warning_and_fail_stops(root, caplog):

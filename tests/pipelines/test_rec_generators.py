@@ -138,7 +138,12 @@ def test_item_enrichment_names_clusters_and_describes_items(data):
 
 
 def test_item_enrichment_llm_mode_refuses_the_offline_backend(data):
-    params = load_params(overrides={"generators": {"item_enrichment": {"settings": {"use_llm": True}}}})
+    params = load_params(
+        overrides={
+            "augment": {"backend": {"name": "offline"}},
+            "generators": {"item_enrichment": {"settings": {"use_llm": True}}},
+        }
+    )
     p = load_settings(params, "item_enrichment", item_enrichment.Settings)
     with pytest.raises(ShopError, match="generators.item_enrichment.settings.use_llm"):
         item_enrichment.enrich_by_llm(data["items"].head(3), params, p)

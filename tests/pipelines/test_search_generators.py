@@ -27,7 +27,7 @@ from pipelines.fuse import fuse_queries, normalise_query
 
 SEED = 42
 PARAMS = load_params()
-BACKEND = PARAMS.augment.backend.model_copy(update={"cache": False})
+BACKEND = PARAMS.augment.backend.model_copy(update={"name": "offline", "cache": False})  # the LM: test_doc2query
 
 
 def sq_settings(**update):
@@ -187,13 +187,14 @@ def test_generators_read_only_training_queries_and_the_catalogue(data, tmp_path,
     real_read = search_data.read_table
     monkeypatch.setattr(search_data, "read_table", lambda p, t: opened.append(str(p)) or real_read(p, t))
     raw = yaml.safe_load((repo_root() / "params.yaml").read_text())
-    raw["augment"]["backend"]["cache"] = False
+    raw["augment"]["backend"].update(cache=False, name="offline")  # the language-model path: test_doc2query.py
     raw["generators"]["synthetic_queries"]["settings"].update(max_items=200, queries_per_item=2)
+    raw["generators"]["statistical_queries"]["settings"].update(max_items=200, queries_per_item=2)
     raw["generators"]["query_rewrites"]["settings"]["operations"] = ["drop", "swap", "typo", "split", "paraphrase"]
     merged = tmp_path / "params.yaml"
     merged.write_text(yaml.safe_dump(raw))
     base = load_params(merged)
-    for name in ("synthetic_queries", "query_rewrites", "hard_negatives"):
+    for name in ("synthetic_queries", "statistical_queries", "query_rewrites", "hard_negatives"):
         augment_main(
             params=merged,
             generator=name,

@@ -146,6 +146,7 @@ def test_split_command_writes_parts_and_summaries(tmp_path):
     assert sorted(p.name for p in (tmp_path / "splits" / "search").iterdir()) == [
         "split.json",
         "test.parquet",
+        "test_noisy.parquet",
         "train.parquet",
         "valid.parquet",
     ]

@@ -15,6 +15,9 @@ import pandas as pd
 import pytest
 from serving_fixture_models import (
     ADMIN_TOKEN,
+    EXPANSION_WORD,
+    FIXTURE_HYBRID,
+    NEW_ITEMS,
     QUERY_DELAY_ENV,
     SLOW_DEADLINE_MS,
     SLOW_QUERY_S,
@@ -24,6 +27,7 @@ from serving_fixture_models import (
 
 from core.io import write_table
 from core.paths import data_dir, repo_root
+from pipelines.expansion import expand_items
 from serving.launch import start_service, stop_service
 
 RETAIL_ROWS, SEARCH_ROWS = 8000, 600  # 8k Online Retail lines: 5 days, enough to train the ranker
@@ -69,6 +73,16 @@ def search_slice(rows: int = SEARCH_ROWS) -> tuple[pd.DataFrame, pd.DataFrame]:
     return items, raw
 
 
+def search_model_items(items: pd.DataFrame, queries: pd.DataFrame) -> pd.DataFrame:
+    """The items the fixture search model was trained on: `search_text` = the title expanded with the words of the
+    item's judged queries (pipelines/expansion.py), EXPANSION_WORD in the 8th item's only; the last NEW_ITEMS
+    catalogue items are newer than the model (the service indexes their title)."""
+    judged = queries.rename(columns={"search_term": "query", "product_uid": "item_id"})
+    expanded, _ = expand_items(items.iloc[:-NEW_ITEMS].reset_index(drop=True), judged, max_terms=8)
+    expanded.loc[7, "search_text"] += f" {EXPANSION_WORD}"
+    return expanded
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -85,6 +99,7 @@ def world():
         write_table(frame, root / "canonical" / "retail" / f"{table}.parquet", table)
     search_items, queries = search_slice()
     write_table(search_items, root / "canonical" / "search" / "items.parquet", "items")
+    model_items = search_model_items(search_items, queries)
     uri = f"sqlite:///{root / 'mlflow.db'}"
     env = {
         **os.environ,
@@ -96,7 +111,14 @@ def world():
         "SHOPAUG_ADMIN_TOKEN": ADMIN_TOKEN,
         # a generous deadline: the reload tests assert that no request fails on a shared 2-core machine, not its
         # latency (test_overload.py runs a server with a tight one)
-        "SHOPAUG_SERVE": json.dumps({"reload_poll_s": 0, "deadline_ms": 30_000, "request_log": {"flush_s": 0.5}}),
+        "SHOPAUG_SERVE": json.dumps(
+            {
+                "reload_poll_s": 0,
+                "deadline_ms": 30_000,
+                "request_log": {"flush_s": 0.5},
+                "event_log": {"dir": str(root / "events"), "flush_s": 0.5},
+            }
+        ),
         # no feature store, ever: never the repository's own (data/feast/), which /events would push to
         "SHOP_FEAST_CONFIG": str(root / "no-feature-store" / "feature_store.yaml"),
         "PYTHONPATH": f"{repo_root()}:{Path(__file__).parent}",
@@ -105,7 +127,7 @@ def world():
     os.chdir(root)  # mlflow's default ./mlruns artifact root lands in the temp folder
     versions = {
         "recommender": register_ranker(uri, "shopaug-recommender", retail["interactions"]),
-        "search": register_fixture_model(uri, "shopaug-search", "search", search_items, ""),
+        "search": register_fixture_model(uri, "shopaug-search", "search", model_items, "", hybrid=FIXTURE_HYBRID),
     }
     os.chdir(repo_root())
     packaged = subprocess.run(
@@ -134,6 +156,7 @@ def world():
         "env": env,
         "retail": retail,
         "search_items": search_items,
+        "search_model_items": model_items,
         "queries": queries,
         "versions": versions,
         "package": json.loads((root / "package.json").read_text()),
@@ -177,7 +200,14 @@ def polling_server(world) -> Iterator[str]:
     home = own_home(root, "polling")
     env = {
         **world["env"],
-        "SHOPAUG_SERVE": json.dumps({"reload_poll_s": POLL_S, "deadline_ms": 30_000, "request_log": {"flush_s": 0.5}}),
+        "SHOPAUG_SERVE": json.dumps(
+            {
+                "reload_poll_s": POLL_S,
+                "deadline_ms": 30_000,
+                "request_log": {"flush_s": 0.5},
+                "event_log": {"dir": str(root / "events-polling")},
+            }
+        ),
         "SHOPAUG_REQUEST_LOG_DIR": str(root / "requests-polling"),
         "BENTOML_HOME": str(home),
     }
@@ -191,7 +221,13 @@ def slow_server(world) -> Iterator[str]:
     """A real `bentoml serve` whose query encoder takes SLOW_QUERY_S, with 2 requests in flight at most and a
     SLOW_DEADLINE_MS deadline, so every search is past its deadline; its own request log and BentoML home."""
     root = world["root"]
-    serve = {"reload_poll_s": 0, "max_in_flight": 2, "deadline_ms": SLOW_DEADLINE_MS, "request_log": {"flush_s": 0.5}}
+    serve = {
+        "reload_poll_s": 0,
+        "max_in_flight": 2,
+        "deadline_ms": SLOW_DEADLINE_MS,
+        "request_log": {"flush_s": 0.5},
+        "event_log": {"dir": str(root / "events-slow")},
+    }
     env = {
         **world["env"],
         "SHOPAUG_SERVE": json.dumps(serve),

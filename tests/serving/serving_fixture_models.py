@@ -1,5 +1,6 @@
 """Small real models for the service, in a real MLflow: a real repeat/explore ranker trained on the slice in
-seconds, and fixture models with the interface of training.model_store's vector models (MiniLM over titles).
+seconds, and fixture models with the interface of training.model_store's vector models (MiniLM over titles); the
+search fixture is a real `SearchModel` (a hybrid when given `hybrid`) with MiniLM in place of the trained towers.
 
 The service loads them through `$SHOPAUG_MODEL_LOADER=serving_fixture_models:load_model`, so the HTTP,
 batching, reload and logging machinery is tested without waiting for a trained champion.
@@ -19,10 +20,21 @@ from core.encoder import TextEncoder
 from core.params import load_params
 from training.model_store import load_model_from_folder, save_model
 from training.repeat_explore import first_baskets, train_repeat_explore
+from training.serving_api import SearchModel
 
 ADMIN_TOKEN = "test-admin-token"  # the servers started by the tests accept this admin token
 QUERY_DELAY_ENV = "SHOPAUG_FIXTURE_QUERY_DELAY_S"  # seconds each query-encoder call sleeps (a slow model)
 SLOW_QUERY_S, SLOW_DEADLINE_MS = 0.3, 100  # the slow server's query-encoder time and deadline: searches are late
+# a trained hybrid's `config["hybrid"]` (training.train.attach_hybrid), with a high BM25 share and the validated
+# BM25 settings; its text column is the fixture's document expansion
+EXPANSION_WORD = "zanzibarite"  # a word of one item's expanded search text only, in no title
+NEW_ITEMS = 3  # the last catalogue items, unknown to the v1 search model
+FIXTURE_HYBRID = {
+    "weight": 0.7,
+    "depth": 100,
+    "bm25": load_params().baselines.bm25.model_dump(),
+    "text_column": "search_text",
+}
 
 
 @functools.cache
@@ -30,11 +42,16 @@ def _encoder() -> TextEncoder:
     return TextEncoder("minilm", max_length=32, batch_size=128)
 
 
-class FixtureSearchModel:
-    """Query and item vectors are MiniLM vectors of the text; `salt` makes two versions rank differently."""
+class FixtureSearchModel(SearchModel):
+    """A `SearchModel` over `items` (item_id, title, search_text) whose query and item vectors are MiniLM vectors of
+    the text; `salt` makes two versions rank differently; `hybrid` as a trained model's `config["hybrid"]` (None:
+    dense only). Fusion, `catalogue_scores` and `search` are SearchModel's own: what the harness evaluates."""
 
-    def __init__(self, item_ids: list[str], salt: str):
-        self.item_ids, self.salt = item_ids, salt
+    def __init__(self, items: pd.DataFrame, salt: str, hybrid: dict | None = None):
+        self.net, self.item_text, self.salt = None, None, salt
+        self.config = {"name": "fixture_hybrid" if hybrid else "fixture", **({"hybrid": hybrid} if hybrid else {})}
+        self.name = self.config["name"]
+        self.fit(pd.DataFrame(), items)
 
     def encode_queries(self, texts: list[str]) -> np.ndarray:
         time.sleep(float(os.environ.get(QUERY_DELAY_ENV, "0")))
@@ -78,7 +95,7 @@ def load_model(uri: str):
         return load_model_from_folder(path)
     spec = json.loads((path / "fixture.json").read_text())
     if spec["kind"] == "search":
-        return FixtureSearchModel(spec["item_ids"], spec["salt"])
+        return FixtureSearchModel(pd.DataFrame(spec["items"]), spec["salt"], spec.get("hybrid"))
     return FixtureRecommenderModel(spec["titles"], spec["salt"])
 
 
@@ -121,9 +138,16 @@ def _register(client, name: str, run, alias: str) -> str:
 
 
 def register_fixture_model(
-    tracking_uri: str, name: str, kind: str, items: pd.DataFrame, salt: str, alias: str = "champion"
+    tracking_uri: str,
+    name: str,
+    kind: str,
+    items: pd.DataFrame,
+    salt: str,
+    alias: str = "champion",
+    hybrid: dict | None = None,
 ) -> str:
-    """Log a fixture model as a run's artifact, register it as a new version of `name`, point `alias` at it."""
+    """Log a fixture model as a run's artifact, register it as a new version of `name`, point `alias` at it. A
+    search model knows `items` (their `search_text`, else the title) and is a hybrid when given `hybrid`."""
     import mlflow
     from mlflow import MlflowClient
 
@@ -132,8 +156,12 @@ def register_fixture_model(
     spec = {
         "kind": kind,
         "salt": salt,
-        "item_ids": items["item_id"].tolist(),
         "titles": dict(zip(items["item_id"], items["title"], strict=True)),
+        "items": [
+            {"item_id": str(i), "title": t, "search_text": x}
+            for i, t, x in zip(items["item_id"], items["title"], items.get("search_text", items["title"]), strict=True)
+        ],
+        "hybrid": hybrid,
     }
     with (
         tempfile.TemporaryDirectory() as tmp,

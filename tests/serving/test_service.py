@@ -6,11 +6,14 @@ import threading
 import time
 
 import httpx
+import mlflow
 import pandas as pd
 import pytest
-from serving_fixture_models import ADMIN_TOKEN, register_fixture_model
+from serving_fixture_models import ADMIN_TOKEN, EXPANSION_WORD, load_model, register_fixture_model
 
+from core.io import read_table
 from core.params import load_params
+from pipelines.serving_events import add_serving_events
 
 
 def post(server: str, path: str, body, **kwargs) -> httpx.Response:
@@ -102,6 +105,41 @@ def test_purchase_events_shape_the_users_next_recommendation_at_once(server, wor
     assert session["strategy"] == "repeat_explore_session" and item in [i["item_id"] for i in session["items"]]
 
 
+def test_logged_events_come_back_as_serving_interactions_at_ingest(server, world):
+    """The closed loop: /events -> the event log (serve.event_log) -> ingest's serving events (source=serving):
+    the purchase comes back with its time, quantity and line value; the click and an item of the search catalogue
+    only do not."""
+    user, bought = known_user(world)
+    items = read_table(world["root"] / "canonical" / "retail" / "items.parquet", "items")
+    item = next(i for i in items["item_id"] if i not in bought)
+    search_item = str(world["search_items"]["item_id"].iloc[0])
+    events = [
+        {"user_id": user, "item_id": item, "ts": "2011-12-10T09:30:00+01:00", "quantity": 3, "event": "purchase"},
+        {"user_id": user, "item_id": item, "ts": "2011-12-10T08:29:00Z", "event": "click"},
+        {"user_id": user, "item_id": search_item, "ts": "2011-12-10T08:31:00Z", "event": "purchase"},
+    ]
+    assert post(server, "events", {"events": events}).status_code == 200
+    folder = world["root"] / "events"
+    canonical = world["root"] / "canonical" / "retail"
+    tables = {name: read_table(canonical / f"{name}.parquet", name) for name in ("items", "interactions", "users")}
+    when = pd.Timestamp("2011-12-10 08:30", tz="UTC")
+    deadline = time.monotonic() + 20
+    while True:  # the log is flushed every 0.5 s (event_log.flush_s in the test world)
+        new, report = add_serving_events(tables, folder)
+        served = new["interactions"][new["interactions"]["source"] == "serving"]
+        mine = served[(served["user_id"] == user) & (served["item_id"] == item) & (served["ts"] == when)]
+        if len(mine) or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert len(mine) == 1, report
+    row = mine.iloc[0]
+    assert row["quantity"] == 3.0 and row["event"] == "purchase"
+    assert row["value"] == pytest.approx(3 * items.set_index("item_id").loc[item, "price"])
+    assert search_item not in set(served["item_id"]) and report["unknown_items_dropped"] >= 1
+    assert report["non_purchase_rows_dropped"]["click"] >= 1
+    assert len(new["interactions"]) == len(tables["interactions"]) + len(served)
+
+
 @pytest.mark.parametrize(
     "bad, status, words",
     [
@@ -138,7 +176,7 @@ def test_search_finds_the_product_a_real_query_judged_exact(server, world):
     queries = world["queries"]
     exact = queries[queries["relevance"] == 3.0].iloc[0]
     body = post(server, "search", {"query": exact["search_term"], "k": 20}).json()
-    assert body["strategy"] == "search" and len(body["items"]) == 20
+    assert body["strategy"] == "hybrid" and len(body["items"]) == 20
     assert str(exact["product_uid"]) in [i["item_id"] for i in body["items"]]
 
 
@@ -146,9 +184,39 @@ def test_search_with_a_known_user_is_reranked_for_them(server, world):
     user, _ = known_user(world)
     plain = post(server, "search", {"query": "lamp", "k": 10}).json()
     personal = post(server, "search", {"query": "lamp", "k": 10, "user_id": user}).json()
-    assert personal["strategy"] == "search_personalized"
+    assert plain["strategy"] == "hybrid" and personal["strategy"] == "hybrid_personalized"
     assert [i["score"] for i in personal["items"]] != [i["score"] for i in plain["items"]]
-    assert post(server, "search", {"query": "lamp", "k": 10, "user_id": "nobody"}).json()["strategy"] == "search"
+    assert post(server, "search", {"query": "lamp", "k": 10, "user_id": "nobody"}).json()["strategy"] == "hybrid"
+
+
+def test_hybrid_search_ranks_exactly_as_the_evaluated_search_model(server, world):
+    """/search of a hybrid champion = `SearchModel.search` (what the harness evaluates) of the same registered
+    version over the packaged catalogue: same items in the same order, same fused scores."""
+    version = post(server, "ping", {}).json()["search"]
+    mlflow.set_tracking_uri(world["uri"])
+    model = load_model(f"models:/shopaug-search/{version}")
+    model.fit(pd.DataFrame(), world["search_items"])
+    terms = world["queries"]["search_term"].drop_duplicates()
+    queries = [*terms.sample(6, random_state=0), "cordles drill", "3/4 in. x 10 ft. pipe", EXPANSION_WORD]
+    for query in queries:
+        body = post(server, "search", {"query": query, "k": 20}).json()
+        expected = model.search([query], 20)[0]
+        assert body["strategy"] == "hybrid" and body["model_version"] == version
+        assert [i["item_id"] for i in body["items"]] == [i for i, _ in expected], query
+        assert [i["score"] for i in body["items"]] == pytest.approx([s for _, s in expected], abs=1e-5)
+
+
+def test_hybrid_search_finds_items_by_their_expanded_text_and_new_items_by_title(server, world):
+    """BM25 indexes the model's expanded text (carried by item id: the packaged catalogue has titles only), and the
+    title of a catalogue item newer than the model; with a high BM25 share, an exact match ranks first."""
+    expanded = world["search_model_items"].iloc[7]
+    assert EXPANSION_WORD in expanded["search_text"] and EXPANSION_WORD not in expanded["title"]
+    body = post(server, "search", {"query": EXPANSION_WORD, "k": 5}).json()
+    assert body["strategy"] == "hybrid" and body["items"][0]["item_id"] == expanded["item_id"]
+    newest = world["search_items"].iloc[-1]
+    assert newest["item_id"] not in set(world["search_model_items"]["item_id"])
+    body = post(server, "search", {"query": newest["title"], "k": 5}).json()
+    assert body["items"][0]["item_id"] == newest["item_id"]
 
 
 def test_similar_answers_from_the_catalogue_holding_the_item(server, world):
@@ -247,7 +315,9 @@ def test_reload_to_a_new_champion_under_concurrent_requests_fails_none(server, w
     # requests were served before and after the swap (version numbers: other tests may have moved the alias)
     assert {before["search"], new_search} <= {version for _, version in results}
     assert post(server, "ping", {}).json() == {"recommender": new_rec, "search": new_search} != before
-    assert post(server, "search", {"query": "drill", "k": 3}).json()["model_version"] == new_search
+    # the new search champion is dense only (no `hybrid`): served from the item index as before
+    body = post(server, "search", {"query": "drill", "k": 3}).json()
+    assert body["model_version"] == new_search and body["strategy"] == "search"
 
 
 def test_request_log_is_written_with_the_contract_columns(server, world):

@@ -6,7 +6,7 @@ import pytest
 
 from core.params import load_params
 from training.baselines import (
-    BM25Retriever,
+    BM25_DEFAULTS,
     CoPurchaseKNNRecommender,
     MiniLMRetriever,
     PopularityRecommender,
@@ -16,8 +16,10 @@ from training.baselines import (
     TifuKnnRecommender,
 )
 from training.harness import evaluate_recommender, evaluate_retriever
+from training.lexical import BM25Retriever
 
 PARAMS = load_params().evaluation.model_copy(update={"bootstrap_samples": 0})
+TUNED_BM25 = load_params().baselines.bm25
 CUTOFF = pd.Timestamp("2011-11-01", tz="UTC")
 
 
@@ -135,7 +137,13 @@ QUERIES = pd.DataFrame(
 
 
 @pytest.mark.parametrize(
-    "model_factory", [BM25Retriever, lambda: MiniLMRetriever(batch_size=8)], ids=["bm25", "minilm"]
+    "model_factory",
+    [
+        lambda: BM25Retriever(BM25_DEFAULTS),
+        lambda: BM25Retriever(TUNED_BM25),
+        lambda: MiniLMRetriever(batch_size=8),
+    ],
+    ids=["bm25_defaults", "bm25_tuned", "minilm"],
 )
 def test_search_baseline_beats_random(model_factory):
     model = model_factory()
@@ -149,7 +157,7 @@ def test_search_baseline_beats_random(model_factory):
 
 
 def test_bm25_query_of_stopwords_only_returns_nothing():
-    model = BM25Retriever()
+    model = BM25Retriever(TUNED_BM25)
     model.fit(QUERIES, CATALOGUE)
     assert model.search(["the and of", "hammer"], 3)[0] == []
     assert model.score(["the"], ["p1"]) == [0.0]

@@ -14,7 +14,7 @@ from training.harness import evaluate_recommender, evaluate_retriever
 from training.model_store import load_model, save_model
 from training.models import USER_CONTEXT, TextTower
 from training.serving_api import RecommenderModel, SearchModel
-from training.train import TrainInputs, build_search_job, train_task
+from training.train import TrainInputs, attach_hybrid, build_search_job, train_task
 
 pytestmark = pytest.mark.integration
 EVAL = load_params().evaluation.model_copy(update={"bootstrap_samples": 0, "recall_ks": [10], "catalogue_recall_k": 20})
@@ -114,6 +114,29 @@ def test_bi_encoder_learns_on_real_slice_and_beats_random_ranking(search):
     outcome.model.fit(valid, items)
     metrics = evaluate_retriever(outcome.model, valid, items, EVAL)
     assert metrics["ndcg@10"]["value"] > 0.2  # random order over ~500 products scores ~0.02
+
+
+def test_hybrid_weight_is_tuned_on_validation_and_survives_save_load_and_reindexing(search, tmp_path):
+    root, outcome = search
+    items = pd.read_parquet(root / "data/canonical/search/items.parquet")
+    valid = pd.read_parquet(root / "data/splits/search/valid.parquet")
+    model = load_model(str(save_model(outcome.model, tmp_path / "dense")))  # a copy: the fixture stays dense
+    model.fit(valid, items.assign(search_text=items["title"] + " zzexpanded"))  # as fuse's expanded items
+    settings = outcome.params.train.search.hybrid
+    summary = attach_hybrid(model, settings, outcome.job.valid)
+    prefix = "valid_ndcg@10_bm25_"
+    curve = {int(k[len(prefix) : -len("pct")]): v for k, v in summary.items() if k.startswith(prefix)}
+    assert summary["valid_ndcg@10"] == max(curve.values()) and 0 in curve
+    assert round(100 * summary["hybrid_weight"]) in curve
+    assert model.name.startswith("hybrid") and model.hybrid["text_column"] == "search_text"
+    loaded = load_model(str(save_model(model, tmp_path / "hybrid")))
+    loaded.fit(valid, items)  # canonical items lack search_text: the model's own expanded text is kept
+    assert loaded.items["search_text"].str.endswith("zzexpanded").all()
+    queries = ["cordless drill", "white interior paint", "zzexpanded"]
+    assert loaded.search(queries, 10) == model.search(queries, 10)
+    assert loaded.lexical().catalogue_scores(["zzexpanded"]).min() > 0  # BM25 indexes the expanded text
+    dense = loaded.dense_only()
+    assert dense.hybrid is None and dense.name.startswith("bi_encoder")
 
 
 def test_saved_recommender_loads_with_identical_embeddings(retail, tmp_path):

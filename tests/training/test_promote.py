@@ -2,7 +2,9 @@
 refused, a better one is promoted, rollback restores the previous champion."""
 
 import json
+import zlib
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
@@ -24,18 +26,28 @@ def harness_like(ndcg: float, cold: float, new_items: float) -> dict:
     return {"ndcg@10": value(ndcg), "hr@10": value(ndcg * 2), "segments": segments}
 
 
+def per_user(ndcg: float, tag: str, users: int = 400) -> pd.DataFrame:
+    """A per-user table with mean `ndcg` and its own seeded noise (sd 0.2): a paired gain of 0.003 over 400 users
+    has a CI that spans 0, a gain of 0.06 does not."""
+    noise = np.random.default_rng(zlib.crc32(tag.encode())).normal(0, 0.2, users)
+    index = pd.Index([f"u{i}" for i in range(users)], name="user_id")
+    return pd.DataFrame({"ndcg@10": ndcg + noise - noise.mean(), "cold_user": False}, index=index)
+
+
 def register(params, root, tmp_path, tag: str, ndcg: float, cold: float, new_items: float) -> str:
     folder = tiny_model_dir(tmp_path / tag, ndcg)
     (folder / "metrics.json").write_text(json.dumps(harness_like(ndcg, cold, new_items)))
+    per_user(ndcg, tag).to_parquet(folder / "per_user.parquet")
     with tracking.start_run(params, "retail", "aug", root=root) as run:
         version = run.log_model(folder, python_model=TinyPyfunc(), input_example=pd.DataFrame({"history": [["a"]]}))
     return str(version.version)
 
 
-def evaluate_from_registry(uri: str, task: str) -> dict:
-    """Stands in for the harness: reads the metrics the tiny model carries, via the registry URI."""
+def evaluate_from_registry(uri: str, task: str) -> tuple[dict, pd.DataFrame]:
+    """Stands in for the harness: reads the metrics and per-user table the tiny model carries, via the registry."""
     assert task == "retail" and uri.startswith(f"models:/{NAME}/")
-    return json.loads((download_model_dir(uri) / "metrics.json").read_text())
+    folder = download_model_dir(uri)
+    return json.loads((folder / "metrics.json").read_text()), pd.read_parquet(folder / "per_user.parquet")
 
 
 def aliases(client: MlflowClient) -> dict[str, str]:
@@ -51,9 +63,11 @@ def test_promotion_refuses_worse_accepts_better_and_rolls_back(mlflow_params, da
 
     assert promote.promote_task(params, "retail", evaluate_from_registry)["decision"] == "unchanged"
 
-    v2 = register(params, data_root, tmp_path, "v2", ndcg=0.303, cold=0.20, new_items=0.10)  # gain < margin
+    v2 = register(params, data_root, tmp_path, "v2", ndcg=0.303, cold=0.20, new_items=0.10)  # CI spans 0
     worse = promote.promote_task(params, "retail", evaluate_from_registry)
-    assert worse["decision"] == "rejected" and "below the margin" in worse["reason"]
+    assert worse["decision"] == "rejected" and "lower bound is not above the margin" in worse["reason"]
+    assert "paired CI" in worse["reason"] and "valid" in worse["reason"]
+    assert worse["primary"]["ci_low"] < 0 < worse["primary"]["ci_high"] and worse["primary"]["split"] == "valid"
     assert aliases(client)["champion"] == v1
     tags = client.get_model_version(NAME, v2).tags
     assert tags["promotion.decision"] == "rejected" and tags["promotion.compared_with"] == v1
@@ -68,6 +82,7 @@ def test_promotion_refuses_worse_accepts_better_and_rolls_back(mlflow_params, da
     v4 = register(params, data_root, tmp_path, "v4", ndcg=0.36, cold=0.21, new_items=0.12)
     better = promote.promote_task(params, "retail", evaluate_from_registry)
     assert better["decision"] == "promoted" and better["primary"]["delta"] == pytest.approx(0.06)
+    assert better["primary"]["ci_low"] > params.promote.margin
     assert aliases(client) == {"champion": v4, "challenger": v4}
     assert client.get_model_version(NAME, v4).tags[promote.PREVIOUS_TAG] == v1
 
@@ -100,17 +115,31 @@ def test_promote_without_challenger_is_refused(mlflow_params):
         promote.promote_task(mlflow_params, "search", evaluate_from_registry)
 
 
+def gain(value: float, low: float, high: float) -> dict:
+    return {"value": value, "ci_low": low, "ci_high": high, "n": 400}
+
+
 @pytest.mark.parametrize(
-    ("challenger", "champion", "expected"),
+    ("challenger", "champion", "difference", "expected"),
     [
-        (harness_like(0.305, 0.2, 0.1), harness_like(0.30, 0.2, 0.1), True),  # exactly the margin
-        (harness_like(0.304, 0.2, 0.1), harness_like(0.30, 0.2, 0.1), False),
-        (harness_like(0.50, 0.2, 0.09), harness_like(0.30, 0.2, 0.1), False),  # new-item recall drops
-        (harness_like(0.50, 0.2, 0.1), None, True),
+        (harness_like(0.31, 0.2, 0.1), harness_like(0.30, 0.2, 0.1), gain(0.01, 0.001, 0.02), True),
+        (harness_like(0.31, 0.2, 0.1), harness_like(0.30, 0.2, 0.1), gain(0.01, 0.0, 0.02), False),  # bound = margin
+        (harness_like(0.31, 0.2, 0.1), harness_like(0.30, 0.2, 0.1), gain(0.01, -0.001, 0.02), False),
+        (harness_like(0.50, 0.2, 0.09), harness_like(0.30, 0.2, 0.1), gain(0.2, 0.1, 0.3), False),  # new items drop
+        (harness_like(0.50, 0.2, 0.1), None, None, True),
     ],
 )
-def test_decide_applies_margin_and_guardrails(mlflow_params, challenger, champion, expected):
-    assert promote.decide(challenger, champion, mlflow_params.promote, "retail")["promote"] is expected
+def test_decide_needs_the_paired_ci_above_the_margin_and_guardrails(
+    mlflow_params, challenger, champion, difference, expected
+):
+    assert mlflow_params.promote.margin == 0.0
+    verdict = promote.decide(challenger, champion, mlflow_params.promote, "retail", difference)
+    assert verdict["promote"] is expected
+
+
+def test_decide_refuses_a_comparison_without_the_paired_difference(mlflow_params):
+    with pytest.raises(ShopError, match="paired difference"):
+        promote.decide(harness_like(0.3, 0.2, 0.1), harness_like(0.2, 0.2, 0.1), mlflow_params.promote, "retail")
 
 
 def test_metric_value_reads_segments_and_refuses_missing_primary(mlflow_params):

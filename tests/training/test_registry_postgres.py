@@ -2,6 +2,7 @@
 
 import uuid
 
+import mlflow
 import pandas as pd
 import pytest
 from mlflow import MlflowClient
@@ -52,13 +53,13 @@ def test_postgres_registry_tracks_registers_and_promotes(postgres_uri, data_root
         )
 
     client = MlflowClient()
-    assert client._tracking_client.tracking_uri.startswith("postgresql+psycopg2://")
+    assert mlflow.get_tracking_uri().startswith("postgresql+psycopg2://")
     assert client.get_run(run.run_id).data.metrics["valid/ndcg_at_10"] == pytest.approx(0.4)
     challenger = client.get_model_version_by_alias("shopaug-search", "challenger")
     assert str(challenger.version) == str(version.version)
 
     metrics = {"ndcg@10": {"value": 0.4}, "recall@100": {"value": 0.7}, "segments": {}}
-    record = promote.promote_task(params, "search", lambda uri, task: metrics)
+    record = promote.promote_task(params, "search", lambda uri, task: (metrics, pd.DataFrame()))
     assert record["decision"] == "promoted"
     champion = client.get_model_version_by_alias("shopaug-search", "champion")
     assert champion.tags["promotion.decision"] == "promoted"

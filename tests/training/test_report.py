@@ -25,12 +25,28 @@ def test_tables_show_cis_paired_differences_against_twin_and_best_baseline_and_t
             "ablation": {"query_rewrites": {"ndcg@10": 0.01, "ndcg@10_ci": [0.002, 0.018]}},
             "versus_twin": {"aug": {"ndcg@10": stats(0.02, 0.01, 0.03)}},
             "versus_best_baseline": {"baseline": "bm25", "models": {"aug": {"ndcg@10": stats(0.002, -0.01, 0.014)}}},
+            "components": {
+                "models": {
+                    "bm25_expanded_aug": {"ndcg@10": stats(0.35, 0.33, 0.37), "ndcg@10_noisy": stats(0.3, 0.28, 0.32)}
+                },
+                "differences": {
+                    "bm25 over aug expanded items − bm25 over titles": {
+                        "ndcg@10": stats(0.012, 0.004, 0.02),
+                        "ndcg@10_noisy": stats(0.01, 0.001, 0.02),
+                    }
+                },
+            },
         }
     }
     text = report.render(doc)
     assert "| bm25 (best baseline) | 0 | 0.338 [0.323, 0.354] |" in text
-    assert "| bi-encoder, augmented | 0.50 | 0.340 [0.320, 0.350] | – | – | +0.020 [+0.010, +0.030] |" in text
+    assert "| bi-encoder, augmented | 0.50 | 0.340 [0.320, 0.350] | – | – | – | +0.020 [+0.010, +0.030] |" in text
     assert "| query_rewrites | 0.330 [0.310, 0.345] | +0.010 [+0.002, +0.018] |" in text
     assert "noaug +6.2%" in text and "bm25 +0.6%" in text
     assert "| bi-encoder, augmented − twin | +0.020 [+0.010, +0.030] |" in text
     assert "| bi-encoder, augmented − bm25 | +0.002 [-0.010, +0.014] |" in text
+    assert "| bm25 expanded aug | 0.350 [0.330, 0.370] | 0.300 [0.280, 0.320] | – | – |" in text
+    assert (
+        "| bm25 over aug expanded items − bm25 over titles | +0.012 [+0.004, +0.020] | +0.010 [+0.001, +0.020] |"
+        in text
+    )

@@ -11,7 +11,8 @@ import pytest
 
 from core.errors import ShopError
 from core.params import load_params
-from training.baselines import BM25Retriever, PopularityRecommender
+from training.baselines import PopularityRecommender
+from training.lexical import BM25Retriever
 from training.score import evaluate_dataset, load_model_for_eval
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -47,6 +48,15 @@ def test_bad_input_is_one_line_error_with_exit_2(tmp_path, adapter, data, messag
     assert done.stderr.strip().startswith("error: ") and message in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "m.json").exists()
+
+
+def test_a_malformed_cutoff_is_named_in_one_line(tmp_path):
+    out = tmp_path / "m.json"
+    args = ("--task", "retail", "--model", "popularity", "--data", "missing.csv", "--adapter", "online_retail")
+    done = cli(*args, "--cutoff", "2011-13-45", "--out", str(out))
+    assert done.returncode == 2
+    assert done.stderr.strip() == "error: --cutoff: '2011-13-45' is not a date (expected YYYY-MM-DD)"
+    assert not out.exists()
 
 
 def test_model_specs_map_to_baselines_and_unknown_specs_are_refused():

@@ -1,21 +1,30 @@
 """A real MLflow run (SQLite + local artifacts): params, batched metrics, lineage inputs, registered model."""
 
+import json
+import os
+import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
+import httpx
 import mlflow
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 from mlflow import MlflowClient
 from mlflow_helpers import TinyPyfunc, lineage, tiny_model_dir
+from real_slices import search_slice
+from typer.testing import CliRunner
 
 from core.errors import ShopError
 from core.tasks import get_task
-from training import model_store, registry, tracking
+from training import model_store, registry, tracking, train
 from training.model_store import load_model, save_model
 from training.models import BiEncoder, TextTower
+from training.registry import ensure_experiment
 from training.serving_api import SearchModel
 
 
@@ -118,8 +127,7 @@ def test_unknown_task_and_bad_model_uri_are_refused(mlflow_params):
         registry.resolve_version("runs:/abc/model")
 
 
-def test_real_search_model_round_trips_through_registry(mlflow_params, data_root, tmp_path):
-    """The training code's own model folder, logged by the default pyfunc wrapper, loads back by alias."""
+def tiny_search_model() -> SearchModel:
     items = pd.DataFrame(
         {
             "item_id": ["1", "2"],
@@ -137,7 +145,15 @@ def test_real_search_model_round_trips_through_registry(mlflow_params, data_root
         "item_max_length": 16,
         "variant": "aug",
     }
-    model = SearchModel(BiEncoder(TextTower("minilm", 16), True, 0.05), items, config, None)
+    return SearchModel(BiEncoder(TextTower("minilm", 16), True, 0.05), items, config, None)
+
+
+QUERIES = ["drill", "paint for walls"]
+
+
+def test_real_search_model_round_trips_through_registry(mlflow_params, data_root, tmp_path):
+    """The training code's own model folder, logged by the default pyfunc wrapper, loads back by alias."""
+    model = tiny_search_model()
     folder = save_model(model, tmp_path / "search-model")
     with tracking.start_run(mlflow_params, "search", "aug", root=data_root) as run:
         version = run.log_model(folder, "search")
@@ -145,13 +161,100 @@ def test_real_search_model_round_trips_through_registry(mlflow_params, data_root
     uri = "models:/shopaug-search@challenger"
     assert str(version.version) == "1" and tracking.run_record(folder)["version"] == "1"
     loaded = load_model(uri)
-    queries = ["drill", "paint for walls"]
-    np.testing.assert_allclose(loaded.encode_queries(queries), model.encode_queries(queries), atol=1e-5)
+    np.testing.assert_allclose(loaded.encode_queries(QUERIES), model.encode_queries(QUERIES), atol=1e-5)
     pyfunc = mlflow.pyfunc.load_model(uri)
     assert pyfunc.metadata.signature.inputs.input_names() == ["query"]
     np.testing.assert_allclose(
-        pyfunc.predict(pd.DataFrame({"query": queries})), model.encode_queries(queries), atol=1e-5
+        pyfunc.predict(pd.DataFrame({"query": QUERIES})), model.encode_queries(QUERIES), atol=1e-5
     )
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_mlflow_models_serve_answers_from_the_registered_model_outside_the_repository(
+    mlflow_params, data_root, tmp_path
+):
+    """`mlflow models serve -m models:/...@alias` (the local environment, started in a folder outside the
+    repository): the logged model carries its code (`code_paths`) and pinned requirements, and /invocations
+    answers what the model computes here. (This environment has the project installed too; the logged code
+    comes first on the model's path.)"""
+    model = tiny_search_model()
+    folder = save_model(model, tmp_path / "search-model")
+    with tracking.start_run(mlflow_params, "search", "aug", root=data_root) as run:
+        run.log_model(folder, "search")
+    uri = "models:/shopaug-search@challenger"
+    logged = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(tmp_path / "logged")))
+    for package in tracking.CODE_PACKAGES:
+        assert (logged / "code" / package / "__init__.py").is_file()
+    requirements = (logged / "requirements.txt").read_text()
+    assert all(f"{name}==" in requirements for name in ("feast", "bm25s", "nltk", "peft", "torch", "mlflow"))
+
+    elsewhere, port = tmp_path / "elsewhere", free_port()
+    elsewhere.mkdir()
+    bin_dir = Path(sys.executable).parent  # mlflow execs `uvicorn` from PATH
+    env = {**os.environ, "MLFLOW_TRACKING_URI": mlflow_params.mlflow.tracking_uri, "HF_HUB_OFFLINE": "1"}
+    env["PATH"] = f"{bin_dir}{os.pathsep}{env.get('PATH', '')}"
+    env.pop("PYTHONPATH", None)
+    command = [str(bin_dir / "mlflow"), "models", "serve", "-m", uri, "--env-manager", "local", "-h", "127.0.0.1"]
+    log = (tmp_path / "serve.log").open("w")
+    server = subprocess.Popen([*command, "-p", str(port)], cwd=elsewhere, env=env, stdout=log, stderr=log)
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            assert server.poll() is None, (tmp_path / "serve.log").read_text()[-3000:]
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/ping", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, (tmp_path / "serve.log").read_text()[-3000:]
+            time.sleep(1)
+        body = {"dataframe_split": {"columns": ["query"], "data": [[q] for q in QUERIES]}}
+        response = httpx.post(f"http://127.0.0.1:{port}/invocations", json=body, timeout=60)
+        assert response.status_code == 200, response.text
+        served = np.asarray(response.json()["predictions"], dtype=np.float32)
+        np.testing.assert_allclose(served, model.encode_queries(QUERIES), atol=1e-5)
+        bad = httpx.post(f"http://127.0.0.1:{port}/invocations", json={"dataframe_split": {"columns": ["x"]}})
+        assert 400 <= bad.status_code < 500
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+        log.close()
+
+
+def test_the_train_stage_run_covers_training_with_live_step_and_system_metrics(mlflow_params, tmp_path):
+    """`python -m training.train` opens its MLflow run before training: step metrics arrive while it trains
+    (their timestamps spread over the training), system metrics are sampled, and the model is logged to it."""
+    root = search_slice(tmp_path)
+    tiny = {"trainable_layers": 1, "max_seq_len": 16, "batch_size": 16, "max_steps": 20, "eval_every": 10}
+    params = mlflow_params.model_dump(mode="json")
+    params["train"]["search"].update(tiny)
+    params["train"]["cache_dir"] = str(tmp_path / "cache")
+    params_file = tmp_path / "params.yaml"
+    params_file.write_text(yaml.safe_dump(params))
+    splits, out = root / "data/splits/search", tmp_path / "model"
+    args = ["--params", str(params_file), "--task", "search", "--variant", "noaug"]
+    args += ["--data", str(root / "data/fused/search/noaug"), "--splits", str(splits)]
+    args += ["--canonical", str(root / "data/canonical/search"), "--out", str(out)]
+    args += ["--metrics", str(tmp_path / "train.json"), "--checkpoints", str(tmp_path / "ckpt")]
+    args += ["--curves", str(tmp_path / "curves")]
+    result = CliRunner().invoke(train.app, args)
+    assert result.exit_code == 0, result.output
+    client = MlflowClient()
+    (run,) = client.search_runs([ensure_experiment(mlflow_params.mlflow)], "tags.task = 'search'")
+    losses = client.get_metric_history(run.info.run_id, "train/loss")
+    assert [m.step for m in losses] == list(range(1, 21))
+    assert run.info.start_time <= losses[0].timestamp < losses[-1].timestamp  # logged live, not after the fact
+    assert len(client.get_metric_history(run.info.run_id, "train/valid")) == 2
+    assert any(key.startswith("system/") for key in run.data.metrics)
+    assert "train/train_seconds" in run.data.metrics and tracking.run_record(out)["run_id"] == run.info.run_id
+    loss, valid = (json.loads((tmp_path / "curves" / f"{n}.json").read_text()) for n in ("loss", "valid"))
+    assert [r["step"] for r in loss] == list(range(1, 21))  # what dvc.yaml's training-curve plots read
+    assert [sorted(r) for r in valid] == [["step", "valid_ndcg@10"]] * 2
 
 
 def test_params_win_over_uris_mlflow_itself_exported(mlflow_params, tmp_path):

@@ -8,7 +8,8 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
 
-TASKS = ("query", "paraphrase", "text")
+TASKS = ("query", "doc2query", "paraphrase", "text")
+DOC2QUERY_PROMPT = "Product: {title}\nQuery:"  # what a doc2query-fine-tuned model continues (doc2query.py)
 
 
 @dataclass(frozen=True)
@@ -16,6 +17,7 @@ class Request:
     """One generation request: a task, its input record, optional few-shot examples, and how many outputs.
 
     task `query`: record = an item (title, description, category, price_band) -> shopper queries for it.
+    task `doc2query`: record = {"title": ...} -> queries from a model fine-tuned on `DOC2QUERY_PROMPT` + query.
     task `paraphrase`: record = {"query": ...} -> rewordings of a real training query.
     task `text`: record = {"prompt": ...} -> free text (LLM backends only).
     `examples` are (input, output) pairs drawn from real training data only.
@@ -39,6 +41,8 @@ def render_prompt(request: Request) -> str:
     """The instruction an LLM backend receives for `request` (InPars-style few-shot for queries)."""
     if request.task == "text":
         return str(request.record["prompt"])
+    if request.task == "doc2query":
+        return DOC2QUERY_PROMPT.format(title=" ".join(str(request.record["title"]).split())[:300])
     if request.task == "query":
         shots = "".join(f"Product: {src}\nQuery: {out}\n\n" for src, out in request.examples)
         return (

@@ -1,0 +1,37 @@
+"""The benchmark's verdicts: a fixed-rate p99 is the median of its repeats, reported with its spread."""
+
+from serving.benchmark import markdown, verdicts
+
+
+def run(endpoint: str, users: int, p50: float, p99: float, rps: float, rate=None, batching=True) -> dict:
+    return {
+        "batching": batching,
+        "endpoint": endpoint,
+        "concurrency": users,
+        "target_rps": rate,
+        "requests": 1000,
+        "failures": 0,
+        "p50_ms": p50,
+        "p99_ms": p99,
+        "rps": rps,
+    }
+
+
+def test_the_p99_target_reads_the_median_repeat_and_reports_the_spread():
+    runs = [run("ping", 8, 1, 2, 1000), run("search", 1, 4, 6, 200), run("search", 8, 10, 12, 300)]
+    runs += [run("search", 32, 8, p99, rps, rate=150.0) for p99, rps in ((19, 149), (400, 140), (12, 150))]
+    runs += [run("recommend", 32, 5, p99, 199, rate=200.0) for p99 in (14, 16, 30)]
+    result = verdicts(runs)
+    search, recommend = result["search"], result["recommend"]
+    assert search["p99_ms_at_rate"] == {"median": 19, "min": 12, "max": 400, "n": 3}
+    assert search["p99_target_met"] is True and search["lone_p50_target_met"] is True
+    assert recommend["p99_ms_at_rate"]["median"] == 16 and recommend["p99_target_met"] is False
+    assert recommend["lone_p50_target_met"] is None  # no lone-request target for /recommend
+    table = markdown({"machine": "2 CPUs", "command": "python -m serving.benchmark", "runs": runs, "targets": result})
+    assert "median 19 ms (min 12, max 400, 3 runs) at 149 req/s" in table
+
+
+def test_too_slow_an_achieved_rate_misses_the_target_even_with_a_low_p99():
+    runs = [run("search", 32, 3, 5, rps, rate=150.0) for rps in (100, 110, 120)]
+    assert verdicts(runs)["search"]["p99_target_met"] is False
+    assert verdicts(runs)["recommend"]["p99_ms_at_rate"] is None
