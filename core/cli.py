@@ -22,7 +22,6 @@ import sys
 from pathlib import Path
 from typing import Annotated
 
-import click
 import typer
 
 from core.errors import ShopError
@@ -65,8 +64,8 @@ def run(app: typer.Typer) -> None:
     except ShopError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
-    except click.exceptions.Abort:
+    except typer.Abort:
         sys.exit(1)
-    except click.ClickException as exc:
-        exc.show()
+    except typer.TyperException as exc:  # a usage error (unknown option, bad value): one line, click's exit code
+        print(f"error: {exc.format_message()} (see --help)", file=sys.stderr)
         sys.exit(exc.exit_code)

@@ -208,3 +208,17 @@ def test_locks_split_runtime_from_dev_tools_and_pin_every_direct_dependency():
         assert name in s3
     assert not {"pytest", "ruff", "locust", "schemathesis"} & set(runtime)  # `make repro` installs no dev tools
     assert not set(runtime) & set(dev) and not set(runtime) & set(s3)  # one pin per package
+
+
+@pytest.mark.parametrize(
+    ("args", "option"),
+    [
+        (["training.promote", "--params", "x"], "--params"),
+        (["training.evaluate", "--no-such-option"], "--no-such-option"),
+    ],
+)
+def test_a_usage_error_is_one_line_without_a_traceback(args, option):
+    result = subprocess.run([sys.executable, "-m", *args], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and len(lines) == 1, result.stderr[-2000:]
+    assert lines[0].startswith(f"error: No such option: {option}")
