@@ -54,7 +54,8 @@ def start_server(port: int, batching: bool, log: Path) -> subprocess.Popen:
 
 
 def run_locust(host: str, endpoint: str, users: int, rate: float, seconds: int, bodies: Path, out: Path) -> dict:
-    """One headless locust run; return requests, failures, p50/p99 (ms) and throughput (req/s)."""
+    """One headless locust run; return requests, failures (and their kinds: "HTTP 503", connection errors),
+    p50/p99 (ms) and throughput (req/s)."""
     env = {
         **os.environ,
         "BENCH_ENDPOINT": endpoint,
@@ -95,12 +96,18 @@ def run_locust(host: str, endpoint: str, users: int, rate: float, seconds: int, 
     )
     with open(f"{prefix}_stats.csv") as handle:
         row = next(r for r in csv.DictReader(handle) if r["Name"] == "Aggregated")
+    kinds: dict[str, int] = {}
+    if Path(f"{prefix}_failures.csv").exists():
+        with open(f"{prefix}_failures.csv") as handle:
+            for failure in csv.DictReader(handle):
+                kinds[failure["Error"]] = kinds.get(failure["Error"], 0) + int(failure["Occurrences"])
     return {
         "endpoint": endpoint,
         "concurrency": users,
         "target_rps": rate or None,
         "requests": int(row["Request Count"]),
         "failures": int(row["Failure Count"]),
+        "failure_kinds": kinds,
         "p50_ms": float(row["50%"]),
         "p99_ms": float(row["99%"]),
         "rps": round(float(row["Requests/s"]), 1),
@@ -156,6 +163,12 @@ def verdicts(runs: list[dict]) -> dict:
     return out
 
 
+def failures(run: dict) -> str:
+    """The failure count, with its kinds when there are any: `12 (HTTP 503: 12)`."""
+    kinds = ", ".join(f"{kind}: {n}" for kind, n in sorted(run.get("failure_kinds", {}).items()))
+    return f"{run['failures']} ({kinds})" if kinds else str(run["failures"])
+
+
 def markdown(report: dict) -> str:
     lines = [
         "# Serving benchmark",
@@ -168,7 +181,7 @@ def markdown(report: dict) -> str:
     for r in report["runs"]:
         lines.append(
             f"| {'on' if r['batching'] else 'off'} | {r['endpoint']} | {r['concurrency']} | "
-            f"{r['target_rps'] or 'max'} | {r['requests']} | {r['failures']} | {r['p50_ms']:g} | "
+            f"{r['target_rps'] or 'max'} | {r['requests']} | {failures(r)} | {r['p50_ms']:g} | "
             f"{r['p99_ms']:g} | {r['rps']:g} |"
         )
     lines += ["", "| endpoint | target | measured | met |", "| --- | --- | --- | --- |"]

@@ -3,8 +3,11 @@
 A bundle directory (one BentoML model per task) holds `meta.json`, the MLflow model in `model/`, the catalogue
 `items.parquet`, the item vectors `vectors.npy` with their FAISS index `index.faiss`, and for the recommender
 the known users' latest purchases `histories.parquet`, the cold-start `popularity.parquet` and, for a model that
-ranks from history (the repeat/explore ranker), the purchases it ranks from, `interactions.parquet`. A hybrid
-search model's BM25 index is not saved: it is rebuilt over the catalogue whenever a bundle is assembled or loaded.
+ranks from history (the repeat/explore ranker), the purchases it ranks from, `interactions.parquet`, and every
+known user's ranked candidates, `rankings.parquet` (a request without recent items is a lookup). A search
+bundle holds its query encoder exported to ONNX Runtime in `query_encoder/` (serving/query_encoder.py) unless
+`serve.query_encoder` is torch or the export failed. A hybrid search model's BM25 index is not saved: it is
+rebuilt over the catalogue whenever a bundle is assembled or loaded.
 """
 
 import importlib
@@ -19,12 +22,14 @@ import faiss
 import mlflow
 import numpy as np
 import pandas as pd
+import torch
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
 from core.errors import ShopError
-from core.params import Bm25Params
+from core.params import Bm25Params, ServeParams
 from core.paths import repo_root
+from serving.query_encoder import OnnxQueryEncoder, export_query_encoder
 from training.lexical import LexicalIndex
 from training.model_store import download_model_dir, load_model
 from training.repeat_explore import HISTORY_COLUMNS
@@ -34,6 +39,8 @@ logger = logging.getLogger(__name__)
 LOADER_ENV = "SHOPAUG_MODEL_LOADER"  # module:function replacing training.model_store.load_model (test fixtures)
 GLOBAL = ""  # popularity context of requests that name no country
 ITEM_COLUMNS = ["item_id", "title", "description", "category", "price"]
+QUERY_ENCODER_DIR = "query_encoder"
+CHECK_TEXTS = 64  # catalogue titles the ONNX query encoder must reproduce torch's vectors on
 
 
 def model_loader() -> Any:
@@ -123,6 +130,8 @@ class Bundle:
     popularity: dict[str, list[tuple[str, float]]] = field(default_factory=dict)
     interactions: pd.DataFrame | None = None  # what a history-based model (the repeat/explore ranker) ranks from
     lexical: LexicalIndex | None = None  # a hybrid search model's BM25 side, rows aligned with `index.item_ids`
+    rankings: pd.DataFrame | None = None  # a history-based model's ranked candidates per known user, precomputed
+    query_encoder: OnnxQueryEncoder | None = None  # search: the query tower on ONNX Runtime (else the model's)
 
     def meta(self) -> dict:
         return {"task": self.task, "registered_name": self.registered_name, "version": self.version}
@@ -174,6 +183,23 @@ def lexical_index(model: Any, items: pd.DataFrame) -> LexicalIndex | None:
     return LexicalIndex(Bm25Params(**hybrid["bm25"])).fit(ids.tolist(), texts.astype(str).tolist())
 
 
+def onnx_query_encoder(model: Any, items: pd.DataFrame, threads: int) -> OnnxQueryEncoder | None:
+    """`model`'s query tower exported to ONNX Runtime and checked on catalogue titles; None (torch serves the
+    queries, with a warning) when the model has no query tower or the export fails."""
+    tower = getattr(getattr(model, "net", None), "query_tower", None)
+    if tower is None:
+        logger.warning("query encoder: %s has no query tower to export; torch encodes queries", type(model).__name__)
+        return None
+    titles = items["title"].astype(str)
+    longest = titles[titles.str.len().nlargest(8).index]  # cut at the tower's max_length
+    texts = [*titles.head(CHECK_TEXTS), *longest, "warm up"]
+    try:
+        return export_query_encoder(tower, texts, threads)
+    except (ShopError, RuntimeError, torch.onnx.errors.OnnxExporterError) as exc:
+        logger.warning("query encoder: ONNX export failed, torch encodes queries (%s)", exc)
+        return None
+
+
 def assemble_bundle(
     task: str,
     name: str,
@@ -182,19 +208,26 @@ def assemble_bundle(
     items: pd.DataFrame,
     histories: dict[str, list[str]] | None,
     popularity: dict[str, list[tuple[str, float]]] | None,
-    flat_max_items: int,
-    hnsw_m: int,
+    serve: ServeParams,
     interactions: pd.DataFrame | None = None,
 ) -> Bundle:
     """Encode the catalogue with `model`, build the index (and a hybrid search model's BM25 index), and return
-    the bundle. A model that ranks from history (`attach_history`) is given `interactions` first."""
+    the bundle. A model that ranks from history (`attach_history`) is given `interactions` first and ranks every
+    known user once, so serving looks those users up; a search model's query tower is exported to ONNX Runtime
+    when `serve.query_encoder` says so."""
+    rankings = None
     if interactions is not None and hasattr(model, "attach_history"):
         interactions = interactions[HISTORY_COLUMNS]
         model.attach_history(interactions)
+        rankings = model.rankings()
+        model.use_rankings(rankings)
     items = items.set_index("item_id", drop=False) if "item_id" in items.columns else items
     items = items[~items.index.duplicated()]
     vectors = encode_catalogue(model, items)
-    index = ItemIndex.build(items.index.tolist(), vectors, flat_max_items, hnsw_m)
+    index = ItemIndex.build(items.index.tolist(), vectors, serve.flat_index_max_items, serve.hnsw_m)
+    query_encoder = None
+    if task == "search" and serve.query_encoder == "onnx":
+        query_encoder = onnx_query_encoder(model, items, serve.torch_threads)
     return Bundle(
         task,
         name,
@@ -206,6 +239,8 @@ def assemble_bundle(
         popularity or {},
         interactions,
         lexical_index(model, items),
+        rankings,
+        query_encoder,
     )
 
 
@@ -225,10 +260,15 @@ def save_bundle(bundle: Bundle, directory: Path) -> None:
         )
     if bundle.interactions is not None:
         bundle.interactions.to_parquet(directory / "interactions.parquet", index=False)
+    if bundle.rankings is not None:
+        bundle.rankings.to_parquet(directory / "rankings.parquet", index=False)
+    if bundle.query_encoder is not None:
+        bundle.query_encoder.save(directory / QUERY_ENCODER_DIR)
 
 
-def load_bundle(directory: Path, load_model=None) -> Bundle:
-    """Load a bundle saved by `save_bundle` plus its MLflow model (through `load_model`, default model_loader())."""
+def load_bundle(directory: Path, load_model=None, threads: int = 1) -> Bundle:
+    """Load a bundle saved by `save_bundle` plus its MLflow model (through `load_model`, default model_loader());
+    its ONNX query encoder, if it has one, runs on `threads` threads."""
     directory = Path(directory)
     meta = json.loads((directory / "meta.json").read_text())
     model = (load_model or model_loader())(str(directory / "model"))
@@ -241,10 +281,16 @@ def load_bundle(directory: Path, load_model=None) -> Bundle:
         pop = pd.read_parquet(directory / "popularity.parquet")
         for ctx, group in pop.groupby("context", sort=False):
             popularity[str(ctx)] = list(zip(group["item_id"], group["score"].astype(float), strict=True))
-    interactions = None
+    interactions = rankings = None
     if (directory / "interactions.parquet").exists():
         interactions = pd.read_parquet(directory / "interactions.parquet")
         model.attach_history(interactions)
+    if (directory / "rankings.parquet").exists():
+        rankings = pd.read_parquet(directory / "rankings.parquet")
+        model.use_rankings(rankings)
+    query_encoder = None
+    if (directory / QUERY_ENCODER_DIR).is_dir():
+        query_encoder = OnnxQueryEncoder.load(directory / QUERY_ENCODER_DIR, threads)
     return Bundle(
         meta["task"],
         meta["registered_name"],
@@ -256,6 +302,8 @@ def load_bundle(directory: Path, load_model=None) -> Bundle:
         popularity,
         interactions,
         lexical_index(model, items),
+        rankings,
+        query_encoder,
     )
 
 

@@ -298,8 +298,7 @@ class ServingEngine:
                         bundle.items.reset_index(drop=True),
                         bundle.histories,
                         bundle.popularity,
-                        self.params.flat_index_max_items,
-                        self.params.hnsw_m,
+                        self.params,
                         bundle.interactions,
                     )
                     warm_up(fresh)
@@ -333,7 +332,7 @@ class ServingEngine:
     # -- pieces ----------------------------------------------------------------------------------------------
     def _attach(self, bundle: Bundle) -> Live:
         titles = bundle.items["title"].reindex(bundle.index.item_ids).fillna("").to_numpy(dtype=object)
-        encode = functools.partial(ENCODERS[bundle.task], bundle.model)
+        encode = functools.partial(ENCODERS[bundle.task], bundle.query_encoder or bundle.model)
         batching = self.params.batching
         size = batching.max_batch_size if batching.enabled else 1
         batcher = AdaptiveBatcher(encode, self.executor, size, batching.max_latency_ms, task=bundle.task)
@@ -360,7 +359,9 @@ class ServingEngine:
         if key not in self._affinity:
             titles = [t for t in rec.items["title"].reindex(history).fillna("").tolist() if t][-20:]
             vectors = (
-                await asyncio.get_running_loop().run_in_executor(self.executor, search.model.encode_queries, titles)
+                await asyncio.get_running_loop().run_in_executor(
+                    self.executor, (search.query_encoder or search.model).encode_queries, titles
+                )
                 if titles
                 else None
             )
@@ -522,7 +523,7 @@ def warm_up(bundle: Bundle) -> None:
         bundle.model.encode_items(bundle.items.reset_index(drop=True)[ITEM_COLUMNS])
         bundle.model.encode_users([bundle.index.item_ids[:1].tolist()], None)
     else:
-        bundle.model.encode_queries(["warm up"])
+        (bundle.query_encoder or bundle.model).encode_queries(["warm up"])
         if bundle.lexical is not None:
             bundle.lexical.catalogue_scores(["warm up"])
 

@@ -63,8 +63,7 @@ def package_task(
             items,
             histories,
             popularity,
-            serve.flat_index_max_items,
-            serve.hnsw_m,
+            serve,
             interactions,
         )
         labels = {"mlflow_version": str(version), "task": task, "alias": serve.alias}

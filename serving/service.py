@@ -88,7 +88,7 @@ class Shopaug:
         serve = params.serve
         self.engine = ServingEngine(
             load_bundle(Path(self.recommender_model.path)),
-            load_bundle(Path(self.search_model.path)),
+            load_bundle(Path(self.search_model.path), threads=params.serve.torch_threads),
             serve,
             self.request_log,
             tracking_uri=tracking_uri(params.mlflow.tracking_uri),

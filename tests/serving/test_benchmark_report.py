@@ -35,3 +35,10 @@ def test_too_slow_an_achieved_rate_misses_the_target_even_with_a_low_p99():
     runs = [run("search", 32, 3, 5, rps, rate=150.0) for rps in (100, 110, 120)]
     assert verdicts(runs)["search"]["p99_target_met"] is False
     assert verdicts(runs)["recommend"]["p99_ms_at_rate"] is None
+
+
+def test_failures_are_reported_by_kind():
+    overloaded = {**run("recommend", 32, 900, 1100, 25, rate=200.0), "failures": 7}
+    overloaded["failure_kinds"] = {"HTTP 503": 5, "ConnectionResetError(104)": 2}
+    table = markdown({"machine": "2 CPUs", "command": "c", "runs": [overloaded], "targets": verdicts([overloaded])})
+    assert "| 7 (ConnectionResetError(104): 2, HTTP 503: 5) |" in table

@@ -124,6 +124,8 @@ def test_logged_events_come_back_as_serving_interactions_at_ingest(server, world
     tables = {name: read_table(canonical / f"{name}.parquet", name) for name in ("items", "interactions", "users")}
     when = pd.Timestamp("2011-12-10 08:30", tz="UTC")
     deadline = time.monotonic() + 20
+    while not folder.is_dir() and time.monotonic() < deadline:  # made by the first flush
+        time.sleep(0.2)
     while True:  # the log is flushed every 0.5 s (event_log.flush_s in the test world)
         new, report = add_serving_events(tables, folder)
         served = new["interactions"][new["interactions"]["source"] == "serving"]

@@ -10,7 +10,7 @@ from core.params import load_params
 from training.baselines import PopularityRecommender, TifuKnnRecommender
 from training.metrics import binary_metrics
 from training.model_store import load_model_from_folder, save_model
-from training.repeat_explore import FEATURES, RepeatExploreModel
+from training.repeat_explore import FEATURES, HISTORY_COLUMNS, RepeatExploreModel
 from training.tracking import ShopaugPyfunc
 from training.train import TrainInputs, train_ranker
 
@@ -108,3 +108,22 @@ def test_item_vectors_are_unit_length_and_zero_for_unknown_items(trained):
     vectors = model.encode_items(pd.DataFrame({"item_id": [*model.item_ids[:5], "no-such-item"]}))
     assert np.allclose(np.linalg.norm(vectors[:5], axis=1), 1.0, atol=1e-5)
     assert not vectors[5].any()
+
+
+def test_precomputed_rankings_answer_exactly_as_scoring_each_user(trained, tmp_path):
+    _, model, _, _ = trained
+    fresh = load_model_from_folder(save_model(model, tmp_path / "model"))
+    users = sorted(fresh.history["user_id"].dropna().astype(str).unique())[:40]
+    scored = {u: fresh.rank_user(u, [], 25) for u in users}
+    no_history = fresh.rank(fresh.state, pd.DataFrame(columns=HISTORY_COLUMNS), 25, ["nobody"])["nobody"]
+    rankings = fresh.rankings()
+    assert list(rankings.columns) == ["user_id", "item_id", "score"]
+    assert set(rankings["user_id"]) == set(fresh.history["user_id"].dropna().astype(str))
+    fresh.use_rankings(rankings)
+    for user in users:
+        looked_up = fresh.rank_user(user, [], 25)
+        assert [i for i, _ in looked_up] == [i for i, _ in scored[user]], user
+        assert np.allclose([s for _, s in looked_up], [s for _, s in scored[user]], rtol=1e-9)
+    assert fresh.rank_user("nobody-else", [], 25) == no_history
+    item = scored[users[0]][0][0]  # recent items are a basket bought now: scored, not looked up
+    assert fresh.rank_user(users[0], [item], 25) != scored[users[0]]

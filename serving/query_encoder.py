@@ -1,0 +1,87 @@
+"""The search query encoder on ONNX Runtime: what the service runs for every /search.
+
+`export_query_encoder` exports a champion's query tower (transformer, mean pooling and L2 normalisation in one
+graph, LoRA adapters merged) with `torch.onnx.export` and keeps it only when its vectors match torch's on real
+text (cosine >= MIN_COSINE). ONNX Runtime encodes one query about 4x faster than torch on 2 CPU cores (5 vs
+21 ms measured under load); the tokenizer is the tower's own fast Hugging Face tokenizer, saved beside the graph.
+"""
+
+import copy
+import json
+import logging
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import torch
+from transformers import AutoTokenizer
+
+from core.errors import ShopError
+
+logger = logging.getLogger(__name__)
+
+MIN_COSINE = 0.9999  # float32 graph, same weights: anything lower is an export fault, not rounding
+MODEL_FILE, CONFIG_FILE = "model.onnx", "query_encoder.json"
+INPUTS = ("input_ids", "attention_mask")
+
+
+class OnnxQueryEncoder:
+    """Texts in, unit vectors out, through an ONNX Runtime session on `threads` CPU threads."""
+
+    def __init__(self, graph: bytes, tokenizer, max_length: int, threads: int):
+        options = ort.SessionOptions()
+        options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
+        self.session = ort.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
+        self.graph, self.tokenizer, self.max_length = graph, tokenizer, max_length
+
+    def encode_queries(self, texts: list[str]) -> np.ndarray:
+        """(len(texts), dim) float32 unit vectors; one padded batch, tokenised once."""
+        batch = self.tokenizer(
+            [str(t) for t in texts], padding=True, truncation=True, max_length=self.max_length, return_tensors="np"
+        )
+        return self.session.run(["vectors"], {name: batch[name].astype(np.int64) for name in INPUTS})[0]
+
+    def save(self, folder: Path) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / MODEL_FILE).write_bytes(self.graph)
+        self.tokenizer.save_pretrained(folder)
+        (folder / CONFIG_FILE).write_text(json.dumps({"max_length": self.max_length}) + "\n")
+
+    @classmethod
+    def load(cls, folder: Path, threads: int) -> "OnnxQueryEncoder":
+        config = json.loads((folder / CONFIG_FILE).read_text())
+        tokenizer = AutoTokenizer.from_pretrained(folder)
+        return cls((folder / MODEL_FILE).read_bytes(), tokenizer, config["max_length"], threads)
+
+
+def export_query_encoder(tower, check_texts: list[str], threads: int) -> OnnxQueryEncoder:
+    """ONNX Runtime twin of `tower` (a training.models.TextTower); ShopError when it does not reproduce the
+    tower's vectors for `check_texts` (at least MIN_COSINE each)."""
+    tower = copy.deepcopy(tower).eval()
+    if hasattr(tower.encoder, "merge_and_unload"):  # LoRA (peft): fold the adapters into the weights
+        tower.encoder = tower.encoder.merge_and_unload()
+    tower.encoder.set_attn_implementation("eager")  # the SDPA path exports a graph that is wrong when padded
+    example = tower.tokenize(check_texts[:2])
+    with tempfile.TemporaryDirectory(prefix="shopaug-onnx-") as tmp, torch.no_grad():
+        path = Path(tmp) / MODEL_FILE
+        torch.onnx.export(
+            tower,
+            tuple(example[name] for name in INPUTS),
+            str(path),
+            input_names=list(INPUTS),
+            output_names=["vectors"],
+            dynamic_axes={
+                "input_ids": {0: "batch", 1: "tokens"},
+                "attention_mask": {0: "batch", 1: "tokens"},
+                "vectors": {0: "batch"},
+            },
+            opset_version=17,
+            dynamo=False,
+        )
+        encoder = OnnxQueryEncoder(path.read_bytes(), tower.tokenizer, tower.max_length, threads)
+    cosine = float((encoder.encode_queries(check_texts) * tower.encode(check_texts)).sum(1).min())
+    if cosine < MIN_COSINE:
+        raise ShopError(f"query encoder: the ONNX graph's vectors differ from torch's (min cosine {cosine:.6f})")
+    logger.info("query encoder: exported to ONNX, min cosine to torch %.7f on %d texts", cosine, len(check_texts))
+    return encoder
