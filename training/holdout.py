@@ -95,6 +95,8 @@ def score_model_uri(
     """Harness result and per-user/query table of a registered model on a real split of `task` (what promotion
     compares)."""
     model = load_trained(model_uri, params)
+    if split == "valid" and hasattr(model, "before_validation"):
+        model = model.before_validation()  # the ranker's refit trained on the validation window
     per_unit: dict = {}
     result = score_model(model, task, params, load_test_inputs(task, splits, canonical, split), per_unit)
     return result, per_unit["table"]

@@ -4,7 +4,8 @@ registered model's folder. Serving loads its champion through `load_model`.
 Folder layout: `model.json` (config, `kind`, `format_version`), `weights.pt` (heads), `items.parquet`, and
 `query_encoder/` (search) or `item_text_vectors.npy` + `item_buckets.npy` (recommender), `item_encoder/` when the
 item text is encoded by a frozen pretrained encoder. The repeat/explore recommender: `model.json`, `ranker.txt`
-(LightGBM) and `history.parquet` (the interactions it ranks from until serving attaches newer ones).
+(LightGBM; `ranker_before_validation.txt`, the booster before its refit on the validation window, scored on
+validation) and `history.parquet` (the interactions it ranks from until serving attaches newer ones).
 """
 
 import json
@@ -44,6 +45,8 @@ Model = SearchModel | RecommenderModel | RepeatExploreModel
 
 def _save_ranker(model: RepeatExploreModel, folder: Path) -> None:
     model.booster.save_model(str(folder / "ranker.txt"))
+    if model.selection is not None:
+        model.selection.save_model(str(folder / "ranker_before_validation.txt"))
     model.history.to_parquet(folder / "history.parquet", index=False)
     config = {**model.config, "kind": "repeat_explore", "format_version": FORMAT_VERSION}
     (folder / "model.json").write_text(json.dumps(config, indent=2, sort_keys=True, default=str) + "\n")
@@ -52,7 +55,9 @@ def _save_ranker(model: RepeatExploreModel, folder: Path) -> None:
 def _load_ranker(folder: Path, config: dict) -> RepeatExploreModel:
     booster = lgb.Booster(model_file=str(folder / "ranker.txt"))
     history = pd.read_parquet(folder / "history.parquet")
-    return RepeatExploreModel(booster, RankerTrainParams(**config["settings"]), config, history)
+    before = folder / "ranker_before_validation.txt"
+    selection = lgb.Booster(model_file=str(before)) if before.exists() else None
+    return RepeatExploreModel(booster, RankerTrainParams(**config["settings"]), config, history, selection)
 
 
 def save_model(model: Model, folder: str | Path) -> Path:

@@ -297,8 +297,15 @@ class RepeatExploreModel:
     once (at packaging); `use_rankings` hands them back, so `rank_user` looks a user up instead of re-scoring
     unless the request brings recent items."""
 
-    def __init__(self, booster: lgb.Booster, settings: RankerTrainParams, config: dict, history: pd.DataFrame):
-        self.booster, self.settings, self.config = booster, settings, config
+    def __init__(
+        self,
+        booster: lgb.Booster,
+        settings: RankerTrainParams,
+        config: dict,
+        history: pd.DataFrame,
+        selection: lgb.Booster | None = None,
+    ):
+        self.booster, self.settings, self.config, self.selection = booster, settings, config, selection
         self.name = config.get("name", "repeat_explore")
         self.attach_history(history)
 
@@ -320,6 +327,14 @@ class RepeatExploreModel:
     @property
     def item_ids(self) -> list[str]:
         return self.state.item_ids
+
+    def before_validation(self) -> "RepeatExploreModel":
+        """The model as it was before its refit trained on the validation window (`selection`, the booster
+        early-stopped on that window): what is scored on validation, so promotion never compares in-sample
+        scores. Itself when it has no such booster."""
+        if self.selection is None:
+            return self
+        return RepeatExploreModel(self.selection, self.settings, self.config, self.history)
 
     def fit(self, interactions: pd.DataFrame, items: pd.DataFrame) -> None:
         """Nothing to learn: the ranker is trained, candidates come from the history given to `recommend`."""
@@ -533,4 +548,5 @@ def train_repeat_explore(
         "history": [{"step": i + 1, "valid_ndcg@10": float(v)} for i, v in enumerate(curve["valid_ndcg@10"])],
     }
     history = real_train[HISTORY_COLUMNS]  # what the model knows at its cutoff (replaced at serving)
-    return RepeatExploreModel(booster, settings, {**config, "seed": seed}, history), metrics
+    model = RepeatExploreModel(booster, settings, {**config, "seed": seed}, history, curve["early_stopped"])
+    return model, metrics

@@ -127,3 +127,12 @@ def test_precomputed_rankings_answer_exactly_as_scoring_each_user(trained, tmp_p
     assert fresh.rank_user("nobody-else", [], 25) == no_history
     item = scored[users[0]][0][0]  # recent items are a basket bought now: scored, not looked up
     assert fresh.rank_user(users[0], [item], 25) != scored[users[0]]
+
+
+def test_validation_scores_the_booster_from_before_the_refit_on_the_validation_window(trained, tmp_path):
+    _, model, metrics, _ = trained
+    again = load_model_from_folder(save_model(model, tmp_path / "model"))
+    before = again.before_validation()
+    assert before is not again and before.booster.num_trees() == metrics["best_iteration"]
+    user = str(model.history["user_id"].dropna().iloc[0])
+    assert before.rank_user(user, [], 10) == model.before_validation().rank_user(user, [], 10)
