@@ -4,13 +4,14 @@ unknown users, round-trips through the model folder and the MLflow pyfunc wrappe
 import numpy as np
 import pandas as pd
 import pytest
+import scipy.sparse as sp
 from real_slices import VALID_CUTOFF, retail_slice
 
 from core.params import load_params
 from training.baselines import PopularityRecommender, TifuKnnRecommender
 from training.metrics import binary_metrics
 from training.model_store import load_model_from_folder, save_model
-from training.repeat_explore import FEATURES, HISTORY_COLUMNS, RepeatExploreModel
+from training.repeat_explore import FEATURES, HISTORY_COLUMNS, RepeatExploreModel, _product
 from training.tracking import ShopaugPyfunc
 from training.train import TrainInputs, train_ranker
 
@@ -136,3 +137,11 @@ def test_validation_scores_the_booster_from_before_the_refit_on_the_validation_w
     assert before is not again and before.booster.num_trees() == metrics["best_iteration"]
     user = str(model.history["user_id"].dropna().iloc[0])
     assert before.rank_user(user, [], 10) == model.before_validation().rank_user(user, [], 10)
+
+
+def test_the_co_purchase_product_over_used_rows_equals_the_full_product_bit_for_bit(trained):
+    _, model, _, _ = trained
+    state = model.state
+    users = state.vectors[:60].tocsr()
+    assert users.nnz and (_product(users, state.copurchase) != users @ state.copurchase).nnz == 0
+    assert _product(sp.csr_matrix(users.shape), state.copurchase).nnz == 0  # no history: nothing co-bought
