@@ -15,7 +15,7 @@ from bentoml.exceptions import BentoMLException
 
 from core.paths import repo_root
 from serving.champion import load_bundle, tracking_uri
-from serving.engine import ServingEngine
+from serving.engine import ServingEngine, freeze_heap
 from serving.errors import OneLineErrors
 from serving.overload import LoadShedding
 from serving.request_log import EVENT_LOG_SCHEMA, RequestLog
@@ -99,6 +99,7 @@ class Shopaug:
             threading.Thread(
                 target=self.engine.poll_forever, args=(self._stop,), name="champion-poll", daemon=True
             ).start()
+        freeze_heap()  # models and libraries are loaded: later garbage collections skip them
         logger.info("serving %s", self.engine.versions())
 
     @bentoml.api

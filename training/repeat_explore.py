@@ -323,7 +323,7 @@ class RepeatExploreModel:
         self._state: HistoryState | None = None
         self._rows: dict[str, pd.DataFrame] | None = None
         self._vectors: np.ndarray | None = None
-        self._rankings: dict[str, list[tuple[str, float]]] | None = None
+        self._rankings: tuple[dict[str, tuple[int, int]], np.ndarray, np.ndarray] | None = None
         self._no_history: list[tuple[str, float]] | None = None
 
     @property
@@ -370,17 +370,22 @@ class RepeatExploreModel:
 
     def use_rankings(self, rankings: pd.DataFrame) -> None:
         """Answer `rank_user` for users without recent items from `rankings` (made by `rankings()` from the same
-        attached history)."""
-        self._rankings = {
-            str(u): list(zip(g["item_id"].astype(str), g["score"].astype(float), strict=True))
-            for u, g in rankings.groupby("user_id", sort=False)
-        }
+        attached history). Kept as arrays with a row span per user rather than 700k Python tuples (memory, and
+        objects the garbage collector would walk)."""
+        users = rankings["user_id"].astype(str).to_numpy()
+        order = np.argsort(users, kind="stable")  # each user's rows together, best first as given
+        users = users[order]
+        starts = np.flatnonzero(np.r_[True, users[1:] != users[:-1]]) if len(users) else np.array([], dtype=int)
+        stops = np.r_[starts[1:], len(users)].astype(int)
+        spans = {str(users[a]): (int(a), int(b)) for a, b in zip(starts, stops, strict=True)}
+        items = rankings["item_id"].astype(str).to_numpy(dtype=object)[order]
+        self._rankings = (spans, items, rankings["score"].to_numpy(dtype=float)[order])
 
     def rank_user(self, user_id: str, recent_item_ids: list[str], k: int) -> list[tuple[str, float]]:
         """Top-k for one user: their attached history plus `recent_item_ids` as a basket bought just now (a new or
         anonymous user may have only those, or nothing: then the ranked bestsellers)."""
         state = self.state
-        ranked = None if recent_item_ids else self._without_recent(user_id)
+        ranked = None if recent_item_ids else self._without_recent(user_id, k)
         if ranked is not None:
             return _filled(state, ranked, k)
         rows = [self._user_rows().get(user_id, pd.DataFrame())]
@@ -392,17 +397,20 @@ class RepeatExploreModel:
         user_rows = pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(columns=HISTORY_COLUMNS)
         return self.rank(state, user_rows, k, [user_id]).get(user_id, [])
 
-    def _without_recent(self, user_id: str) -> list[tuple[str, float]] | None:
-        """The ranked candidates of a request without recent items that need no scoring: a known user's from
-        `use_rankings`, or those every user without purchases shares (scored once). None: score the user."""
-        if self._rankings is not None and user_id in self._rankings:
-            return self._rankings[user_id]
+    def _without_recent(self, user_id: str, k: int) -> list[tuple[str, float]] | None:
+        """The best k ranked candidates of a request without recent items that need no scoring: a known user's
+        from `use_rankings`, or those every user without purchases shares (scored once). None: score the user."""
+        if self._rankings is not None and user_id in self._rankings[0]:
+            spans, items, scores = self._rankings
+            start, stop = spans[user_id]
+            stop = min(stop, start + k)
+            return list(zip(items[start:stop].tolist(), scores[start:stop].tolist(), strict=True))
         if self.knows(user_id):
             return None
         if self._no_history is None:
             table = self._scored(self.state, pd.DataFrame(columns=HISTORY_COLUMNS), [user_id])
             self._no_history = list(zip(table["item_id"], table["score"].astype(float), strict=True))
-        return self._no_history
+        return self._no_history[:k]
 
     def encode_items(self, items: pd.DataFrame) -> np.ndarray:
         """Unit item vectors from co-purchases (truncated SVD of the co-purchase matrix) for `/similar` and the
