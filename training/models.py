@@ -127,7 +127,6 @@ class BiEncoder(nn.Module):
         else:
             cand_text = batch["cand_vectors"]
         cand = self.item_vectors(cand_text)
-        logits = self.log_scale.exp().clamp(max=100) * (q @ cand.T)
         target = batch["target"]  # (B, C) distribution over candidates (one-hot unless mixed up)
         if batch.get("mixup") is not None:
             q, target = batch["mixup"](q, target)
