@@ -518,9 +518,9 @@ def hybrid_top(bundle: Bundle, query: str, vector: np.ndarray, k: int) -> tuple[
 
 def freeze_heap() -> None:
     """Collect once, then keep every object alive now out of later collections (`gc.freeze`). A serving process
-    holds ~730k tracked objects (libraries, models, bundles); a full collection over them paused it ~0.4 s,
-    enough to push requests past their deadline. Objects frozen earlier (a swapped-out bundle) are collected
-    in this call's collection first."""
+    holds ~730k tracked objects (libraries, models, bundles); a full collection over them took ~0.4 s, during
+    which no request is served. Objects frozen earlier (a swapped-out bundle) are collected in this call's
+    collection first."""
     gc.unfreeze()
     gc.collect()
     gc.freeze()
