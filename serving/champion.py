@@ -130,7 +130,9 @@ class Bundle:
     popularity: dict[str, list[tuple[str, float]]] = field(default_factory=dict)
     interactions: pd.DataFrame | None = None  # what a history-based model (the repeat/explore ranker) ranks from
     lexical: LexicalIndex | None = None  # a hybrid search model's BM25 side, rows aligned with `index.item_ids`
-    rankings: pd.DataFrame | None = None  # a history-based model's ranked candidates per known user, precomputed
+    # a history-based model's ranked candidates per known user, as `save_bundle` writes them; None once loaded
+    # (the model holds them then, as arrays: one copy per serving process)
+    rankings: pd.DataFrame | None = None
     query_encoder: OnnxQueryEncoder | None = None  # search: the query tower on ONNX Runtime (else the model's)
 
     def meta(self) -> dict:
@@ -281,13 +283,12 @@ def load_bundle(directory: Path, load_model=None, threads: int = 1) -> Bundle:
         pop = pd.read_parquet(directory / "popularity.parquet")
         for ctx, group in pop.groupby("context", sort=False):
             popularity[str(ctx)] = list(zip(group["item_id"], group["score"].astype(float), strict=True))
-    interactions = rankings = None
+    interactions = None
     if (directory / "interactions.parquet").exists():
         interactions = pd.read_parquet(directory / "interactions.parquet")
         model.attach_history(interactions)
     if (directory / "rankings.parquet").exists():
-        rankings = pd.read_parquet(directory / "rankings.parquet")
-        model.use_rankings(rankings)
+        model.use_rankings(pd.read_parquet(directory / "rankings.parquet"))
     query_encoder = None
     if (directory / QUERY_ENCODER_DIR).is_dir():
         query_encoder = OnnxQueryEncoder.load(directory / QUERY_ENCODER_DIR, threads)
@@ -302,7 +303,7 @@ def load_bundle(directory: Path, load_model=None, threads: int = 1) -> Bundle:
         popularity,
         interactions,
         lexical_index(model, items),
-        rankings,
+        None,
         query_encoder,
     )
 
