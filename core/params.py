@@ -253,8 +253,9 @@ class ServeParams(Section):
     reload_poll_s: float = Field(ge=0, description="0 = no polling (admin endpoint only)")
     feature_cache_s: float = Field(ge=0, description="online-feature cache lifetime (0 = no cache)")
     torch_threads: int = Field(ge=1, description="model threads: torch and the ONNX Runtime query encoder")
-    query_encoder: Literal["onnx", "torch"] = Field(
-        description="search query encoder at serving: the ONNX Runtime export (package) or the torch model"
+    query_encoder: Literal["onnx_int8", "onnx", "torch"] = Field(
+        description="search query encoder at serving: the ONNX Runtime export (package) with int8 or float32 "
+        "weights, or the torch model"
     )
     max_in_flight: int = Field(ge=1, description="requests in flight per replica; more are answered 503 at once")
     deadline_ms: float = Field(gt=0, description="a request not answered within this is answered 503")

@@ -30,6 +30,7 @@ from core import cli
 from core.encoder import TextEncoder
 from core.errors import ShopError
 from core.io import atomic_path, read_table, write_json
+from core.logfolder import LogFolder, is_uri
 from core.params import DriftParams, Params
 from core.paths import repo_root
 from monitoring.alerts import check_webhook_url, raise_alert
@@ -52,12 +53,14 @@ LOG_COLUMNS = [
 ]
 
 
-def read_request_log(log_dir: Path) -> pd.DataFrame:
-    """All request-log files of `log_dir` as one frame; refuse a missing folder, no files or missing columns."""
-    files = sorted(log_dir.glob("*.parquet")) if log_dir.is_dir() else []
+def read_request_log(log_dir: Path | str) -> pd.DataFrame:
+    """All request-log files of `log_dir` (a folder or an object-store location, core/logfolder.py) as one frame;
+    refuse a missing folder, no files or missing columns."""
+    folder = LogFolder(log_dir)
+    files = folder.files()
     if not files:
         raise ShopError(f"{log_dir}: no request-log files (*.parquet); is serving logging requests?")
-    frame = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
+    frame = pd.concat([folder.read(f).to_pandas() for f in files], ignore_index=True)
     require_columns(frame, LOG_COLUMNS, f"{log_dir} (request log)")
     frame["ts"] = pd.to_datetime(frame["ts"], utc=True)
     return frame
@@ -258,7 +261,10 @@ def _values(snapshot) -> dict:
 @app.command()
 def main(
     params: cli.ParamsOption = cli.PARAMS,
-    log_dir: Annotated[Path | None, typer.Option(help="request log folder (default monitoring.drift.log_dir)")] = None,
+    log_dir: Annotated[
+        str | None,
+        typer.Option(help="request log folder or object-store location, s3://... (default monitoring.drift.log_dir)"),
+    ] = None,
     splits: Annotated[Path, typer.Option(help="training reference splits")] = Path("data/splits"),
     canonical: Annotated[Path, typer.Option(help="canonical tables (users, items)")] = Path("data/canonical"),
     out: Annotated[Path, typer.Option(help="folder for drift.json and <section>.html")] = Path("reports/drift"),
@@ -271,7 +277,8 @@ def main(
     conf = cli.load(params)
     d = conf.monitoring.drift
     check_webhook_url(conf.monitoring.alerts.webhook_url)
-    log_path = cli.resolve(log_dir or Path(d.log_dir))
+    log_path = log_dir or d.log_dir
+    log_path = log_path if is_uri(log_path) else cli.resolve(log_path)
     current, previous = split_window(read_request_log(log_path), window_hours or d.window_hours, now)
     if len(current) < d.min_requests:
         raise ShopError(

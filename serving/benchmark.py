@@ -1,4 +1,6 @@
-"""Load-test the service on loopback with locust: latency and throughput per endpoint, floor, batching on vs off.
+"""Load-test the service on loopback with locust: latency and throughput per endpoint, floor, batching on vs off,
+overload at 3x the search target rate, a champion swap under load; and /search's NDCG@10 on the test split as
+served against the exact ranking the harness evaluates.
 
 Each fixed-rate run (the p99 targets) is repeated `--repeats` times and reported with its spread: one run's tail
 on a shared 2-core machine is not a measurement.
@@ -6,38 +8,54 @@ on a shared 2-core machine is not a measurement.
 
 import csv
 import json
+import logging
 import os
+import secrets
 import shutil
 import subprocess
 import sys
 import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Annotated
 
+import httpx
+import numpy as np
 import pandas as pd
 import typer
+from tqdm import tqdm
 
 from core import cli
 from core.errors import ShopError
-from core.io import write_json
-from core.paths import data_file, repo_root
+from core.io import read_table, write_json
+from core.params import Params
+from core.paths import repo_root
+from serving.champion import Bundle, load_bundle, registry_client, tracking_uri
 from serving.launch import start_service, stop_service
+from training.hybrid import fuse
+from training.lexical import ranked
+from training.metrics import bootstrap_ci, ndcg_at_k
 
 app = cli.stage_app(__doc__)
+logging.getLogger("httpx").setLevel(logging.WARNING)  # one INFO line per request of the quality check otherwise
 
 ENDPOINTS = ("ping", "recommend", "search")
 # the targets of docs/serving.md#benchmark: p99 at a fixed arrival rate, and a lone request's p50
+OVERLOAD = 3  # the overload run offers this multiple of /search's target rate
+SWAP_LOAD = 0.5  # the swap runs under this share of /search's target rate: a load the service sustains
+QUALITY_TOLERANCE = 0.002  # served NDCG@10 may differ from the exact ranking's by this much (issue #15)
 TARGETS = {
     "recommend": {"rate": 200.0, "p99_ms": 15.0, "lone_p50_ms": None},
     "search": {"rate": 150.0, "p99_ms": 20.0, "lone_p50_ms": 5.0},
 }
 
 
-def payloads(bentoml_home: Path, recommender: str, n: int = 200) -> dict[str, list[dict]]:
-    """Request bodies: real Home Depot queries; known users of the packaged `recommender` mixed with unknown ones
-    (cold start)."""
-    queries = pd.read_csv(data_file("homedepot/search_relevance.csv.gz"), usecols=["search_term"], nrows=20000)
-    texts = queries["search_term"].drop_duplicates().sample(n, random_state=0).tolist()
+def payloads(bentoml_home: Path, recommender: str, search_test: Path, n: int = 200) -> dict[str, list[dict]]:
+    """Request bodies: real queries of the search test split; known users of the packaged `recommender` mixed with
+    unknown ones (cold start)."""
+    queries = read_table(search_test, "queries")["query"].drop_duplicates()
+    texts = queries.sample(min(n, len(queries)), random_state=0).tolist()
     stores = sorted((bentoml_home / "models" / recommender).glob("*/histories.parquet"))
     if not stores:
         raise ShopError(f"{bentoml_home}: no packaged {recommender}; run `python -m serving.package` first")
@@ -45,6 +63,62 @@ def payloads(bentoml_home: Path, recommender: str, n: int = 200) -> dict[str, li
     recommend = [{"user_id": str(u), "k": 10} for u in users]
     recommend[::5] = [{"user_id": f"new-{i}", "k": 10} for i in range(len(recommend[::5]))]
     return {"ping": [{}], "search": [{"query": q, "k": 10} for q in texts], "recommend": recommend}
+
+
+def exact_rankings(bundle: Bundle, queries: list[str], k: int) -> list[list[tuple[str, float]]]:
+    """The packaged search champion's top `k` (item id, score) per query as the harness evaluates it
+    (`SearchModel.search`): torch query vectors against every item vector, fused with BM25 over the whole catalogue
+    for a hybrid."""
+    ids, out = bundle.index.item_ids, []
+    for start in tqdm(range(0, len(queries), 64), desc="exact rankings", unit="batch"):
+        batch = queries[start : start + 64]
+        scores = np.asarray(bundle.model.encode_queries(batch), dtype=np.float32) @ bundle.index.vectors.T
+        hybrid = getattr(bundle.model, "hybrid", None)
+        if hybrid:
+            scores = fuse(bundle.lexical.catalogue_scores(batch), scores, hybrid["weight"], hybrid["depth"])
+        out += [[(i, s) for i, s in ranked(ids, row, k) if np.isfinite(s)] for row in scores]
+    return out
+
+
+def served_rankings(host: str, queries: list[str], k: int) -> list[list[str]]:
+    """/search's top `k` per query from the running service (4 concurrent clients)."""
+
+    def ask(query: str) -> list[str]:
+        response = httpx.post(f"{host}/search", json={"query": query, "k": k}, timeout=30)
+        response.raise_for_status()
+        return [item["item_id"] for item in response.json()["items"]]
+
+    with ThreadPoolExecutor(4) as pool:
+        return list(tqdm(pool.map(ask, queries), total=len(queries), desc="served rankings", unit="query"))
+
+
+def search_quality(host: str, bundle_dir: Path, search_test: Path, params: Params) -> dict:
+    """NDCG@10 on the search test split of /search as served (ONNX Runtime query encoder, ANN candidates) and of
+    the same packaged champion ranked exactly as evaluated; the paired difference with its bootstrap CI must lie
+    within QUALITY_TOLERANCE."""
+    judged = read_table(search_test, "queries").assign(item_id=lambda f: f["item_id"].astype(str))
+    groups = list(judged.groupby("query", sort=True))
+    queries = [query for query, _ in groups]
+    gains = [dict(zip(g["item_id"], g["relevance"], strict=True)) for _, g in groups]
+    bundle = load_bundle(bundle_dir, threads=params.serve.torch_threads)
+    scored = {
+        "served": served_rankings(host, queries, 10),
+        "exact": [[item for item, _ in top] for top in exact_rankings(bundle, queries, 10)],
+    }
+    ndcg = {
+        name: np.array([ndcg_at_k(r, g, 10) for r, g in zip(rows, gains, strict=True)]) for name, rows in scored.items()
+    }
+    ev = params.evaluation
+    difference = bootstrap_ci(ndcg["served"] - ndcg["exact"], ev.bootstrap_samples, params.seed)
+    return {
+        "model_version": bundle.version,
+        "queries": len(queries),
+        "served_ndcg@10": bootstrap_ci(ndcg["served"], ev.bootstrap_samples, params.seed),
+        "exact_ndcg@10": bootstrap_ci(ndcg["exact"], ev.bootstrap_samples, params.seed),
+        "served_minus_exact": difference,
+        "tolerance": QUALITY_TOLERANCE,
+        "within_tolerance": bool(abs(difference["value"]) <= QUALITY_TOLERANCE),
+    }
 
 
 def start_server(port: int, batching: bool, log: Path) -> subprocess.Popen:
@@ -110,6 +184,7 @@ def run_locust(host: str, endpoint: str, users: int, rate: float, seconds: int, 
         "failure_kinds": kinds,
         "p50_ms": float(row["50%"]),
         "p99_ms": float(row["99%"]),
+        "max_ms": float(row["Max Response Time"]),
         "rps": round(float(row["Requests/s"]), 1),
     }
 
@@ -184,6 +259,35 @@ def markdown(report: dict) -> str:
             f"{r['target_rps'] or 'max'} | {r['requests']} | {failures(r)} | {r['p50_ms']:g} | "
             f"{r['p99_ms']:g} | {r['rps']:g} |"
         )
+    q = report["search_quality"]
+    d = q["served_minus_exact"]
+    lines += [
+        "",
+        f"Search quality on the test split ({q['queries']} queries, champion version {q['model_version']}): NDCG@10 "
+        f"as served {q['served_ndcg@10']['value']:.4f}, ranked exactly as evaluated {q['exact_ndcg@10']['value']:.4f}; "
+        f"served − exact {d['value']:+.4f} [{d['ci_low']:+.4f}, {d['ci_high']:+.4f}] (paired bootstrap 95% CI), "
+        f"within ±{q['tolerance']:g}: {q['within_tolerance']}.",
+    ]
+    o = report["overload"]
+    flood, after = o["overload"], o["recovery"]
+    lines += [
+        "",
+        f"Overload: /search offered {flood['target_rps']:g} req/s ({OVERLOAD}x its target) by 64 users: "
+        f"{flood['requests']} requests, {failures(flood)} failed, slowest answer {flood['max_ms']:g} ms (bound "
+        f"{o['bound_ms']:g} ms: the deadline + 10 ms); then one client: p50 {after['p50_ms']:g} ms, "
+        f"{failures(after)} failed. Met: {o['met']}.",
+    ]
+    swap = report["swap"]
+    if "skipped" in swap:
+        lines += ["", f"Champion swap under load: not measured ({swap['skipped']})."]
+    else:
+        lines += [
+            "",
+            f"Champion swap under load ({swap['target_rps']:g} /search req/s offered, {swap['rps']:g} achieved, "
+            f"versions {swap['versions_before']} -> {swap['versions_after']}): reload {swap['reload_s']:g} s from "
+            f"the admin call to /ping naming the new versions, {swap['requests']} requests, {failures(swap)} "
+            f"failed, p99 {swap['p99_ms']:g} ms.",
+        ]
     lines += ["", "| endpoint | target | measured | met |", "| --- | --- | --- | --- |"]
     for endpoint, v in report["targets"].items():
         p99, rps = v["p99_ms_at_rate"], v["achieved_rps"]
@@ -207,6 +311,78 @@ def markdown(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def overload_and_recovery(host: str, conf: Params, seconds: int, bodies: Path, work: Path) -> dict:
+    """/search offered OVERLOAD x its target rate, then a lone client: under overload every answer must be a 200
+    or a 503 within `serve.deadline_ms` + 10 ms; afterwards the service answers as before, by itself."""
+    rate = OVERLOAD * TARGETS["search"]["rate"]
+    flood = run_locust(host, "search", 64, rate, seconds, bodies, work)
+    after = run_locust(host, "search", 1, 0, seconds, bodies, work)
+    bound_ms = conf.serve.deadline_ms + 10
+    only_503 = set(flood["failure_kinds"]) <= {"HTTP 503"}
+    return {
+        "overload": flood,
+        "recovery": after,
+        "bound_ms": bound_ms,
+        "met": bool(only_503 and flood["max_ms"] <= bound_ms and after["failures"] == 0),
+    }
+
+
+def swap_under_load(conf: Params, home: Path, work: Path, port: int, seconds: int, bodies: Path) -> dict:
+    """A champion swap under fixed-rate /search load, on copies: the registry (SQLite) and the BentoML home are
+    copied into `work`, the service starts on the packaged champions, each champion is registered again (same
+    model source) as a new version, `python -m serving.package` packages it, and `/admin/reload` is called while
+    locust offers SWAP_LOAD x the search target rate. Returns the run's failures and p99 and the reload time
+    (admin call to `/ping` naming both new versions); a registry that is not SQLite is not copied (skipped, with
+    the reason)."""
+    uri = tracking_uri(conf.mlflow.tracking_uri)
+    if not uri.startswith("sqlite:///"):
+        return {"skipped": f"registry {uri} is not SQLite: the benchmark registers versions only in a copy"}
+    registry = f"sqlite:///{work / 'mlflow.db'}"
+    shutil.copy(uri.removeprefix("sqlite:///"), work / "mlflow.db")
+    shutil.copytree(home / "models", work / "bentoml" / "models")
+    token = secrets.token_hex(16)
+    env = {
+        **os.environ,
+        "MLFLOW_TRACKING_URI": registry,
+        "BENTOML_HOME": str(work / "bentoml"),
+        "SHOPAUG_ADMIN_TOKEN": token,
+        "SHOPAUG_REQUEST_LOG_DIR": str(work / "requests"),
+        "SHOPAUG_SERVE": json.dumps({"reload_poll_s": 0, "event_log": {"dir": str(work / "events")}}),
+    }
+    host = f"http://127.0.0.1:{port}"
+    server = start_service(port, env, work / "server-swap.log")
+    try:
+        before = httpx.post(f"{host}/ping", json={}).json()
+        client = registry_client(registry)
+        for name in (conf.mlflow.recommender_model, conf.mlflow.search_model):
+            current = client.get_model_version_by_alias(name, conf.serve.alias)
+            again = client.create_model_version(name, current.source, run_id=current.run_id)
+            client.set_registered_model_alias(name, conf.serve.alias, again.version)
+        subprocess.run(
+            [sys.executable, "-m", "serving.package", "--no-build", "--out", str(work / "package.json")],
+            env=env,
+            cwd=repo_root(),
+            check=True,
+            capture_output=True,
+            timeout=900,
+        )
+        rate = SWAP_LOAD * TARGETS["search"]["rate"]
+        with ThreadPoolExecutor(1) as pool:
+            load = pool.submit(run_locust, host, "search", 32, rate, seconds * 2, bodies, work)
+            time.sleep(seconds / 2)
+            started = time.monotonic()
+            httpx.post(f"{host}/admin/reload", json={}, headers={"authorization": f"Bearer {token}"}).raise_for_status()
+            after = before
+            while any(after[key] == before[key] for key in before) and time.monotonic() - started < 300:
+                time.sleep(0.1)
+                after = httpx.post(f"{host}/ping", json={}).json()
+            reload_s = time.monotonic() - started
+            measured = load.result()
+    finally:
+        stop_service(server, within_s=30)
+    return {**measured, "versions_before": before, "versions_after": after, "reload_s": round(reload_s, 2)}
+
+
 @app.command()
 def main(
     params: cli.ParamsOption = cli.PARAMS,
@@ -217,16 +393,20 @@ def main(
     out: Annotated[Path, typer.Option(help="JSON report; the markdown table goes beside it")] = Path(
         "reports/serving_benchmark.json"
     ),
+    search_test: Annotated[
+        Path, typer.Option(help="search test split: the load's queries and the NDCG@10 check's judgments")
+    ] = Path("data/splits/search/test.parquet"),
 ) -> None:
-    """Start the packaged service (batching on, then off) and load it; BENTOML_HOME must hold the champion."""
+    """Start the packaged service (batching on, then off), load it, and check /search's NDCG@10 on the test split
+    against the exact ranking; BENTOML_HOME must hold the champion (`python -m serving.package`)."""
     conf = cli.load(params)
-    out = cli.resolve(out)
+    out, search_test = cli.resolve(out), cli.resolve(search_test)
     concurrency = concurrency or [1, 8, 32]
     home = Path(os.environ.get("BENTOML_HOME", repo_root() / "bentoml_home"))
     os.environ["BENTOML_HOME"] = str(home)
     work = Path(tempfile.mkdtemp(prefix="shopaug-bench-"))
     bodies = {}
-    for endpoint, rows in payloads(home, conf.mlflow.recommender_model).items():
+    for endpoint, rows in payloads(home, conf.mlflow.recommender_model, search_test).items():
         bodies[endpoint] = work / f"{endpoint}.json"
         bodies[endpoint].write_text(json.dumps(rows))
     runs, host = [], f"http://127.0.0.1:{port}"
@@ -248,8 +428,18 @@ def main(
                     measured = run_locust(host, endpoint, 32, rate, seconds, bodies[endpoint], work)
                     runs.append({"batching": batching, "repeat": repeat, **measured})
                     typer.echo(runs[-1])
+            if batching:
+                overload = overload_and_recovery(host, conf, seconds, bodies["search"], work)
+                typer.echo(overload)
+                import bentoml  # after BENTOML_HOME is set: BentoML reads it on import
+
+                served = Path(bentoml.models.get(f"{conf.mlflow.search_model}:latest").path)
+                quality = search_quality(host, served, search_test, conf)
+                typer.echo(quality)
         finally:
             stop_service(server, within_s=30)
+    swap = swap_under_load(conf, home, work, port, seconds, bodies["search"])
+    typer.echo(swap)
     report = {
         "machine": f"{os.cpu_count()} CPUs, load average before {os.getloadavg()[0]:.1f}",
         "command": "python -m serving.benchmark",
@@ -257,6 +447,9 @@ def main(
         "repeats": repeats,
         "runs": runs,
         "targets": verdicts(runs),
+        "search_quality": quality,
+        "overload": overload,
+        "swap": swap,
     }
     write_json(report, out)
     out.with_suffix(".md").write_text(markdown(report))

@@ -30,13 +30,13 @@ from serving.champion import (
     GLOBAL,
     ITEM_COLUMNS,
     Bundle,
-    assemble_bundle,
     champion_version,
-    model_loader,
+    load_bundle,
+    packaged_bundle,
     registry_client,
 )
 from serving.request_log import RequestLog
-from training.hybrid import fuse
+from training.hybrid import fuse_candidates, top_positions
 from training.lexical import ranked
 
 logger = logging.getLogger(__name__)
@@ -116,12 +116,13 @@ class ServingEngine:
         request_log: RequestLog | None,
         features: UserFeatures | None = None,
         tracking_uri: str | None = None,
-        load_model=None,
         event_log: RequestLog | None = None,
     ):
         self.params, self.request_log, self.event_log = params, request_log, event_log
         self.features = features or UserFeatures(params.feature_cache_s)
-        self.tracking_uri, self._load_model = tracking_uri, load_model
+        self.tracking_uri = tracking_uri
+        self._unpackaged: dict[str, str] = {}  # task attribute -> the champion version last warned about
+        self.last_reload_s: float | None = None  # seconds the last swap took to load and warm up its bundle
         # one model thread: torch already uses the cores inside a batch; more threads would only contend
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="encoder")
         self._reload_lock = threading.Lock()
@@ -272,10 +273,13 @@ class ServingEngine:
 
     # -- reload ----------------------------------------------------------------------------------------------
     def reload(self) -> list[str]:
-        """Swap in the version the registry alias points to now, per task; return the names that changed.
+        """Swap in the version the registry alias points to now, per task, as `python -m serving.package` saved
+        it in the BentoML model store (catalogue vectors, index, rankings and query encoder built there, never in
+        this process); return the names that changed. A champion not packaged yet is a warning, and the current
+        version keeps serving until it is.
 
-        The new bundle (model, re-encoded catalogue, index, batcher) is complete before the swap, so requests in
-        flight finish on the old one and later requests see the new one.
+        The new bundle is loaded and warmed up before the swap, so requests in flight finish on the old one and
+        later requests see the new one.
         """
         if self.tracking_uri is None:
             return []
@@ -288,22 +292,33 @@ class ServingEngine:
                     version = champion_version(client, bundle.registered_name, self.params.alias)
                     if version == bundle.version:
                         continue
+                    stored = packaged_bundle(bundle.registered_name, version)
+                    if stored is None:
+                        if self._unpackaged.get(attr) != version:
+                            logger.warning(
+                                "%s version %s is the %s but not packaged: still serving version %s until "
+                                "`python -m serving.package` saves it",
+                                bundle.registered_name,
+                                version,
+                                self.params.alias,
+                                bundle.version,
+                            )
+                            self._unpackaged[attr] = version
+                        continue
                     self._swapping.set()
-                    logger.info("reloading %s: version %s -> %s", bundle.registered_name, bundle.version, version)
-                    model = (self._load_model or model_loader())(f"models:/{bundle.registered_name}/{version}")
-                    fresh = assemble_bundle(
-                        bundle.task,
-                        bundle.registered_name,
-                        version,
-                        model,
-                        bundle.items.reset_index(drop=True),
-                        bundle.histories,
-                        bundle.popularity,
-                        self.params,
-                        bundle.interactions,
-                    )
+                    started = time.perf_counter()
+                    fresh = load_bundle(stored, threads=self.params.torch_threads)
                     warm_up(fresh)
                     setattr(self, attr, self._attach(fresh))
+                    self.last_reload_s = time.perf_counter() - started
+                    logger.info(
+                        "reloaded %s: version %s -> %s in %.1f s from %s",
+                        bundle.registered_name,
+                        bundle.version,
+                        version,
+                        self.last_reload_s,
+                        stored,
+                    )
                     changed.append(bundle.registered_name)
                 if changed:
                     freeze_heap()  # while readiness is false: the one full collection falls in the swap
@@ -505,14 +520,26 @@ def purchase_frame(purchases: list[schemas.Event], prices: pd.Series) -> pd.Data
 
 
 def hybrid_top(bundle: Bundle, query: str, vector: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """(positions, fused scores) of the top `k` items of a hybrid search bundle for one query, exactly as
-    `SearchModel.search` ranks them: the query vector's dot product with every item vector, BM25 over the
-    bundle's catalogue, `training.hybrid.fuse` of the two, items outside the fused candidate set left out."""
+    """(positions, fused scores) of the top `k` items of a hybrid search bundle for one query, as
+    `SearchModel.search` ranks them: BM25 over the bundle's catalogue, `training.hybrid` fusion of the two
+    sides' top-`depth` candidates. The dense candidates come from the bundle's item index (exact for a flat
+    index, HNSW above `serve.flat_index_max_items`) with their inner products; the lexical candidates' dense
+    scores are computed from their vectors. No request reads every item vector; with an exact index the result
+    is `SearchModel.search`'s."""
     hybrid = bundle.model.hybrid
-    dense = np.asarray(vector, dtype=np.float32)[None, :] @ bundle.index.vectors.T
-    lexical = bundle.lexical.catalogue_scores([query])
-    fused = fuse(lexical, dense, hybrid["weight"], hybrid["depth"])[0]
-    top = [(p, s) for p, s in ranked(np.arange(len(fused)), fused, k) if np.isfinite(s)]
+    depth, vector = hybrid["depth"], np.asarray(vector, dtype=np.float32)
+    lexical = bundle.lexical.catalogue_scores([query])[0]
+    near_scores, nearest = bundle.index.search(vector[None, :], depth)
+    found = nearest[0] >= 0
+    lexical_top = top_positions(lexical, depth)
+    dense = np.zeros(len(lexical), dtype=np.float32)  # only the candidates' entries are read
+    dense[lexical_top] = bundle.index.vectors[lexical_top] @ vector
+    dense[nearest[0][found]] = near_scores[0][found]
+    chosen = np.zeros(len(lexical), dtype=bool)
+    chosen[lexical_top] = chosen[nearest[0][found]] = True
+    candidates = np.flatnonzero(chosen)
+    fused = fuse_candidates(lexical[candidates], dense[candidates], hybrid["weight"])
+    top = ranked(candidates, fused, k)
     return np.array([p for p, _ in top], dtype=np.int64), np.array([s for _, s in top], dtype=np.float32)
 
 

@@ -2,7 +2,8 @@
 the event log (the same writer, every row, never pruned): /events rows as canonical interactions that ingest
 reads back (pipelines/serving_events.py).
 
-Several replicas may share a folder: each names its files after its own replica id and prunes only those.
+Several replicas may share a folder, on a shared volume or in an object store (`s3://...`, core/logfolder.py):
+each names its files after its own replica id and prunes only those.
 """
 
 import datetime as dt
@@ -17,9 +18,8 @@ from collections import deque
 from pathlib import Path
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
-from core.io import atomic_path
+from core.logfolder import LogFolder
 
 logger = logging.getLogger(__name__)
 
@@ -73,7 +73,7 @@ class RequestLog:
 
     def __init__(
         self,
-        directory: Path,
+        directory: Path | str,
         sample_rate: float,
         rows_per_file: int,
         flush_s: float,
@@ -84,7 +84,7 @@ class RequestLog:
         schema: pa.Schema = REQUEST_LOG_SCHEMA,
         prefix: str = "requests",
     ):
-        self.directory = Path(directory)
+        self.folder = LogFolder(directory)  # a local folder or an object-store location
         # no dots in the id: `<prefix>-<replica>.` is then the prefix of this replica's files only
         self.replica = re.sub(r"[^A-Za-z0-9-]", "-", replica or replica_id())
         self.schema, self.prefix = schema, prefix
@@ -113,8 +113,8 @@ class RequestLog:
             if len(self._rows) >= self.rows_per_file:
                 self._wake.set()
 
-    def flush(self) -> Path | None:
-        """Write the buffered rows (at most `rows_per_file`) as one file; return its path, or None if empty."""
+    def flush(self) -> str | None:
+        """Write the buffered rows (at most `rows_per_file`) as one file; return its name, or None if empty."""
         with self._lock:
             rows = [self._rows.popleft() for _ in range(min(len(self._rows), self.rows_per_file))]
         if not rows:
@@ -122,11 +122,10 @@ class RequestLog:
         table = pa.Table.from_pylist(rows, schema=self.schema)
         self._sequence += 1
         stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S%fZ")
-        path = self.directory / f"{self.prefix}-{self.replica}.{stamp}-{self._sequence:06d}.parquet"
-        with atomic_path(path) as tmp:
-            pq.write_table(table, tmp)
+        name = f"{self.prefix}-{self.replica}.{stamp}-{self._sequence:06d}.parquet"
+        self.folder.write(table, name)
         self._prune()
-        return path
+        return name
 
     def close(self) -> None:
         """Stop the writer thread and write everything still buffered."""
@@ -139,9 +138,9 @@ class RequestLog:
     def _prune(self) -> None:
         if self.max_files is None:
             return
-        files = sorted(self.directory.glob(f"{self.prefix}-{self.replica}.*.parquet"))
+        files = self.folder.files(f"{self.prefix}-{self.replica}.")
         for old in files[: max(0, len(files) - self.max_files)]:
-            old.unlink(missing_ok=True)
+            self.folder.delete(old)
 
     def _loop(self) -> None:
         while not self._stop.is_set():
@@ -151,4 +150,4 @@ class RequestLog:
                 while self.flush() is not None and len(self._rows) >= self.rows_per_file:
                     pass
             except Exception:  # a full disk must not take the service down; the rows are lost and logged
-                logger.exception("%s log: writing to %s failed", self.prefix, self.directory)
+                logger.exception("%s log: writing to %s failed", self.prefix, self.folder)

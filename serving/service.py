@@ -13,6 +13,7 @@ from pathlib import Path
 import bentoml
 from bentoml.exceptions import BentoMLException
 
+from core.logfolder import is_uri
 from core.paths import repo_root
 from serving.champion import load_bundle, tracking_uri
 from serving.engine import ServingEngine, freeze_heap
@@ -62,8 +63,10 @@ class Shopaug:
         params = PARAMS
         torch.set_num_threads(params.serve.torch_threads)
         log = params.serve.request_log
-        # the request log is where monitoring.drift reads it (monitoring.drift.log_dir), unless the env says
-        log_dir = Path(os.environ.get("SHOPAUG_REQUEST_LOG_DIR", repo_root() / params.monitoring.drift.log_dir))
+        # the request log is where monitoring.drift reads it (monitoring.drift.log_dir), unless the env says; a
+        # relative folder is under the repo, an object-store location (s3://...) is used as it is
+        log_dir = os.environ.get("SHOPAUG_REQUEST_LOG_DIR") or params.monitoring.drift.log_dir
+        log_dir = log_dir if is_uri(log_dir) else repo_root() / log_dir
         self.request_log = RequestLog(
             log_dir,
             log.sample_rate,
@@ -75,7 +78,7 @@ class Shopaug:
         )
         events = params.serve.event_log
         self.event_log = RequestLog(
-            repo_root() / events.dir,  # an absolute dir stays as it is
+            events.dir if is_uri(events.dir) else repo_root() / events.dir,  # an absolute dir stays as it is
             1.0,  # every event: they are training data, not a sample
             events.rows_per_file,
             events.flush_s,
@@ -130,8 +133,9 @@ class Shopaug:
 
     @bentoml.api(route="/admin/reload")
     def admin_reload(self, ctx: bentoml.Context) -> ReloadResponse:
-        """Start switching to the versions the champion alias points to now (Bearer $SHOPAUG_ADMIN_TOKEN);
-        the new catalogue index is built in the background and swapped in whole, so no request fails."""
+        """Start switching to the versions the champion alias points to now (Bearer $SHOPAUG_ADMIN_TOKEN), as
+        `python -m serving.package` saved them in the model store: loaded in the background and swapped in whole,
+        so no request fails."""
         token = os.environ.get("SHOPAUG_ADMIN_TOKEN", "")
         given = ctx.request.headers.get("authorization", "").removeprefix("Bearer ").strip()
         if not token or not hmac.compare_digest(given.encode(), token.encode()):

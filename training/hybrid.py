@@ -39,6 +39,20 @@ def fuse(lexical: np.ndarray, dense: np.ndarray, weight: float, depth: int, cand
     return np.where(candidates, fused, -np.inf) if candidates_only else fused
 
 
+def top_positions(scores: np.ndarray, depth: int) -> np.ndarray:
+    """Positions of one query's top-`depth` scores (unordered), chosen as `fuse` chooses candidates."""
+    return np.argpartition(-scores, min(depth, len(scores)) - 1)[:depth]
+
+
+def fuse_candidates(lexical: np.ndarray, dense: np.ndarray, weight: float) -> np.ndarray:
+    """`fuse` for one query, given both sides' scores on its candidate set only (the union of the two top-`depth`
+    lists, in any order): the same fused scores, without scoring the whole catalogue on the dense side."""
+    candidates = np.ones((1, len(lexical)), dtype=bool)
+    return (
+        weight * _normalised(lexical[None, :], candidates) + (1.0 - weight) * _normalised(dense[None, :], candidates)
+    )[0]
+
+
 class HybridRetriever:
     """`weight` x lexical + (1 - weight) x dense, both fitted on the same catalogue; a `Retriever`."""
 

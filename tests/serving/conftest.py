@@ -130,6 +130,26 @@ def world():
         "search": register_fixture_model(uri, "shopaug-search", "search", model_items, "", hybrid=FIXTURE_HYBRID),
     }
     os.chdir(repo_root())
+    packaged = package(root, env)
+    yield {
+        "root": root,
+        "uri": uri,
+        "env": env,
+        "retail": retail,
+        "search_items": search_items,
+        "search_model_items": model_items,
+        "queries": queries,
+        "versions": versions,
+        "package": packaged,
+    }
+    shutil.rmtree(root, ignore_errors=True)
+
+
+def package(root: Path, env: dict[str, str], home: Path | None = None) -> dict:
+    """Run `python -m serving.package` (no Bento build) for the registry's champions into BentoML home `home`
+    (default: `env`'s); return its summary."""
+    env = {**env, "BENTOML_HOME": str(home or env["BENTOML_HOME"])}
+    out = root / "package.json"
     packaged = subprocess.run(
         [
             sys.executable,
@@ -141,27 +161,16 @@ def world():
             str(root / "canonical"),
             "--no-build",
             "--out",
-            str(root / "package.json"),
+            str(out),
         ],
         env=env,
         cwd=repo_root(),
         capture_output=True,
         text=True,
-        timeout=180,
+        timeout=300,
     )
     assert packaged.returncode == 0, packaged.stderr[-3000:]
-    yield {
-        "root": root,
-        "uri": uri,
-        "env": env,
-        "retail": retail,
-        "search_items": search_items,
-        "search_model_items": model_items,
-        "queries": queries,
-        "versions": versions,
-        "package": json.loads((root / "package.json").read_text()),
-    }
-    shutil.rmtree(root, ignore_errors=True)
+    return json.loads(out.read_text())
 
 
 @contextlib.contextmanager
@@ -175,6 +184,13 @@ def serving(root: Path, env: dict[str, str], name: str = "server") -> Iterator[s
     finally:
         stop_service(proc)
         shutil.copy(log, Path(tempfile.gettempdir()) / f"shopaug-serving-last-{name}.log")
+
+
+@pytest.fixture(scope="session")
+def repackage(world):
+    """`repackage(home=None)`: package the registry's champions now (after a test registered new ones) into a
+    BentoML home, by default the session server's; returns the summary."""
+    return lambda home=None: package(world["root"], world["env"], home)
 
 
 @pytest.fixture(scope="session")

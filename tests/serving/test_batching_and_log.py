@@ -5,10 +5,14 @@ import datetime as dt
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+import boto3
 import numpy as np
 import pandas as pd
+from moto.server import ThreadedMotoServer
 from prometheus_client import REGISTRY
 
+from core.logfolder import LogFolder
+from monitoring.drift import read_request_log
 from serving.batching import AdaptiveBatcher
 from serving.errors import one_line_reason
 from serving.request_log import RequestLog
@@ -97,23 +101,25 @@ def test_validation_bodies_become_one_line_naming_the_field():
     assert one_line_reason(b"", 400) == "HTTP 400"
 
 
+LOG_ROW = {
+    "ts": dt.datetime.now(dt.UTC),
+    "request_id": "r",
+    "endpoint": "search",
+    "user_id": None,
+    "query": "q",
+    "item_id": None,
+    "k": 2,
+    "strategy": "search",
+    "returned_items": ["a", "b"],
+    "scores": [0.5, 0.4],
+    "latency_ms": 1.5,
+}
+
+
 def test_request_log_writes_bounded_files_and_drops_over_the_buffer(tmp_path):
     log = RequestLog(tmp_path, sample_rate=1.0, rows_per_file=3, flush_s=60, max_files=2, max_buffered_rows=7)
-    row = {
-        "ts": dt.datetime.now(dt.UTC),
-        "request_id": "r",
-        "endpoint": "search",
-        "user_id": None,
-        "query": "q",
-        "item_id": None,
-        "k": 2,
-        "strategy": "search",
-        "returned_items": ["a", "b"],
-        "scores": [0.5, 0.4],
-        "latency_ms": 1.5,
-    }
     for _ in range(10):
-        log.record(row)
+        log.record(LOG_ROW)
     log.close()
     files = sorted(tmp_path.glob("requests-*.parquet"))
     assert len(files) <= 2 and log.dropped + 7 >= 10
@@ -151,3 +157,31 @@ def test_sampling_keeps_about_the_configured_share(tmp_path):
     assert 120 < len(log._rows) < 280
     log._rows.clear()
     log.close()
+
+
+def test_replicas_share_a_request_log_in_an_object_store_that_monitoring_reads(monkeypatch):
+    """Two replicas write to one S3 location (moto's S3 server speaks the real protocol, as MinIO would): each
+    prunes only its own objects, and monitoring.drift reads every replica's rows back from the same URI."""
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test")
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0)
+    server.start()
+    try:
+        host, port = server.get_host_and_port()
+        boto3.client("s3", endpoint_url=f"http://{host}:{port}", region_name="us-east-1").create_bucket(Bucket="logs")
+        location = f"s3://logs/requests?endpoint_override={host}:{port}&scheme=http&region=us-east-1"
+        for replica, rows in (("pod-0", 4), ("pod-1", 1)):
+            log = RequestLog(
+                location, 1.0, rows_per_file=1, flush_s=60, max_files=2, max_buffered_rows=10, replica=replica
+            )
+            for n in range(rows):
+                log.record({**LOG_ROW, "request_id": f"{replica}-{n}"})
+                log.flush()
+            log.close()
+        names = LogFolder(location).files()
+        assert [n.split(".")[0] for n in names] == ["requests-pod-0"] * 2 + ["requests-pod-1"]
+        frame = read_request_log(location)
+        assert sorted(frame["request_id"]) == ["pod-0-2", "pod-0-3", "pod-1-0"]
+        assert str(frame["ts"].dtype) == "datetime64[us, UTC]"
+    finally:
+        server.stop()

@@ -2,6 +2,17 @@
 
 from serving.benchmark import markdown, verdicts
 
+CI = {"value": 0.0, "ci_low": 0.0, "ci_high": 0.0, "n": 3}
+QUALITY = {
+    "model_version": "7",
+    "queries": 3,
+    "served_ndcg@10": {**CI, "value": 0.4441},
+    "exact_ndcg@10": {**CI, "value": 0.4443},
+    "served_minus_exact": {"value": -0.0002, "ci_low": -0.0009, "ci_high": 0.0004, "n": 3},
+    "tolerance": 0.002,
+    "within_tolerance": True,
+}
+
 
 def run(endpoint: str, users: int, p50: float, p99: float, rps: float, rate=None, batching=True) -> dict:
     return {
@@ -13,7 +24,38 @@ def run(endpoint: str, users: int, p50: float, p99: float, rps: float, rate=None
         "failures": 0,
         "p50_ms": p50,
         "p99_ms": p99,
+        "max_ms": p99 + 1,
         "rps": rps,
+    }
+
+
+SWAP = {
+    **run("search", 32, 6, 18, 149, rate=150.0),
+    "failures": 0,
+    "versions_before": {"recommender": "3", "search": "5"},
+    "versions_after": {"recommender": "4", "search": "6"},
+    "reload_s": 4.2,
+}
+
+
+def report(runs: list[dict], swap: dict = SWAP) -> dict:
+    return {
+        "machine": "2 CPUs",
+        "command": "c",
+        "runs": runs,
+        "targets": verdicts(runs),
+        "search_quality": QUALITY,
+        "overload": {
+            "overload": {
+                **run("search", 64, 900, 1000, 150, rate=450.0),
+                "failures": 3,
+                "failure_kinds": {"HTTP 503": 3},
+            },
+            "recovery": run("search", 1, 5, 9, 180),
+            "bound_ms": 1010.0,
+            "met": True,
+        },
+        "swap": swap,
     }
 
 
@@ -27,8 +69,13 @@ def test_the_p99_target_reads_the_median_repeat_and_reports_the_spread():
     assert search["p99_target_met"] is True and search["lone_p50_target_met"] is True
     assert recommend["p99_ms_at_rate"]["median"] == 16 and recommend["p99_target_met"] is False
     assert recommend["lone_p50_target_met"] is None  # no lone-request target for /recommend
-    table = markdown({"machine": "2 CPUs", "command": "python -m serving.benchmark", "runs": runs, "targets": result})
+    table = markdown(report(runs))
     assert "median 19 ms (min 12, max 400, 3 runs) at 149 req/s" in table
+    assert "served 0.4441, ranked exactly as evaluated 0.4443; served − exact -0.0002 [-0.0009, +0.0004]" in table
+    assert "3 (HTTP 503: 3) failed, slowest answer 1001 ms (bound 1010 ms: the deadline + 10 ms)" in table
+    assert "reload 4.2 s from the admin call to /ping naming the new versions, 1000 requests, 0 failed" in table
+    skipped = markdown(report(runs, {"skipped": "registry postgresql://db is not SQLite"}))
+    assert "Champion swap under load: not measured (registry postgresql://db is not SQLite)." in skipped
 
 
 def test_too_slow_an_achieved_rate_misses_the_target_even_with_a_low_p99():
@@ -40,5 +87,5 @@ def test_too_slow_an_achieved_rate_misses_the_target_even_with_a_low_p99():
 def test_failures_are_reported_by_kind():
     overloaded = {**run("recommend", 32, 900, 1100, 25, rate=200.0), "failures": 7}
     overloaded["failure_kinds"] = {"HTTP 503": 5, "ConnectionResetError(104)": 2}
-    table = markdown({"machine": "2 CPUs", "command": "c", "runs": [overloaded], "targets": verdicts([overloaded])})
+    table = markdown(report([overloaded]))
     assert "| 7 (ConnectionResetError(104): 2, HTTP 503: 5) |" in table

@@ -6,9 +6,10 @@ import pytest
 from search_slice import search_slice
 
 from core.params import load_params
+from serving.benchmark import exact_rankings
 from serving.champion import assemble_bundle, load_bundle, save_bundle
 from serving.engine import hybrid_top
-from serving.query_encoder import OnnxQueryEncoder
+from serving.query_encoder import INT8_MIN_COSINE, OnnxQueryEncoder
 from training.models import BiEncoder, TextTower
 from training.serving_api import FrozenTextVectors, SearchModel
 
@@ -29,10 +30,14 @@ def real_search_model(items) -> SearchModel:
     return SearchModel(net, items, {"name": "hybrid", "hybrid": HYBRID}, FrozenTextVectors("minilm", 32))
 
 
+def serve_params(query_encoder: str):
+    return load_params().serve.model_copy(update={"query_encoder": query_encoder})
+
+
 def test_packaged_onnx_encoder_reproduces_torch_vectors_and_results(catalogue, tmp_path):
     items, queries = catalogue
     model = real_search_model(items)
-    bundle = assemble_bundle("search", "shopaug-search", "1", model, items, None, None, load_params().serve)
+    bundle = assemble_bundle("search", "shopaug-search", "1", model, items, None, None, serve_params("onnx"))
     assert isinstance(bundle.query_encoder, OnnxQueryEncoder)
     save_bundle(bundle, tmp_path)
     loaded = load_bundle(tmp_path, load_model=lambda _: model, threads=1)
@@ -46,9 +51,51 @@ def test_packaged_onnx_encoder_reproduces_torch_vectors_and_results(catalogue, t
         assert hybrid_top(loaded, query, a, 10)[0].tolist() == hybrid_top(loaded, query, b, 10)[0].tolist(), query
 
 
+def test_int8_encoder_stays_close_to_torch_and_keeps_the_hybrid_results(catalogue):
+    """int8 weights move the vectors a little (cosine >= INT8_MIN_COSINE, checked at export); the hybrid's top 10
+    barely changes (BM25 carries part of the score and the dense order mostly survives)."""
+    items, queries = catalogue
+    model = real_search_model(items)
+    bundle = assemble_bundle("search", "shopaug-search", "1", model, items, None, None, serve_params("onnx_int8"))
+    float32 = assemble_bundle("search", "shopaug-search", "1", model, items, None, None, serve_params("onnx"))
+    assert len(bundle.query_encoder.graph) < len(float32.query_encoder.graph) / 2
+    int8, torch_vectors = bundle.query_encoder.encode_queries(queries), model.encode_queries(queries)
+    cosine = (int8 * torch_vectors).sum(1)
+    assert cosine.min() >= INT8_MIN_COSINE and cosine.mean() > 0.98
+    overlap = [
+        len(set(hybrid_top(bundle, q, a, 10)[0]) & set(hybrid_top(bundle, q, b, 10)[0])) / 10
+        for q, a, b in zip(queries, int8, torch_vectors, strict=True)
+    ]
+    assert np.mean(overlap) >= 0.9, np.mean(overlap)
+
+
 def test_torch_encodes_queries_when_the_params_say_so(catalogue):
     items, queries = catalogue
-    serve = load_params().serve.model_copy(update={"query_encoder": "torch"})
     model = real_search_model(items)
-    bundle = assemble_bundle("search", "shopaug-search", "1", model, items, None, None, serve)
+    bundle = assemble_bundle("search", "shopaug-search", "1", model, items, None, None, serve_params("torch"))
     assert bundle.query_encoder is None
+
+
+def same_ranking(items: list[str], scores: np.ndarray, expected: list[tuple[str, float]]) -> bool:
+    """The same top-k scores, each item with its expected score (an item tied with the last may replace another)."""
+    want, last = dict(expected), expected[-1][1]
+    return np.allclose(scores, [s for _, s in expected], atol=1e-5) and all(
+        abs(want.get(i, -np.inf) - s) <= 1e-5 or abs(s - last) <= 1e-5 for i, s in zip(items, scores, strict=True)
+    )
+
+
+def test_served_hybrid_ranks_as_the_exact_evaluated_ranking_with_a_flat_index_and_nearly_with_hnsw(catalogue):
+    """`hybrid_top` (dense candidates from the item index, scored exactly) gives the benchmark's reference, the
+    whole-catalogue fusion the harness evaluates, when the index is exact (items with equal scores may swap); with
+    HNSW (forced on this catalogue) nearly every query keeps its top 10."""
+    items, queries = catalogue
+    model = real_search_model(items)
+    vectors = model.encode_queries(queries)
+    for flat_max, agreement in ((10_000, 1.0), (100, 0.95)):
+        serve = serve_params("torch").model_copy(update={"flat_index_max_items": flat_max})
+        bundle = assemble_bundle("search", "shopaug-search", "1", model, items, None, None, serve)
+        same = []
+        for query, vector, expected in zip(queries, vectors, exact_rankings(bundle, queries, 10), strict=True):
+            positions, scores = hybrid_top(bundle, query, vector, 10)
+            same.append(same_ranking(bundle.index.item_ids[positions].tolist(), scores, expected))
+        assert np.mean(same) >= agreement, (flat_max, np.mean(same))

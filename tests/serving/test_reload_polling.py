@@ -31,7 +31,7 @@ def wait_for_versions(base: str, expected: dict[str, str], within_s: float) -> d
     return seen
 
 
-def test_polling_follows_the_champion_alias_under_concurrent_requests_and_fails_none(polling_server, world):
+def test_polling_follows_the_champion_alias_under_concurrent_requests_and_fails_none(polling_server, world, repackage):
     base = polling_server
     # it starts on the packaged versions and catches up with the alias if an earlier test moved it
     current = champions(world)
@@ -73,9 +73,10 @@ def test_polling_follows_the_champion_alias_under_concurrent_requests_and_fails_
                 "search": register_fixture_model(
                     world["uri"], NAMES["search"], "search", world["search_items"], "polled "
                 ),
-                # the default recommender: a swap builds its catalogue statistics, it encodes no text
+                # the default recommender: its packaged bundle holds the rankings, a swap only loads them
                 "recommender": register_ranker(world["uri"], NAMES["recommender"], world["retail"]["interactions"]),
             }
+            repackage(world["root"] / "bentoml-polling")  # the polling server's own home (conftest.own_home)
             moved = time.monotonic()
             switched = wait_for_versions(base, new, 45)
             took = time.monotonic() - moved
