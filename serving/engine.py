@@ -122,7 +122,6 @@ class ServingEngine:
         self.features = features or UserFeatures(params.feature_cache_s)
         self.tracking_uri = tracking_uri
         self._unpackaged: dict[str, str] = {}  # task attribute -> the champion version last warned about
-        self.last_reload_s: float | None = None  # seconds the last swap took to load and warm up its bundle
         # one model thread: torch already uses the cores inside a batch; more threads would only contend
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="encoder")
         self._reload_lock = threading.Lock()
@@ -310,13 +309,12 @@ class ServingEngine:
                     fresh = load_bundle(stored, threads=self.params.torch_threads)
                     warm_up(fresh)
                     setattr(self, attr, self._attach(fresh))
-                    self.last_reload_s = time.perf_counter() - started
                     logger.info(
                         "reloaded %s: version %s -> %s in %.1f s from %s",
                         bundle.registered_name,
                         bundle.version,
                         version,
-                        self.last_reload_s,
+                        time.perf_counter() - started,
                         stored,
                     )
                     changed.append(bundle.registered_name)
