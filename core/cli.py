@@ -19,11 +19,13 @@ so `python -m <stage>` run by hand behaves like `dvc repro`.
 import logging
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
+from core import stage_times
 from core.errors import ShopError
 from core.params import Params, load_params
 from core.paths import repo_root
@@ -56,11 +58,16 @@ def load(path: Path | str | None = None, overrides: dict | None = None) -> Param
 
 
 def run(app: typer.Typer) -> None:
-    """Run a stage: INFO logs on stderr; a ShopError becomes `error: <message>` and exit code 2, no traceback."""
+    """Run a stage: INFO logs on stderr; a ShopError becomes `error: <message>` and exit code 2, no traceback.
+
+    Under DVC it also prints the stage's expected time when it starts and its time when it ends.
+    """
     level = os.environ.get("SHOPAUG_LOG_LEVEL", "INFO").upper()
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
+        start, stage = time.monotonic(), stage_times.started()
         app(standalone_mode=False)
+        stage_times.finished(stage, time.monotonic() - start)
     except ShopError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)

@@ -32,8 +32,12 @@ class SourceParams(Section):
     adapter: Literal["online_retail", "homedepot", "wands", "esci", "canonical"]
     file: str
     sha256: str | None
-    url: str | None
+    url: str | None = Field(description="download url of `file`; with `files`, the folder url they sit under")
     url_sha256: str | None
+    files: list[str] | None = Field(description="a folder source downloaded file by file (url + name); null = one file")
+    fallback: "SourceParams | None" = Field(
+        description="the source fetch uses when `file` is not in the data directory and has no url (an open dataset)"
+    )
 
 
 class DataParams(Section):

@@ -13,6 +13,13 @@ def repo_root() -> Path:
     return Path(__file__).resolve().parents[1]
 
 
+def shared_root() -> Path:
+    """The folder that state shared across runs is relative to (MLflow's SQLite store and artifacts, the
+    embedding and generation caches): `$DVC_ROOT`, which DVC sets to the user's repository even when a queued
+    experiment runs in a temporary copy (`dvc exp run --queue` / `--temp`); else the repository root."""
+    return Path(os.environ.get("DVC_ROOT") or repo_root())
+
+
 def data_dir() -> Path:
     """The directory holding raw upstream files: $SHOP_DATA_DIR, else `data/external` (downloads land there)."""
     configured = os.environ.get(DATA_DIR_ENV)

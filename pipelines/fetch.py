@@ -1,10 +1,13 @@
 """Stage `fetch`: copy each raw dataset from the data directory into data/raw/<task>/, checksum-verified.
 
 A file absent from the data directory is downloaded from its `url` (progress bar, retries, checksum) first;
-without a url or a network the command stops with one line saying which file to put where.
+a source with neither hands over to its `fallback` (the open default: Wayfair WANDS for search, downloaded
+file by file). Without any of these, or without a network, the command stops with one line saying which
+file to put where.
 """
 
 import hashlib
+import json
 import logging
 import shutil
 from pathlib import Path
@@ -30,6 +33,7 @@ OPEN_SEARCH_DATA = (
     "or set data.search.adapter to an openly licensed dataset: wands "
     "(https://github.com/wayfair/WANDS) or esci (https://github.com/amazon-science/esci-data)"
 )
+SOURCE_MANIFEST = ".source.json"  # in data/raw/<task>/: the adapter of the source fetch used
 SUFFIXES = (".csv.gz", ".tsv.gz", ".csv", ".tsv", ".parquet", ".zip", ".xlsx")
 
 
@@ -65,6 +69,8 @@ def _suffix(name: str) -> str:
 def download_target(source: SourceParams, root: Path) -> Path:
     """Where a download lands: the configured file, or beside it under the url's name if formats differ."""
     wanted = root / source.file
+    if source.files:
+        return wanted
     url_name = unquote(Path(urlparse(source.url or "").path).name)
     if url_name and _suffix(url_name) != _suffix(wanted.name):
         return wanted.parent / url_name
@@ -96,37 +102,59 @@ def _stream(url: str, target: Path) -> None:
                 bar.update(len(chunk))
 
 
-def download(url: str, target: Path, url_sha256: str | None, key: str) -> Path:
-    """Download `url` to `target` (atomically, retried); check `url_sha256` or log the hash; return target."""
-    log.info("downloading %s -> %s", url, target)
+def download(source: SourceParams, target: Path, key: str) -> Path:
+    """Download a source to `target` (atomically, retried); check `url_sha256` or log the hash; return target.
+
+    With `files`, `target` is a folder receiving `url + name` for each name, and the hash is the folder's.
+    """
+    url = source.url
     try:
-        _stream(url, target)
+        if source.files:
+            with atomic_dir(target) as tmp:
+                for name in source.files:
+                    url = f"{source.url.rstrip('/')}/{name}"
+                    log.info("downloading %s -> %s", url, target / name)
+                    _stream(url, tmp / name)
+        else:
+            log.info("downloading %s -> %s", url, target)
+            _stream(url, target)
     except (httpx.HTTPError, OSError) as exc:
+        where = target / unquote(Path(urlparse(url).path).name) if source.files else target
         raise ShopError(
             f"cannot download {url} ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); "
-            f"download it by hand and put it at {target}"
+            f"download it by hand and put it at {where}"
         ) from None
     try:
-        digest = verify(target, url_sha256, f"{key}.url_sha256")
+        digest = verify(target, source.url_sha256, f"{key}.url_sha256")
     except ShopError:
-        target.unlink(missing_ok=True)
+        shutil.rmtree(target) if target.is_dir() else target.unlink(missing_ok=True)
         raise
-    if not url_sha256:
+    if not source.url_sha256:
         log.info("downloaded %s sha256 %s (set %s.url_sha256 to pin it)", target.name, digest, key)
     return target
 
 
-def locate(source: SourceParams, task: str, root: Path) -> Path:
-    """Return the raw file (or folder) for a source in the data directory, downloading it when allowed."""
-    key = f"data.{task}"
+def locate(source: SourceParams, key: str, root: Path) -> tuple[SourceParams, str, Path]:
+    """The source in use, its params key and its raw file (or folder) in the data directory, downloaded if allowed.
+
+    A source whose file is absent and has no url hands over to its `fallback` (the open dataset), if any.
+    """
     wanted = root / source.file
     if wanted.exists():
-        return wanted
+        return source, key, wanted
     if source.url:
         target = download_target(source, root)
-        if target.exists():
-            return target
-        return download(source.url, target, source.url_sha256, key)
+        return source, key, target if target.exists() else download(source, target, key)
+    if source.fallback:
+        log.warning(
+            "%s not found and %s.url is not set: using %s.fallback (%s, %s)",
+            wanted,
+            key,
+            key,
+            source.fallback.adapter,
+            source.fallback.url or source.fallback.file,
+        )
+        return locate(source.fallback, f"{key}.fallback", root)
     hint = f"{key}.file: put it at {wanted} (the data directory is ${DATA_DIR_ENV}, now {root})"
     if source.adapter == "homedepot":
         raise ShopError(
@@ -137,21 +165,25 @@ def locate(source: SourceParams, task: str, root: Path) -> Path:
     raise ShopError(f"{wanted} not found and {key}.url is not set; {hint}")
 
 
-def check_source(source: SourceParams, task: str, root: Path) -> tuple[Path, str]:
-    """Locate (or download) one source and verify its checksum; return (path, sha256)."""
-    path = locate(source, task, root)
-    configured = path == root / source.file
-    expected = source.sha256 if configured else source.url_sha256
-    return path, verify(path, expected, f"data.{task}.{'sha256' if configured else 'url_sha256'}")
+def check_source(source: SourceParams, task: str, root: Path) -> tuple[SourceParams, Path, str]:
+    """Locate (or download) one task's source and verify its checksum; return (source used, path, sha256)."""
+    used, key, path = locate(source, f"data.{task}", root)
+    configured = path == root / used.file
+    expected = used.sha256 if configured else used.url_sha256
+    return used, path, verify(path, expected, f"{key}.{'sha256' if configured else 'url_sha256'}")
 
 
-def copy_source(path: Path, out: Path) -> int:
-    """Copy a raw file (or folder) into `out`, replacing the folder whole; return the bytes copied."""
+def copy_source(path: Path, out: Path, adapter: str) -> int:
+    """Copy a raw file (or folder) into `out`, replacing the folder whole; return the bytes copied.
+
+    The `adapter` that reads it is recorded beside it (`SOURCE_MANIFEST`): ingest reads a fallback with its own.
+    """
     with atomic_dir(out) as tmp:
         if path.is_dir():
             shutil.copytree(path, tmp / path.name)
         else:
             shutil.copyfile(path, tmp / path.name)
+        (tmp / SOURCE_MANIFEST).write_text(json.dumps({"adapter": adapter, "name": path.name}) + "\n")
     copied = out / path.name
     return sum(p.stat().st_size for p in copied.rglob("*") if p.is_file()) if copied.is_dir() else copied.stat().st_size
 
@@ -172,8 +204,8 @@ def main(
         raise ShopError(f"--task: unknown task(s) {unknown}; expected one of {', '.join(TASKS)}")
     # Locate and verify everything first, so a missing or altered file leaves data/raw as it was.
     found = {name: check_source(getattr(config.data, name), name, root) for name in tasks}
-    for name, (path, digest) in found.items():
-        size = copy_source(path, out / name)
+    for name, (used, path, digest) in found.items():
+        size = copy_source(path, out / name, used.adapter)
         log.info("fetched %s -> %s (%d bytes, sha256 %s)", path, out / name / path.name, size, digest)
 
 

@@ -6,6 +6,7 @@ first; each output folder is then replaced whole, so a bad input leaves the prev
 each cleaning rule removed go to reports/ingest.json.
 """
 
+import json
 import logging
 from pathlib import Path
 from typing import Annotated
@@ -20,6 +21,7 @@ from core.io import atomic_dir, write_json
 from core.schema import TABLES, validate_table
 from core.tasks import TASKS
 from pipelines.adapters import TASK_TABLES, load_source
+from pipelines.fetch import SOURCE_MANIFEST
 from pipelines.serving_events import add_serving_events
 
 log = logging.getLogger(__name__)
@@ -34,6 +36,12 @@ def raw_input(folder: Path, task: str) -> Path:
     if len(entries) != 1:
         raise ShopError(f"{folder}: expected exactly one raw file or folder, found {[p.name for p in entries]}")
     return entries[0]
+
+
+def raw_adapter(folder: Path, configured: str) -> str:
+    """The adapter `fetch` recorded for data/raw/<task>/ (its fallback's, when it used one), else `configured`."""
+    manifest = folder / SOURCE_MANIFEST
+    return json.loads(manifest.read_text())["adapter"] if manifest.is_file() else configured
 
 
 def slice_retail(tables: dict[str, pd.DataFrame], max_users: int | None, seed: int) -> dict[str, pd.DataFrame]:
@@ -143,10 +151,10 @@ def main(
     built, reports = {}, {}
     max_rows = {"retail": config.data.max_users, "search": config.data.max_queries}
     for task in TASKS:
-        source = getattr(config.data, task)
         path = raw_input(raw / task, task)
-        log.info("ingest %s: adapter %s on %s", task, source.adapter, path)
-        built[task], reports[task] = build_task(task, source.adapter, path, max_rows[task], config.seed)
+        adapter = raw_adapter(raw / task, getattr(config.data, task).adapter)
+        log.info("ingest %s: adapter %s on %s", task, adapter, path)
+        built[task], reports[task] = build_task(task, adapter, path, max_rows[task], config.seed)
     if config.data.serving_events and "retail" in built:  # the closed loop: purchases logged by /events
         built["retail"], reports["retail"]["serving_events"] = add_serving_events(
             built["retail"], cli.resolve(Path(config.data.serving_events))

@@ -23,7 +23,7 @@ from core.encoder import TextEncoder
 from core.errors import ShopError
 from core.io import atomic_path, read_table, write_json
 from core.params import Bm25Params, Params
-from core.paths import repo_root
+from core.paths import shared_root
 from core.tasks import get_task
 from training.harness import evaluate_recommender, evaluate_retriever, retail_eval_inputs
 from training.hybrid import HybridRetriever
@@ -403,7 +403,7 @@ def _search_baseline(name: str, params: Params):
     b, e = params.baselines, params.encoder
 
     def minilm() -> MiniLMRetriever:
-        return MiniLMRetriever(e.model, e.max_length, e.batch_size, repo_root() / params.train.cache_dir)
+        return MiniLMRetriever(e.model, e.max_length, e.batch_size, shared_root() / params.train.cache_dir)
 
     return {
         "bm25_untuned": lambda: BM25Retriever(BM25_DEFAULTS, name="bm25_untuned"),

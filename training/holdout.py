@@ -9,7 +9,7 @@ import pandas as pd
 
 from core.io import read_table
 from core.params import Params
-from core.paths import repo_root
+from core.paths import shared_root
 from core.tasks import get_task
 from training.data import valid_cutoff
 from training.harness import evaluate_recommender, evaluate_retriever, retail_eval_inputs
@@ -86,7 +86,7 @@ def load_trained(folder_or_uri: str | Path, params: Params):
     """A model folder or a `models:/` URI, loaded with the shared embedding cache (no re-encoding)."""
     text = str(folder_or_uri)
     folder = download_model_dir(text) if is_registry_uri(text) else Path(text)
-    return load_model_from_folder(folder, cache_dir=repo_root() / params.train.cache_dir)
+    return load_model_from_folder(folder, cache_dir=shared_root() / params.train.cache_dir)
 
 
 def score_model_uri(

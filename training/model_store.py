@@ -22,7 +22,7 @@ from mlflow.exceptions import MlflowException
 
 from core.errors import ShopError
 from core.params import RankerTrainParams, load_params
-from core.paths import repo_root
+from core.paths import repo_root, shared_root
 from training.models import BiEncoder, TextTower, build_two_tower
 from training.registry import ensure_configured
 from training.repeat_explore import RepeatExploreModel
@@ -36,7 +36,7 @@ def default_cache_dir() -> Path:
     """The shared frozen-text embedding cache: `train.cache_dir` of the repository's params.yaml; outside a
     checkout (a logged model loaded with its own code, e.g. by `mlflow models serve`) a per-user cache."""
     if (repo_root() / "params.yaml").is_file():
-        return repo_root() / load_params().train.cache_dir
+        return shared_root() / load_params().train.cache_dir
     return Path.home() / ".cache" / "shopaug" / "text_vectors"
 
 

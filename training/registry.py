@@ -12,7 +12,7 @@ from mlflow.exceptions import MlflowException
 
 from core.errors import ShopError
 from core.params import MlflowParams, load_params
-from core.paths import repo_root
+from core.paths import shared_root
 
 CHALLENGER = "challenger"
 CHAMPION = "champion"
@@ -23,10 +23,10 @@ _APPLIED: dict[str, tuple[str | None, bool]] = {}
 
 
 def resolve_uri(uri: str | None, root: Path | None = None) -> str | None:
-    """Return `uri` with a relative SQLite file or local path made absolute against the repo root."""
+    """Return `uri` with a relative SQLite file or local path made absolute against `root` (core.paths.shared_root)."""
     if not uri:
         return uri
-    root = root or repo_root()
+    root = root or shared_root()
     if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
         rel = uri[len("sqlite:///") :]
         return f"sqlite:///{(root / rel).resolve()}" if rel and rel != ":memory:" else uri

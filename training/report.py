@@ -32,7 +32,14 @@ COLUMNS = {
         ("pairwise accuracy", "pairwise_accuracy"),
     ],
 }
-TITLES = {"retail": "Online Retail, real test users", "search": "Home Depot, real test queries, whole catalogue"}
+TITLES = {"retail": "{}, real test users", "search": "{}, real test queries, whole catalogue"}
+DATASETS = {
+    "online_retail": "Online Retail",
+    "homedepot": "Home Depot",
+    "wands": "Wayfair WANDS",
+    "esci": "Amazon ESCI",
+    "canonical": "your shop",
+}
 NAMES = {"noaug": "no augmentation (twin)", "aug": "augmented", "synthetic_only": "synthetic queries only"}
 LABELS = {
     "repeat_explore": "repeat/explore ranker",
@@ -68,7 +75,7 @@ def task_table(task: str, doc: dict) -> list[str]:
     columns = COLUMNS[task]
     n = metric_stats(next(iter(doc["models"].values())), "ndcg@10").get("n")
     lines = [
-        f"| {TITLES[task]} ({n}) | synthetic share | "
+        f"| {TITLES[task].format(' + '.join(DATASETS.get(d, d) for d in doc['dataset']))} ({n}) | synthetic share | "
         + " | ".join(c for c, _ in columns)
         + " | NDCG@10 − twin [paired CI] |",
         "|" + " --- |" * (len(columns) + 3),

@@ -17,7 +17,7 @@ import typer
 
 from core import cli
 from core.io import atomic_path, read_table
-from core.paths import repo_root
+from core.paths import shared_root
 from pipelines.noise import noisy_queries
 from training.baselines import BM25_DEFAULTS, MiniLMRetriever
 from training.harness import evaluate_retriever
@@ -78,7 +78,7 @@ def main(
     lexical = BM25Retriever(chosen)
     lexical.fit(valid, items)
     e = config.encoder
-    dense = MiniLMRetriever(e.model, e.max_length, e.batch_size, repo_root() / config.train.cache_dir)
+    dense = MiniLMRetriever(e.model, e.max_length, e.batch_size, shared_root() / config.train.cache_dir)
     dense.fit(valid, items)
     weight, curve = tune_weight(lexical.index, dense, valid, WEIGHTS, config.baselines.hybrid.depth)
     rows += [(f"hybrid: params' BM25 + zero-shot MiniLM, BM25 weight {w}", v, None, None) for w, v in curve.items()]

@@ -28,7 +28,7 @@ import features
 from core import cli
 from core.io import read_table, write_json
 from core.params import Params, RetailTrainParams, SearchHybridParams, SearchTrainParams
-from core.paths import repo_root
+from core.paths import shared_root
 from core.tasks import get_task
 from training import tracking
 from training.baselines import MiniLMRetriever
@@ -314,8 +314,8 @@ class SearchJob:
 
 
 def cache_dir(params: Params) -> Path:
-    """The embedding cache `train.cache_dir` (relative: under the repository root)."""
-    return repo_root() / params.train.cache_dir
+    """The embedding cache `train.cache_dir` (relative: under core.paths.shared_root)."""
+    return shared_root() / params.train.cache_dir
 
 
 def frozen_item_vectors(params: Params, items: pd.DataFrame, item_text: FrozenTextVectors) -> np.ndarray:

@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from core.errors import ShopError
 from core.io import read_table
 from core.params import Params
-from core.paths import repo_root
+from core.paths import shared_root
 from pipelines.augment import backends
 from pipelines.augment.manifest import Context, GeneratorOutput
 from pipelines.augment.retail_history import encode_titles
@@ -108,7 +108,7 @@ def enrich_by_llm(items: pd.DataFrame, params: Params, p: Settings) -> pd.DataFr
             "generators.item_enrichment.settings.use_llm: needs augment.backend.name huggingface or openai "
             "(the offline backend cannot write descriptions)"
         )
-    generator = backends.make_backend(params.augment.backend, params.seed, root=repo_root())
+    generator = backends.make_backend(params.augment.backend, params.seed, root=shared_root())
     band = price_band(items["price"], p.price_bands)
     stems = [f"Product title: {t}\nPrice band: {b}\n" for t, b in zip(items["title"], band, strict=True)]
     categories = generator.complete([s + "Give a product category of 1-3 words. Category:" for s in stems])

@@ -25,7 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from core.encoder import TextEncoder
 from core.errors import ShopError
 from core.io import atomic_path
-from core.paths import repo_root
+from core.paths import shared_root
 from pipelines.adapters.judged import query_id
 from pipelines.augment.backends import Request, TextGenerator, backend_record, make_backend
 from pipelines.augment.backends.offline import norm, words
@@ -333,13 +333,13 @@ def generate(ctx: Context) -> GeneratorOutput:
         bp = bp.model_copy(update={"name": "offline"})
     train_df, items_df = load_search_training(ctx.train, items)
     backend = (
-        make_backend(bp, ctx.params.seed, repo_root(), train=train_df, items=items_df)
+        make_backend(bp, ctx.params.seed, shared_root(), train=train_df, items=items_df)
         if "paraphrase" in rp.operations
         else None
     )
     cache_dir = None
     if bp.cache:
-        cache_dir = Path(bp.cache_dir) if Path(bp.cache_dir).is_absolute() else repo_root() / bp.cache_dir
+        cache_dir = Path(bp.cache_dir) if Path(bp.cache_dir).is_absolute() else shared_root() / bp.cache_dir
     try:
         rows, stats = generate_query_rewrites(
             train_df, items_df, rp, backend, ctx.params.seed, ctx.params.encoder.model, cache_dir

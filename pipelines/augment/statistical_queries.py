@@ -9,7 +9,7 @@ head on the same items, and this one supplies the volume. Round-trip filtered th
 
 import logging
 
-from core.paths import repo_root
+from core.paths import shared_root
 from pipelines.augment.backends import make_backend
 from pipelines.augment.manifest import Context, GeneratorOutput
 from pipelines.augment.search_data import load_search_training
@@ -28,7 +28,7 @@ def generate(ctx: Context) -> GeneratorOutput:
     sp, items = ctx.settings, ctx.table("items")
     bp = ctx.params.augment.backend.model_copy(update={"name": "offline"})
     train_df, items_df = load_search_training(ctx.train, items)
-    backend = make_backend(bp, ctx.params.seed, repo_root(), train=train_df, items=items_df)
+    backend = make_backend(bp, ctx.params.seed, shared_root(), train=train_df, items=items_df)
     try:
         rows, stats = generate_synthetic_queries(
             train_df, items_df, sp, backend, ctx.params.seed, ctx.params.encoder.model

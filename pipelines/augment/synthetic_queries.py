@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from core.encoder import TextEncoder
 from core.errors import ShopError
 from core.params import BackendParams
-from core.paths import repo_root
+from core.paths import shared_root
 from pipelines.adapters.judged import query_id
 from pipelines.augment.backends import (
     HuggingFaceBackend,
@@ -202,7 +202,7 @@ def doc2query_backend(bp: BackendParams, tuned: TunedModel, seed: int) -> Huggin
     return HuggingFaceBackend(
         f"{bp.model}+doc2query",
         generation_settings(bp),
-        open_cache(bp, repo_root()),
+        open_cache(bp, shared_root()),
         seed,
         batch_size=bp.batch_size,
         device=bp.device,
@@ -226,10 +226,10 @@ def generate(ctx: Context) -> GeneratorOutput:
     if sp.fine_tune_steps and bp.name == "huggingface":
         pairs = training_pairs(train_df, items_df, sp.min_relevance)
         recipe = FineTune(sp.fine_tune_steps, sp.fine_tune_batch_size, sp.fine_tune_lr)
-        tuned = fine_tuned_model(bp.model, pairs, recipe, seed, cache_folder(bp, repo_root()), bp.device)
+        tuned = fine_tuned_model(bp.model, pairs, recipe, seed, cache_folder(bp, shared_root()), bp.device)
         backend = doc2query_backend(bp, tuned, seed)
     else:  # few-shot prompts (huggingface / openai), or the offline sampler (fits on the training pairs itself)
-        backend = make_backend(bp, seed, repo_root(), train=train_df, items=items_df)
+        backend = make_backend(bp, seed, shared_root(), train=train_df, items=items_df)
     try:
         rows, stats = generate_synthetic_queries(
             train_df,

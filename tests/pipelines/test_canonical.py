@@ -121,7 +121,7 @@ def test_each_contract_violation_is_one_line_naming_the_file(tmp_path, case):
 def canonical_project(tmp_path: Path, inter: pd.DataFrame) -> Path:
     """params.yaml with the canonical retail adapter on raw/retail/shop/, Home Depot search as in test_ingest."""
     params = yaml.safe_load((repo_root() / "params.yaml").read_text())
-    unset = {"sha256": None, "url": None, "url_sha256": None}
+    unset = {"sha256": None, "url": None, "url_sha256": None, "files": None, "fallback": None}
     params["data"]["retail"] = {"adapter": "canonical", "file": "shop", **unset}
     params["data"]["search"] = {"adapter": "homedepot", "file": "train.csv", **unset}
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))

@@ -43,7 +43,8 @@ def make_project(
 ) -> Path:
     """A tmp folder with params.yaml and raw/{retail,search}/<file>, as `fetch` would leave it."""
     params = yaml.safe_load((repo_root() / "params.yaml").read_text())
-    unset = {"sha256": None, "url": None, "url_sha256": None}  # every key is required: no checksum, no download
+    # every key is required: no checksum, no download, no fallback
+    unset = {"sha256": None, "url": None, "url_sha256": None, "files": None, "fallback": None}
     params["data"]["retail"] = {"adapter": "online_retail", "file": retail_name, **unset}
     params["data"]["search"] = {"adapter": "homedepot", "file": search_name, **unset}
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))

@@ -1,6 +1,11 @@
 """The benchmark's verdicts: a fixed-rate p99 is the median of its repeats, reported with its spread."""
 
-from serving.benchmark import markdown, verdicts
+import http.server
+import json
+import threading
+import time
+
+from serving.benchmark import markdown, run_locust, verdicts
 
 CI = {"value": 0.0, "ci_low": 0.0, "ci_high": 0.0, "n": 3}
 QUALITY = {
@@ -89,3 +94,32 @@ def test_failures_are_reported_by_kind():
     overloaded["failure_kinds"] = {"HTTP 503": 5, "ConnectionResetError(104)": 2}
     table = markdown(report([overloaded]))
     assert "| 7 (ConnectionResetError(104): 2, HTTP 503: 5) |" in table
+
+
+def test_the_fixed_rate_load_keeps_its_rate_when_answers_are_slow(tmp_path):
+    """40 req/s from 4 users against a real server answering in 60 ms: a wait counted from each answer would
+    send at most 4 / (0.1 s + 0.06 s) = 25 req/s; the per-user send schedule keeps the offered rate."""
+
+    class Slow(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            self.rfile.read(int(self.headers["Content-Length"]))
+            time.sleep(0.06)
+            self.send_response(200)
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"{}")
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Slow)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    bodies = tmp_path / "bodies.json"
+    bodies.write_text(json.dumps([{"k": 1}]))
+    try:
+        result = run_locust(f"http://127.0.0.1:{server.server_address[1]}", "ping", 4, 40.0, 8, bodies, tmp_path)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert result["failures"] == 0 and result["p50_ms"] >= 60
+    assert result["rps"] >= 34, result  # 85% of 40 (ramp-up and Poisson noise over 8 s)

@@ -10,6 +10,7 @@ def stats(v: float, low: float, high: float) -> dict:
 def test_tables_show_cis_paired_differences_against_twin_and_best_baseline_and_the_ablation():
     doc = {
         "search": {
+            "dataset": ["wands"],
             "model": {"noaug": "bi_encoder", "aug": "bi_encoder", "minus_query_rewrites": "bi_encoder"},
             "baselines": {"bm25": {"ndcg@10": stats(0.338, 0.323, 0.354)}},
             "models": {
@@ -39,6 +40,7 @@ def test_tables_show_cis_paired_differences_against_twin_and_best_baseline_and_t
         }
     }
     text = report.render(doc)
+    assert text.count("| Wayfair WANDS, real test queries, whole catalogue (100) | synthetic share |") == 1
     assert "| bm25 (best baseline) | 0 | 0.338 [0.323, 0.354] |" in text
     assert "| bi-encoder, augmented | 0.50 | 0.340 [0.320, 0.350] | – | – | – | +0.020 [+0.010, +0.030] |" in text
     assert "| query_rewrites | 0.330 [0.310, 0.345] | +0.010 [+0.002, +0.018] |" in text

@@ -120,6 +120,35 @@ def test_relative_sqlite_uri_resolves_against_repo_and_env_wins(mlflow_params, m
     assert tracking_uri == registry_uri == f"sqlite:///{tmp_path / 'other.db'}"
 
 
+def test_a_dvc_experiment_in_a_temporary_copy_logs_to_the_workspace_mlflow_store(tmp_path):
+    """`dvc exp run --temp` (as a queued run) works in a copy under .dvc/tmp; its run must land in the user's
+    mlflow.db, not in the copy that DVC deletes afterwards."""
+    log_run = (
+        "import mlflow; from training.registry import resolve_uri; "
+        "mlflow.set_tracking_uri(resolve_uri('sqlite:///mlflow.db')); "
+        "mlflow.start_run(); mlflow.log_metric('ndcg', 0.5); mlflow.end_run()"
+    )
+    workspace = tmp_path / "shop"
+    workspace.mkdir()
+    git = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DVC_", "MLFLOW_"))} | git
+
+    def run(*args):
+        subprocess.run(args, cwd=workspace, env=env, check=True, capture_output=True, timeout=300)
+
+    run("git", "init", "-q")
+    run(sys.executable, "-m", "dvc", "init", "-q")
+    (workspace / "dvc.yaml").write_text(
+        yaml.safe_dump({"stages": {"log": {"cmd": f'{sys.executable} -c "{log_run}"'}}})
+    )
+    (workspace / ".gitignore").write_text("mlflow.db\nmlruns/\n")
+    run("git", "add", "-A")
+    run("git", "commit", "-q", "-m", "toy")
+    run(sys.executable, "-m", "dvc", "exp", "run", "--temp")
+    runs = MlflowClient(f"sqlite:///{workspace / 'mlflow.db'}").search_runs(experiment_ids=["0"])
+    assert [r.data.metrics["ndcg"] for r in runs] == [0.5]
+
+
 def test_unknown_task_and_bad_model_uri_are_refused(mlflow_params):
     with pytest.raises(ShopError, match="task 'books'"):
         get_task("books").registered_model(mlflow_params.mlflow)
