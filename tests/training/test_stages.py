@@ -41,7 +41,9 @@ def test_a_variant_fuse_skipped_leaves_outputs_without_a_model(tmp_path):
     out, metrics = tmp_path / "models/retail/aug", tmp_path / "metrics/train/retail-aug.json"
     args = ["--task", "retail", "--variant", "aug", "--data", str(data), "--splits", str(tmp_path / "splits")]
     args += ["--canonical", str(tmp_path / "canonical"), "--out", str(out), "--metrics", str(metrics), "--no-track"]
+    args += ["--curves", str(tmp_path / "curves")]  # the default is the repository's own metrics/curves/retail-aug
     result = CliRunner().invoke(train.app, args)
     assert result.exit_code == 0, result.output
     assert json.loads(metrics.read_text()) == {"skipped": "no synthetic rows"}
+    assert json.loads((tmp_path / "curves" / "valid.json").read_text()) == []
     assert out.is_dir() and not (out / "model.json").exists()
