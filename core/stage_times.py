@@ -1,7 +1,7 @@
 """How long each DVC stage takes: the line a stage prints when it starts, and the record it keeps when it ends.
 
 The expected time is this machine's last successful run of the stage (`data/cache/stage_times.json`, written
-here), else the reference measured on 2 CPU cores with the default params (`core/stage_times.json`, a copy of
+here), else the reference measured on 2 CPU cores with the default params (`reports/stage_times.json`, a copy of
 such a record).
 DVC names the running stage in `$DVC_STAGE` (e.g. `train@search-aug`); outside DVC nothing is printed.
 """
@@ -15,7 +15,7 @@ from core.io import atomic_path
 from core.paths import repo_root, shared_root
 
 log = logging.getLogger("stage")
-REFERENCE = repo_root() / "core" / "stage_times.json"
+REFERENCE = repo_root() / "reports" / "stage_times.json"
 LOCAL = shared_root() / "data" / "cache" / "stage_times.json"
 
 
