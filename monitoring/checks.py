@@ -80,15 +80,36 @@ class Comparison:
 
 
 def text_descriptors(frame: pd.DataFrame, text: str, vocab: set[str]) -> pd.DataFrame:
-    """Add the text descriptors the report compares: characters, words and out-of-vocabulary share."""
-    values = frame[text].astype(str)
-    return frame.assign(
-        **{
-            f"{text}_chars": values.str.len().astype(float),
-            f"{text}_words": values.map(lambda t: float(len(tokens(t)))),
-            f"{text}_oov": oov_share(values.tolist(), vocab),
-        }
+    """`frame` with the text descriptors the reports compare, computed by Evidently's descriptor API:
+    `<text>_chars` (TextLength), `<text>_words` and `<text>_oov` (share of words not in `vocab`).
+
+    Words and OOV are custom column descriptors over `tokens`: Evidently's WordCount drops digits, which
+    e-commerce text is full of ("18 in. vanity" is three words here, two there), and its OOVWordsPercentage
+    counts words missing from an English dictionary, not from the shop's own real text.
+    """
+    from evidently import DataDefinition, Dataset
+    from evidently.core.datasets import DatasetColumn
+    from evidently.descriptors import CustomColumnDescriptor, TextLength
+
+    def words(column: DatasetColumn) -> DatasetColumn:
+        return DatasetColumn("num", column.data.map(lambda t: float(len(tokens(t)))))
+
+    def oov(column: DatasetColumn) -> DatasetColumn:
+        return DatasetColumn("num", pd.Series(oov_share(column.data.tolist(), vocab), index=column.data.index))
+
+    source = frame.reset_index(drop=True).assign(**{text: frame[text].astype(str).to_numpy()})
+    dataset = Dataset.from_pandas(
+        source[[text]],
+        data_definition=DataDefinition(text_columns=[text]),
+        descriptors=[
+            TextLength(text, alias=f"{text}_chars"),
+            CustomColumnDescriptor(text, words, alias=f"{text}_words"),
+            CustomColumnDescriptor(text, oov, alias=f"{text}_oov"),
+        ],
     )
+    described = dataset.as_dataframe()
+    columns = [f"{text}_chars", f"{text}_words", f"{text}_oov"]
+    return source.assign(**{c: described[c].astype(float).to_numpy() for c in columns}).set_axis(frame.index)
 
 
 @functools.cache

@@ -4,6 +4,7 @@ import pandas as pd
 import pytest
 from monitoring_fixtures import make_queries
 
+from monitoring.checks import text_descriptors
 from monitoring.text_quality import (
     distinct_n,
     length_histograms,
@@ -85,3 +86,12 @@ def test_section_puts_synthetic_beside_real_on_equal_sizes_with_notes():
     bare = query_text_quality(synthetic.iloc[:60], real.iloc[:60], None, None, seed=42)
     assert bare["synthetic"]["title_copy_share"] is None and bare["synthetic"]["round_trip_pass_rate"] is None
     assert len(bare["notes"]) == 2
+
+
+def test_text_descriptors_count_digits_as_words_and_oov_against_the_shop_vocabulary():
+    frame = pd.DataFrame({"query": ["18 in. vanity", "Kitchen sink", "", None]}, index=[5, 6, 7, 8])
+    described = text_descriptors(frame, "query", {"vanity", "sink", "kitchen"})
+    assert described.index.tolist() == [5, 6, 7, 8]
+    assert described["query_chars"].tolist() == [13.0, 12.0, 0.0, 4.0]  # a missing text reads as "None"
+    assert described["query_words"].tolist() == [3.0, 2.0, 0.0, 1.0]
+    assert described["query_oov"].tolist() == pytest.approx([2 / 3, 0.0, 0.0, 1.0])
