@@ -97,9 +97,8 @@ def text_descriptors(frame: pd.DataFrame, text: str, vocab: set[str]) -> pd.Data
     def oov(column: DatasetColumn) -> DatasetColumn:
         return DatasetColumn("num", pd.Series(oov_share(column.data.tolist(), vocab), index=column.data.index))
 
-    source = frame.reset_index(drop=True).assign(**{text: frame[text].astype(str).to_numpy()})
     dataset = Dataset.from_pandas(
-        source[[text]],
+        pd.DataFrame({text: frame[text].astype(str).to_numpy()}),
         data_definition=DataDefinition(text_columns=[text]),
         descriptors=[
             TextLength(text, alias=f"{text}_chars"),
@@ -109,7 +108,7 @@ def text_descriptors(frame: pd.DataFrame, text: str, vocab: set[str]) -> pd.Data
     )
     described = dataset.as_dataframe()
     columns = [f"{text}_chars", f"{text}_words", f"{text}_oov"]
-    return source.assign(**{c: described[c].astype(float).to_numpy() for c in columns}).set_axis(frame.index)
+    return frame.assign(**{c: described[c].astype(float).to_numpy() for c in columns})
 
 
 @functools.cache

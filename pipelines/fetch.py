@@ -127,7 +127,10 @@ def download(source: SourceParams, target: Path, key: str) -> Path:
     try:
         digest = verify(target, source.url_sha256, f"{key}.url_sha256")
     except ShopError:
-        shutil.rmtree(target) if target.is_dir() else target.unlink(missing_ok=True)
+        if target.is_dir():
+            shutil.rmtree(target)
+        else:
+            target.unlink(missing_ok=True)
         raise
     if not source.url_sha256:
         log.info("downloaded %s sha256 %s (set %s.url_sha256 to pin it)", target.name, digest, key)

@@ -248,9 +248,7 @@ def evaluate_all(
         components = search_components(params, models_dir, fused, inputs, twins) if task == "search" else None
         uplift = compare(task, models, baselines.get(task, {}))
         results[task] = {
-            "dataset": sorted(
-                pd.read_parquet(canonical / task / "items.parquet", columns=["source"])["source"].unique()
-            ),
+            "dataset": sorted(inputs["items"]["source"].unique()),
             "model": kinds,
             "baselines": baselines.get(task, {}),
             "models": models,
