@@ -252,6 +252,7 @@ class ServeParams(Section):
     history_len: int = Field(ge=1, description="latest purchases (repeats kept) per known user")
     popularity_days: int = Field(ge=1, description="window of the context-aware popularity fallback")
     personal_weight: float = Field(ge=0, le=1, description="share of user affinity in personal search re-ranking")
+    rerank: bool = Field(description="a search champion with a re-ranker re-orders its top candidates; false: off")
     flat_index_max_items: int = Field(ge=1, description="exact FAISS index up to this many items, else HNSW")
     hnsw_m: int = Field(ge=4)
     reload_poll_s: float = Field(ge=0, description="0 = no polling (admin endpoint only)")
@@ -291,7 +292,19 @@ class TrainCommonParams(Section):
     mixup_alpha: float = Field(ge=0, description="Beta(alpha, alpha) mixup of user/query vectors; 0 off")
 
 
-class RankerTrainParams(Section):
+class LambdaRankParams(Section):
+    """LightGBM LambdaRank settings shared by the retail ranker and the search re-ranker."""
+
+    rounds: int = Field(ge=1, description="boosting rounds at most (early-stopped on the real validation split)")
+    early_stopping: int = Field(ge=1, description="rounds without validation NDCG@10 gain before stopping")
+    learning_rate: float = Field(gt=0)
+    num_leaves: int = Field(ge=2)
+    min_data_in_leaf: int = Field(ge=1)
+    feature_fraction: float = Field(gt=0, le=1)
+    threads: int = Field(ge=0, description="LightGBM threads; 0 = all cores")
+
+
+class RankerTrainParams(LambdaRankParams):
     """The repeat/explore recommender (training/repeat_explore.py): candidates, windows, LightGBM LambdaRank."""
 
     enabled: bool = Field(description="true: the retail model is this ranker; false: the two-tower of train.retail")
@@ -302,13 +315,6 @@ class RankerTrainParams(Section):
     copurchase_candidates: int = Field(ge=0, description="candidates co-bought with the user's items (explore)")
     bestseller_candidates: int = Field(ge=0, description="candidates among the last 30 days' bestsellers")
     max_basket_items: int = Field(ge=2, description="larger baskets are left out of co-purchase counts")
-    rounds: int = Field(ge=1, description="boosting rounds at most (early-stopped on the validation window)")
-    early_stopping: int = Field(ge=1, description="rounds without validation NDCG@10 gain before stopping")
-    learning_rate: float = Field(gt=0)
-    num_leaves: int = Field(ge=2)
-    min_data_in_leaf: int = Field(ge=1)
-    feature_fraction: float = Field(gt=0, le=1)
-    threads: int = Field(ge=0, description="LightGBM threads; 0 = all cores")
 
 
 class RetailTrainParams(TrainCommonParams):
@@ -338,6 +344,13 @@ class SearchHybridParams(Section):
     depth: int = Field(ge=1)
 
 
+class RerankParams(LambdaRankParams):
+    """The search re-ranker (training/rerank.py): LightGBM LambdaRank over the hybrid's top `depth` candidates."""
+
+    enabled: bool = Field(description="false: the hybrid's order is the model's order")
+    depth: int = Field(ge=2, description="first-stage candidates re-ordered per query")
+
+
 class SearchTrainParams(TrainCommonParams):
     """Bi-encoder: fine-tuned query tower; item tower = cached frozen encoder + linear adapter (or shared)."""
 
@@ -349,6 +362,7 @@ class SearchTrainParams(TrainCommonParams):
     hard_negatives: int = Field(ge=0, description="mined hard negatives per query in a batch")
     sampled_negatives: int = Field(ge=0, description="random catalogue items added as negatives per batch")
     hybrid: SearchHybridParams
+    rerank: RerankParams
 
 
 class TrainParams(Section):

@@ -65,17 +65,22 @@ def payloads(bentoml_home: Path, recommender: str, search_test: Path, n: int = 2
     return {"ping": [{}], "search": [{"query": q, "k": 10} for q in texts], "recommend": recommend}
 
 
-def exact_rankings(bundle: Bundle, queries: list[str], k: int) -> list[list[tuple[str, float]]]:
+def exact_rankings(bundle: Bundle, queries: list[str], k: int, rerank: bool = False) -> list[list[tuple[str, float]]]:
     """The packaged search champion's top `k` (item id, score) per query as the harness evaluates it
     (`SearchModel.search`): torch query vectors against every item vector, fused with BM25 over the whole catalogue
-    for a hybrid."""
+    for a hybrid, its top candidates re-ordered by the model's re-ranker when `rerank`."""
     ids, out = bundle.index.item_ids, []
     for start in tqdm(range(0, len(queries), 64), desc="exact rankings", unit="batch"):
         batch = queries[start : start + 64]
         scores = np.asarray(bundle.model.encode_queries(batch), dtype=np.float32) @ bundle.index.vectors.T
         hybrid = getattr(bundle.model, "hybrid", None)
         if hybrid:
-            scores = fuse(bundle.lexical.catalogue_scores(batch), scores, hybrid["weight"], hybrid["depth"])
+            lexical = bundle.lexical.catalogue_scores(batch)
+            fused = fuse(lexical, scores, hybrid["weight"], hybrid["depth"])
+            if rerank and bundle.words is not None:
+                stages = (lexical, scores, fused)
+                fused = bundle.model.reranker.rerank_rows(batch, bundle.lexical, bundle.words, stages, fused)
+            scores = fused
         out += [[(i, s) for i, s in ranked(ids, row, k) if np.isfinite(s)] for row in scores]
     return out
 
@@ -103,7 +108,7 @@ def search_quality(host: str, bundle_dir: Path, search_test: Path, params: Param
     bundle = load_bundle(bundle_dir, threads=params.serve.torch_threads)
     scored = {
         "served": served_rankings(host, queries, 10),
-        "exact": [[item for item, _ in top] for top in exact_rankings(bundle, queries, 10)],
+        "exact": [[item for item, _ in top] for top in exact_rankings(bundle, queries, 10, params.serve.rerank)],
     }
     ndcg = {
         name: np.array([ndcg_at_k(r, g, 10) for r, g in zip(rows, gains, strict=True)]) for name, rows in scored.items()
@@ -121,9 +126,11 @@ def search_quality(host: str, bundle_dir: Path, search_test: Path, params: Param
     }
 
 
-def start_server(port: int, batching: bool, log: Path) -> subprocess.Popen:
-    """`bentoml serve` of the service with batching on or off; returns once /readyz answers 200."""
-    env = {**os.environ, "SHOPAUG_SERVE": json.dumps({"batching": {"enabled": batching}, "reload_poll_s": 0})}
+def start_server(port: int, batching: bool, log: Path, rerank: bool = True) -> subprocess.Popen:
+    """`bentoml serve` of the service with batching on or off and the search re-ranker on or off; returns once
+    /readyz answers 200."""
+    serve = {"batching": {"enabled": batching}, "rerank": rerank, "reload_poll_s": 0}
+    env = {**os.environ, "SHOPAUG_SERVE": json.dumps(serve)}
     return start_service(port, env, log)
 
 
@@ -203,6 +210,7 @@ def verdicts(runs: list[dict]) -> dict:
             r
             for r in runs
             if r["batching"] == batching
+            and r["rerank"]
             and r["endpoint"] == endpoint
             and r["concurrency"] == users
             and r["target_rps"] == rate
@@ -250,12 +258,14 @@ def markdown(report: dict) -> str:
         "",
         f"Machine: {report['machine']}. Command: `{report['command']}`.",
         "",
-        "| batching | endpoint | concurrency | target req/s | requests | failures | p50 ms | p99 ms | req/s |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| batching | re-ranker | endpoint | concurrency | target req/s | requests | failures | p50 ms | p99 ms "
+        "| req/s |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in report["runs"]:
         lines.append(
-            f"| {'on' if r['batching'] else 'off'} | {r['endpoint']} | {r['concurrency']} | "
+            f"| {'on' if r['batching'] else 'off'} | {'on' if r['rerank'] else 'off'} | {r['endpoint']} | "
+            f"{r['concurrency']} | "
             f"{r['target_rps'] or 'max'} | {r['requests']} | {failures(r)} | {r['p50_ms']:g} | "
             f"{r['p99_ms']:g} | {r['rps']:g} |"
         )
@@ -308,6 +318,15 @@ def markdown(report: dict) -> str:
             )
         lines.append(f"| {endpoint} | p99 over the /ping floor (c=8) | {v['p99_over_floor_c8']}× | (reported) |")
         lines.append(f"| {endpoint} | batching speed-up (c=32) | {v['batching_speedup_c32']}× | (reported) |")
+    off = [r for r in report["runs"] if not r["rerank"]]
+    if off:
+        lone = next((r["p50_ms"] for r in off if r["concurrency"] == 1), None)
+        p99 = spread([r["p99_ms"] for r in off if r["target_rps"]])
+        lines.append(
+            f"| search, re-ranker off (`serve.rerank: false`) | (reported) | lone p50 {lone:g} ms; p99 median "
+            f"{p99['median']:g} ms (min {p99['min']:g}, max {p99['max']:g}) at {TARGETS['search']['rate']:g} req/s "
+            "| (reported) |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -410,25 +429,22 @@ def main(
         bodies[endpoint] = work / f"{endpoint}.json"
         bodies[endpoint].write_text(json.dumps(rows))
     runs, host = [], f"http://127.0.0.1:{port}"
-    for batching in (True, False):
-        server = start_server(port, batching, work / f"server-{batching}.log")
+    # batching on, then off; then /search alone with the re-ranker switched off (its latency cost)
+    for batching, rerank in ((True, True), (False, True), (True, False)):
+        server = start_server(port, batching, work / f"server-{batching}-{rerank}.log", rerank)
         try:
-            for endpoint in ENDPOINTS:
+            for endpoint in ENDPOINTS if rerank else ("search",):
                 levels = concurrency if batching else ([] if endpoint == "ping" else [max(concurrency)])
-                for users in levels:
-                    runs.append(
-                        {
-                            "batching": batching,
-                            **run_locust(host, endpoint, users, 0, seconds, bodies[endpoint], work),
-                        }
-                    )
+                for users in levels if rerank else [1]:
+                    run = run_locust(host, endpoint, users, 0, seconds, bodies[endpoint], work)
+                    runs.append({"batching": batching, "rerank": rerank, **run})
                     typer.echo(runs[-1])
                 for repeat in range(repeats if batching and endpoint in TARGETS else 0):
                     rate = TARGETS[endpoint]["rate"]
                     measured = run_locust(host, endpoint, 32, rate, seconds, bodies[endpoint], work)
-                    runs.append({"batching": batching, "repeat": repeat, **measured})
+                    runs.append({"batching": batching, "rerank": rerank, "repeat": repeat, **measured})
                     typer.echo(runs[-1])
-            if batching:
+            if batching and rerank:
                 overload = overload_and_recovery(host, conf, seconds, bodies["search"], work)
                 typer.echo(overload)
                 import bentoml  # after BENTOML_HOME is set: BentoML reads it on import

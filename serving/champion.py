@@ -8,7 +8,8 @@ known user's ranked candidates, `rankings.parquet` (a request without recent ite
 bundle holds its query encoder exported to ONNX Runtime in `query_encoder/` (serving/query_encoder.py) unless
 `serve.query_encoder` is torch or the export failed, and a hybrid search model's BM25 index over the catalogue,
 `lexical.pkl` (pickled: loading it takes 0.03 s where building it took 4 s of the serving process's CPU, with
-the interpreter lock held, in the middle of a champion swap).
+the interpreter lock held, in the middle of a champion swap), and, for a model with a re-ranker, the items'
+analysed words it reads, `item_words.pkl`.
 """
 
 import importlib
@@ -35,6 +36,7 @@ from serving.query_encoder import OnnxQueryEncoder, export_query_encoder
 from training.lexical import LexicalIndex
 from training.model_store import download_model_dir, load_model
 from training.repeat_explore import HISTORY_COLUMNS
+from training.rerank import ItemWords
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +44,7 @@ LOADER_ENV = "SHOPAUG_MODEL_LOADER"  # module:function replacing training.model_
 GLOBAL = ""  # popularity context of requests that name no country
 ITEM_COLUMNS = ["item_id", "title", "description", "category", "price"]
 QUERY_ENCODER_DIR = "query_encoder"
+WORDS_FILE = "item_words.pkl"  # a re-ranked search model's item words (training.rerank.ItemWords), pickled
 LEXICAL_FILE = "lexical.pkl"  # a hybrid search model's BM25 index (training.lexical.LexicalIndex), pickled
 CHECK_TEXTS = 64  # catalogue titles the ONNX query encoder must reproduce torch's vectors on
 
@@ -137,6 +140,7 @@ class Bundle:
     # (the model holds them then, as arrays: one copy per serving process)
     rankings: pd.DataFrame | None = None
     query_encoder: OnnxQueryEncoder | None = None  # search: the query tower on ONNX Runtime (else the model's)
+    words: ItemWords | None = None  # a re-ranked search model's item words, rows aligned with `index.item_ids`
 
     def meta(self) -> dict:
         return {"task": self.task, "registered_name": self.registered_name, "version": self.version}
@@ -159,11 +163,10 @@ def encode_catalogue(model: Any, items: pd.DataFrame) -> np.ndarray:
     return vectors
 
 
-def lexical_index(model: Any, items: pd.DataFrame) -> LexicalIndex | None:
-    """BM25 over the catalogue rows `items` in their order, as the hybrid search model `model` indexes a catalogue
-    (`SearchModel.fit` / `lexical`): its `hybrid.text_column` and BM25 settings, the text taken from `model.items`
-    by item id when `items` lack the column, the title for items the model does not know. None for a model
-    without `hybrid` (dense only)."""
+def indexed_texts(model: Any, items: pd.DataFrame) -> pd.Series | None:
+    """The text the hybrid search model `model` indexes for each of the catalogue rows `items`, in their order
+    (`SearchModel.fit`): its `hybrid.text_column`, taken from `model.items` by item id when `items` lack the
+    column, the title for items the model does not know. None for a model without `hybrid` (dense only)."""
     hybrid = getattr(model, "hybrid", None)
     if not hybrid:
         return None
@@ -185,7 +188,23 @@ def lexical_index(model: Any, items: pd.DataFrame) -> LexicalIndex | None:
                 column,
             )
         texts = texts.fillna(items["title"])
-    return LexicalIndex(Bm25Params(**hybrid["bm25"])).fit(ids.tolist(), texts.astype(str).tolist())
+    return texts.astype(str)
+
+
+def lexical_index(model: Any, items: pd.DataFrame) -> LexicalIndex | None:
+    """BM25 over `indexed_texts` with the hybrid model's BM25 settings, rows in the order of `items`."""
+    texts = indexed_texts(model, items)
+    if texts is None:
+        return None
+    ids = items["item_id"].astype(str).tolist()
+    return LexicalIndex(Bm25Params(**model.hybrid["bm25"])).fit(ids, texts.tolist())
+
+
+def item_words(model: Any, items: pd.DataFrame, lexical: LexicalIndex | None) -> ItemWords | None:
+    """The re-ranker's analysed title and text words of the rows `items` (None: the model has no re-ranker)."""
+    if getattr(model, "reranker", None) is None or lexical is None:
+        return None
+    return ItemWords.build(lexical, items["title"].astype(str).tolist(), indexed_texts(model, items).tolist())
 
 
 def onnx_query_encoder(model: Any, items: pd.DataFrame, threads: int, int8: bool) -> OnnxQueryEncoder | None:
@@ -232,7 +251,7 @@ def assemble_bundle(
     items = items[~items.index.duplicated()]
     vectors = encode_catalogue(model, items)
     index = ItemIndex.build(items.index.tolist(), vectors, serve.flat_index_max_items, serve.hnsw_m)
-    query_encoder = None
+    query_encoder, lexical = None, lexical_index(model, items)
     if task == "search" and serve.query_encoder != "torch":
         query_encoder = onnx_query_encoder(model, items, serve.torch_threads, serve.query_encoder == "onnx_int8")
     return Bundle(
@@ -245,9 +264,10 @@ def assemble_bundle(
         histories or {},
         popularity or {},
         interactions,
-        lexical_index(model, items),
+        lexical,
         rankings,
         query_encoder,
+        item_words(model, items, lexical),
     )
 
 
@@ -273,6 +293,8 @@ def save_bundle(bundle: Bundle, directory: Path) -> None:
         bundle.query_encoder.save(directory / QUERY_ENCODER_DIR)
     if bundle.lexical is not None:
         (directory / LEXICAL_FILE).write_bytes(pickle.dumps(bundle.lexical))
+    if bundle.words is not None:
+        (directory / WORDS_FILE).write_bytes(pickle.dumps(bundle.words))
 
 
 def load_bundle(directory: Path, load_model=None, threads: int = 1) -> Bundle:
@@ -301,6 +323,8 @@ def load_bundle(directory: Path, load_model=None, threads: int = 1) -> Bundle:
         query_encoder = OnnxQueryEncoder.load(directory / QUERY_ENCODER_DIR, threads)
     lexical_file = directory / LEXICAL_FILE
     lexical = pickle.loads(lexical_file.read_bytes()) if lexical_file.exists() else lexical_index(model, items)
+    words_file = directory / WORDS_FILE
+    words = pickle.loads(words_file.read_bytes()) if words_file.exists() else item_words(model, items, lexical)
     return Bundle(
         meta["task"],
         meta["registered_name"],
@@ -314,6 +338,7 @@ def load_bundle(directory: Path, load_model=None, threads: int = 1) -> Bundle:
         lexical,
         None,
         query_encoder,
+        words,
     )
 
 

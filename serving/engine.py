@@ -6,6 +6,7 @@ never fails a request in flight; the old bundle finishes the requests that alrea
 """
 
 import asyncio
+import dataclasses
 import datetime as dt
 import functools
 import gc
@@ -38,6 +39,7 @@ from serving.champion import (
 from serving.request_log import RequestLog
 from training.hybrid import fuse_candidates, top_positions
 from training.lexical import ranked
+from training.rerank import Candidates, query_words, top_candidates
 
 logger = logging.getLogger(__name__)
 
@@ -164,8 +166,11 @@ class ServingEngine:
             strategy = "search"
         else:  # CPU work (BM25, a catalogue-wide dot product, fusion): off the event loop, on the model thread
             loop = asyncio.get_running_loop()
-            positions, scores = await loop.run_in_executor(self.executor, hybrid_top, bundle, req.query, vector, depth)
-            strategy = "hybrid"
+            rerank = self.params.rerank and bundle.words is not None
+            positions, scores = await loop.run_in_executor(
+                self.executor, hybrid_top, bundle, req.query, vector, depth, rerank
+            )
+            strategy = "hybrid_reranked" if rerank else "hybrid"
         if affinity is not None:  # personal re-ranking of the candidates by the user's purchase affinity
             w = self.params.personal_weight
             scores = (1 - w) * scores + w * (bundle.index.vectors[positions] @ affinity)
@@ -517,13 +522,16 @@ def purchase_frame(purchases: list[schemas.Event], prices: pd.Series) -> pd.Data
     return frame.assign(value=frame["quantity"].astype(float) * price)
 
 
-def hybrid_top(bundle: Bundle, query: str, vector: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+def hybrid_top(
+    bundle: Bundle, query: str, vector: np.ndarray, k: int, rerank: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
     """(positions, fused scores) of the top `k` items of a hybrid search bundle for one query, as
     `SearchModel.search` ranks them: BM25 over the bundle's catalogue, `training.hybrid` fusion of the two
     sides' top-`depth` candidates. The dense candidates come from the bundle's item index (exact for a flat
     index, HNSW above `serve.flat_index_max_items`) with their inner products; the lexical candidates' dense
-    scores are computed from their vectors. No request reads every item vector; with an exact index the result
-    is `SearchModel.search`'s."""
+    scores are computed from their vectors. `rerank`: the model's re-ranker re-orders the fused top
+    `rerank.depth` (training/rerank.py). No request reads every item vector; with an exact index the result is
+    `SearchModel.search`'s."""
     hybrid = bundle.model.hybrid
     depth, vector = hybrid["depth"], np.asarray(vector, dtype=np.float32)
     lexical = bundle.lexical.catalogue_scores([query])[0]
@@ -537,6 +545,14 @@ def hybrid_top(bundle: Bundle, query: str, vector: np.ndarray, k: int) -> tuple[
     chosen[lexical_top] = chosen[nearest[0][found]] = True
     candidates = np.flatnonzero(chosen)
     fused = fuse_candidates(lexical[candidates], dense[candidates], hybrid["weight"])
+    if rerank:  # the top `depth` in the re-ranker's order, then the rest of the top k in the fused order
+        reranker = bundle.model.reranker
+        top = top_candidates(lexical[candidates], dense[candidates], fused, max(k, reranker.depth))
+        top = dataclasses.replace(top, positions=candidates[top.positions])  # catalogue positions
+        head = Candidates(*(part[: reranker.depth] for part in dataclasses.astuple(top)))
+        positions, scores = reranker.rerank(query_words(bundle.lexical, query), head, bundle.words)
+        positions = np.concatenate([positions, top.positions[reranker.depth :]])[:k]
+        return positions, np.concatenate([scores, top.fused[reranker.depth :]]).astype(np.float32)[:k]
     top = ranked(candidates, fused, k)
     return np.array([p for p, _ in top], dtype=np.int64), np.array([s for _, s in top], dtype=np.float32)
 

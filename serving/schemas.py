@@ -91,6 +91,8 @@ SearchStrategy = Literal[
     "search_personalized",  # ... re-ranked by the user's purchase affinity
     "hybrid",  # hybrid search model: BM25 fused with the dense scores (training/hybrid.py)
     "hybrid_personalized",  # ... re-ranked by the user's purchase affinity
+    "hybrid_reranked",  # ... its top candidates re-ordered by the model's re-ranker (training/rerank.py)
+    "hybrid_reranked_personalized",  # ... and by the user's purchase affinity
 ]
 
 

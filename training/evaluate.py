@@ -132,9 +132,9 @@ def versus_best_baseline(
 
 
 def search_components(params: Params, models_dir: Path, fused: Path, inputs: dict, variants: list[str]) -> dict:
-    """What the search hybrids are made of, on the same test queries: each bi-encoder alone and BM25 over the
-    expanded items of each variant that has them, with paired differences: {"models": {name: result},
-    "differences": {label: {metric: difference + CI}}}."""
+    """What the search models are made of, on the same test queries: each hybrid without its re-ranker, each
+    bi-encoder alone and BM25 over the expanded items of each variant that has them, with paired differences:
+    {"models": {name: result}, "differences": {label: {metric: difference + CI}}}."""
     results, units, differences = {}, {}, {}
 
     def run(name: str, model) -> None:
@@ -145,6 +145,9 @@ def search_components(params: Params, models_dir: Path, fused: Path, inputs: dic
     run("bm25", make_baseline("bm25", "search", params))
     for variant in tqdm(variants, desc="search components", unit="model"):
         model = load_trained(models_dir / "search" / variant, params)
+        if model.reranker is not None:
+            run(f"hybrid_{variant}_first_stage", model.first_stage())
+            differences[f"re-ranked {variant} − its hybrid first stage"] = (variant, f"hybrid_{variant}_first_stage")
         if model.hybrid:
             run(f"bi_encoder_{variant}", model.dense_only())
             differences[f"hybrid {variant} − its bi-encoder alone"] = (variant, f"bi_encoder_{variant}")

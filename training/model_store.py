@@ -2,10 +2,11 @@
 registered model's folder. Serving loads its champion through `load_model`.
 
 Folder layout: `model.json` (config, `kind`, `format_version`), `weights.pt` (heads), `items.parquet`, and
-`query_encoder/` (search) or `item_text_vectors.npy` + `item_buckets.npy` (recommender), `item_encoder/` when the
-item text is encoded by a frozen pretrained encoder. The repeat/explore recommender: `model.json`, `ranker.txt`
-(LightGBM; `ranker_before_validation.txt`, the booster before its refit on the validation window, scored on
-validation) and `history.parquet` (the interactions it ranks from until serving attaches newer ones).
+`query_encoder/` + with a re-ranker `reranker.txt` (LightGBM) (search) or `item_text_vectors.npy` +
+`item_buckets.npy` (recommender), `item_encoder/` when the item text is encoded by a frozen pretrained encoder.
+The repeat/explore recommender: `model.json`, `ranker.txt` (LightGBM; `ranker_before_validation.txt`, the
+booster before its refit on the validation window, scored on validation) and `history.parquet` (the
+interactions it ranks from until serving attaches newer ones).
 """
 
 import json
@@ -26,9 +27,11 @@ from core.paths import repo_root, shared_root
 from training.models import BiEncoder, TextTower, build_two_tower
 from training.registry import ensure_configured
 from training.repeat_explore import RepeatExploreModel
+from training.rerank import Reranker
 from training.serving_api import FrozenTextVectors, RecommenderModel, SearchModel
 
 FORMAT_VERSION = 1
+RERANKER_FILE = "reranker.txt"  # a search model's re-ranker (training/rerank.py)
 MODEL_DIR_KEY = "model_dir"  # the pyfunc artifact holding the saved folder (at <model>/artifacts/model_dir)
 
 
@@ -75,6 +78,8 @@ def save_model(model: Model, folder: str | Path) -> Path:
     if isinstance(model, SearchModel):
         net.query_tower.export(folder / "query_encoder")
         config["kind"] = "search"
+        if model.reranker is not None:
+            model.reranker.booster.save_model(folder / RERANKER_FILE)
     else:
         np.save(folder / "item_text_vectors.npy", model.text_vectors)
         np.save(folder / "item_buckets.npy", model.buckets)
@@ -114,7 +119,13 @@ def load_model_from_folder(folder: str | Path, cache_dir: str | Path | None = No
         tower = TextTower(str(folder / "query_encoder"), config["query_max_length"])
         net = BiEncoder(tower, config["shared_items"], 1.0)
         net.load_state_dict(heads, strict=False)
-        return SearchModel(net, items, config, item_text)
+        reranker = None
+        if "rerank" in config:
+            if not (folder / RERANKER_FILE).is_file():
+                raise ShopError(f"{folder}: model.json names a re-ranker but {RERANKER_FILE} is missing")
+            booster = lgb.Booster(model_file=str(folder / RERANKER_FILE))
+            reranker = Reranker(booster, config["rerank"]["depth"])
+        return SearchModel(net, items, config, item_text, reranker)
     net = build_two_tower(config)
     net.load_state_dict(heads)
     return RecommenderModel(

@@ -46,6 +46,7 @@ LABELS = {
     "two_tower": "two-tower",
     "bi_encoder": "bi-encoder",
     "hybrid": "hybrid BM25 + bi-encoder",
+    "reranked_hybrid": "hybrid + LambdaRank re-ranker",
 }
 PAIRED = {
     "ndcg@10": "NDCG@10",

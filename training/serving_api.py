@@ -33,6 +33,7 @@ from training.models import (
     item_texts,
     user_context_inputs,
 )
+from training.rerank import ItemWords, Reranker
 
 log = logging.getLogger(__name__)
 
@@ -98,10 +99,18 @@ def top_k(scores: np.ndarray, k: int) -> np.ndarray:
 # --------------------------------------------------------------------------------------------- search
 class SearchModel:
     """Bi-encoder for catalogue search, fused with BM25 over the item text when `config["hybrid"]` is set
-    (training/hybrid.py); a `Retriever` once `fit` has indexed a catalogue."""
+    (training/hybrid.py), its top candidates re-ordered by `reranker` when it has one (training/rerank.py); a
+    `Retriever` once `fit` has indexed a catalogue."""
 
-    def __init__(self, net: BiEncoder, items: pd.DataFrame, config: dict, item_text: FrozenTextVectors | None):
-        self.net, self.config, self.item_text = net.eval(), config, item_text
+    def __init__(
+        self,
+        net: BiEncoder,
+        items: pd.DataFrame,
+        config: dict,
+        item_text: FrozenTextVectors | None,
+        reranker: Reranker | None = None,
+    ):
+        self.net, self.config, self.item_text, self.reranker = net.eval(), config, item_text, reranker
         self.name = config.get("name", "bi_encoder")
         self.fit(pd.DataFrame(), items)
 
@@ -133,6 +142,7 @@ class SearchModel:
         self.item_ids = self.items["item_id"].astype(str).tolist()
         self._index: np.ndarray | None = None
         self._lexical: LexicalIndex | None = None
+        self._words: ItemWords | None = None
 
     @property
     def hybrid(self) -> dict | None:
@@ -141,8 +151,14 @@ class SearchModel:
 
     def dense_only(self) -> "SearchModel":
         """The same bi-encoder without the BM25 side (what the hybrid adds is measured against it)."""
-        config = {k: v for k, v in self.config.items() if k != "hybrid"}
-        config["name"] = self.name.replace("hybrid", "bi_encoder")
+        config = {k: v for k, v in self.config.items() if k not in ("hybrid", "rerank")}
+        config["name"] = self.name.replace("reranked_", "").replace("hybrid", "bi_encoder")
+        return SearchModel(self.net, self.items, config, self.item_text)
+
+    def first_stage(self) -> "SearchModel":
+        """The same hybrid without its re-ranker (what the re-ranker adds is measured against it)."""
+        config = {k: v for k, v in self.config.items() if k != "rerank"}
+        config["name"] = self.name.replace("reranked_", "")
         return SearchModel(self.net, self.items, config, self.item_text)
 
     def _vectors(self) -> np.ndarray:
@@ -158,16 +174,40 @@ class SearchModel:
             self._lexical = LexicalIndex(Bm25Params(**h["bm25"])).fit(self.item_ids, texts)
         return self._lexical
 
+    def words(self) -> ItemWords:
+        """The indexed items' analysed title and text words (the re-ranker's features; built on first use)."""
+        if self._words is None:
+            column = self.hybrid["text_column"]
+            titles, texts = self.items["title"].astype(str).tolist(), self.items[column].astype(str).tolist()
+            self._words = ItemWords.build(self.lexical(), titles, texts)
+        return self._words
+
     def dense_scores(self, queries: list[str]) -> np.ndarray:
         return self.encode_queries(queries) @ self._vectors().T
 
+    def stage_scores(self, queries: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(BM25, dense, fused) (len(queries), n_items) scores of a hybrid; fused is -inf off its candidates."""
+        h, dense = self.hybrid, self.dense_scores(queries)
+        lexical = self.lexical().catalogue_scores(queries)
+        return lexical, dense, fuse(lexical, dense, h["weight"], h["depth"], True)
+
     def catalogue_scores(self, queries: list[str], candidates_only: bool = False) -> np.ndarray:
-        """(len(queries), n_items) scores: dense, or fused with BM25 (`candidates_only`: -inf off the fused set)."""
-        dense = self.dense_scores(queries)
+        """(len(queries), n_items) scores: dense, or fused with BM25 (`candidates_only`: -inf off the fused set),
+        the top `rerank.depth` re-scored by the re-ranker when the model has one."""
         h = self.hybrid
         if not h:
-            return dense
-        return fuse(self.lexical().catalogue_scores(queries), dense, h["weight"], h["depth"], candidates_only)
+            return self.dense_scores(queries)
+        if self.reranker is None:
+            return fuse(
+                self.lexical().catalogue_scores(queries),
+                self.dense_scores(queries),
+                h["weight"],
+                h["depth"],
+                candidates_only,
+            )
+        lexical, dense, candidates = self.stage_scores(queries)
+        out = candidates if candidates_only else fuse(lexical, dense, h["weight"], h["depth"], False)
+        return self.reranker.rerank_rows(queries, self.lexical(), self.words(), (lexical, dense, candidates), out)
 
     def search(self, queries: list[str], k: int) -> list[list[tuple[str, float]]]:
         return search_catalogue(self, queries, k)

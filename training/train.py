@@ -27,7 +27,7 @@ import typer
 import features
 from core import cli
 from core.io import read_table, write_json
-from core.params import Params, RetailTrainParams, SearchHybridParams, SearchTrainParams
+from core.params import Params, RerankParams, RetailTrainParams, SearchHybridParams, SearchTrainParams
 from core.paths import shared_root
 from core.tasks import get_task
 from training import tracking
@@ -51,6 +51,7 @@ from training.mixup import mixup
 from training.model_store import save_model
 from training.models import USER_CONTEXT, BiEncoder, TextTower, build_two_tower, item_texts, user_context_inputs
 from training.repeat_explore import RepeatExploreModel, train_repeat_explore
+from training.rerank import examples, train_reranker, valid_ndcg
 from training.serving_api import FrozenTextVectors, RecommenderModel, SearchModel, top_k
 
 log = logging.getLogger(__name__)
@@ -386,6 +387,24 @@ def attach_hybrid(model: SearchModel, settings: SearchHybridParams, valid: pd.Da
     return {"hybrid_weight": weight, "valid_ndcg@10": curve[weight], **by_weight}
 
 
+def attach_reranker(
+    model: SearchModel, settings: RerankParams, train: pd.DataFrame, valid: pd.DataFrame, seed: int
+) -> dict:
+    """Give the hybrid `model` a re-ranker (training/rerank.py) learned from the variant's training rows `train`
+    (real and synthetic), early-stopped on the real `valid` split; returns its validation metrics."""
+    lexical, words = model.lexical(), model.words()
+    args = (model.stage_scores, lexical, words, model.item_ids, settings.depth)
+    reranker, info = train_reranker(
+        examples(train, *args, "re-ranker train"), examples(valid, *args, "re-ranker valid"), settings, seed
+    )
+    first_stage = valid_ndcg(model, valid)
+    model.reranker, model.config["rerank"] = reranker, {"depth": settings.depth}
+    model.name = model.config["name"] = model.name.replace("hybrid", "reranked_hybrid")
+    reranked = valid_ndcg(model, valid)
+    log.info("search re-ranker: valid NDCG@10 %.4f -> %.4f (%d rounds)", first_stage, reranked, info["rerank_rounds"])
+    return {"rerank_rounds": info["rerank_rounds"], "valid_ndcg@10_first_stage": first_stage, "valid_ndcg@10": reranked}
+
+
 # --------------------------------------------------------------------------------------------- entry points
 @dataclass
 class TrainOutcome:
@@ -556,6 +575,10 @@ def main(
             if task == "search" and config.train.search.hybrid.enabled:
                 summary = {**summary, "valid_ndcg@10_bi_encoder": summary["valid_ndcg@10"]}
                 summary.update(attach_hybrid(model, config.train.search.hybrid, outcome.job.valid))
+                if config.train.search.rerank.enabled:
+                    rows, _ = training_table(inputs.data, inputs.splits, "search", variant)
+                    rerank = config.train.search.rerank
+                    summary.update(attach_reranker(model, rerank, rows, outcome.job.valid, config.seed))
         folder = save_model(model, out)
         summary = {**summary, "data": tracking.repo_relative(data_path)}
         write_json({**summary, "history": history}, metrics)

@@ -21,6 +21,7 @@ from serving_fixture_models import (
     QUERY_DELAY_ENV,
     SLOW_DEADLINE_MS,
     SLOW_QUERY_S,
+    fixture_reranker,
     register_fixture_model,
     register_ranker,
 )
@@ -124,10 +125,14 @@ def world():
         "PYTHONPATH": f"{repo_root()}:{Path(__file__).parent}",
         "MLFLOW_ENABLE_ASYNC_LOGGING": "false",
     }
+    judged = queries.rename(columns={"search_term": "query", "product_uid": "item_id"})
+    rerank = fixture_reranker(model_items, FIXTURE_HYBRID, judged.assign(relevance=(judged["relevance"] - 1) / 2))
     os.chdir(root)  # mlflow's default ./mlruns artifact root lands in the temp folder
     versions = {
         "recommender": register_ranker(uri, "shopaug-recommender", retail["interactions"]),
-        "search": register_fixture_model(uri, "shopaug-search", "search", model_items, "", hybrid=FIXTURE_HYBRID),
+        "search": register_fixture_model(
+            uri, "shopaug-search", "search", model_items, "", hybrid=FIXTURE_HYBRID, rerank=rerank
+        ),
     }
     os.chdir(repo_root())
     packaged = package(root, env)

@@ -13,6 +13,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import lightgbm as lgb
 import numpy as np
 import pandas as pd
 
@@ -20,6 +21,7 @@ from core.encoder import TextEncoder
 from core.params import load_params
 from training.model_store import load_model_from_folder, save_model
 from training.repeat_explore import first_baskets, train_repeat_explore
+from training.rerank import Reranker, examples, train_reranker
 from training.serving_api import SearchModel
 
 ADMIN_TOKEN = "test-admin-token"  # the servers started by the tests accept this admin token
@@ -47,9 +49,12 @@ class FixtureSearchModel(SearchModel):
     the text; `salt` makes two versions rank differently; `hybrid` as a trained model's `config["hybrid"]` (None:
     dense only). Fusion, `catalogue_scores` and `search` are SearchModel's own: what the harness evaluates."""
 
-    def __init__(self, items: pd.DataFrame, salt: str, hybrid: dict | None = None):
-        self.net, self.item_text, self.salt = None, None, salt
+    def __init__(self, items: pd.DataFrame, salt: str, hybrid: dict | None = None, rerank: dict | None = None):
+        self.net, self.item_text, self.salt, self.reranker = None, None, salt, None
         self.config = {"name": "fixture_hybrid" if hybrid else "fixture", **({"hybrid": hybrid} if hybrid else {})}
+        if rerank:  # {"depth", "booster": a trained LightGBM booster as text} (fixture_reranker)
+            self.reranker = Reranker(lgb.Booster(model_str=rerank["booster"]), rerank["depth"])
+            self.config["rerank"] = {"depth": rerank["depth"]}
         self.name = self.config["name"]
         self.fit(pd.DataFrame(), items)
 
@@ -95,8 +100,18 @@ def load_model(uri: str):
         return load_model_from_folder(path)
     spec = json.loads((path / "fixture.json").read_text())
     if spec["kind"] == "search":
-        return FixtureSearchModel(pd.DataFrame(spec["items"]), spec["salt"], spec.get("hybrid"))
+        return FixtureSearchModel(pd.DataFrame(spec["items"]), spec["salt"], spec.get("hybrid"), spec.get("rerank"))
     return FixtureRecommenderModel(spec["titles"], spec["salt"])
+
+
+def fixture_reranker(items: pd.DataFrame, hybrid: dict, judged: pd.DataFrame) -> dict:
+    """A real re-ranker (training/rerank.py) for the fixture hybrid over `items`, trained on the graded `judged`
+    (query, item_id, relevance in [0, 1]) rows: {"depth", "booster" (text)} for `register_fixture_model`."""
+    model = FixtureSearchModel(items, "", hybrid)
+    settings = load_params().train.search.rerank.model_copy(update={"depth": 20, "min_data_in_leaf": 5, "rounds": 30})
+    table = examples(judged, model.stage_scores, model.lexical(), model.words(), model.item_ids, 20, "re-ranker")
+    reranker, _ = train_reranker(table, table, settings, 0)
+    return {"depth": settings.depth, "booster": reranker.booster.model_to_string()}
 
 
 def train_ranker(interactions: pd.DataFrame, window_days: int = 1):
@@ -145,9 +160,11 @@ def register_fixture_model(
     salt: str,
     alias: str = "champion",
     hybrid: dict | None = None,
+    rerank: dict | None = None,
 ) -> str:
     """Log a fixture model as a run's artifact, register it as a new version of `name`, point `alias` at it. A
-    search model knows `items` (their `search_text`, else the title) and is a hybrid when given `hybrid`."""
+    search model knows `items` (their `search_text`, else the title), is a hybrid when given `hybrid` and has a
+    re-ranker when given `rerank` (`fixture_reranker`)."""
     import mlflow
     from mlflow import MlflowClient
 
@@ -162,6 +179,7 @@ def register_fixture_model(
             for i, t, x in zip(items["item_id"], items["title"], items.get("search_text", items["title"]), strict=True)
         ],
         "hybrid": hybrid,
+        "rerank": rerank,
     }
     with (
         tempfile.TemporaryDirectory() as tmp,

@@ -11,6 +11,7 @@ from serving.champion import assemble_bundle, load_bundle, save_bundle
 from serving.engine import hybrid_top
 from serving.query_encoder import INT8_MIN_COSINE, OnnxQueryEncoder
 from training.models import BiEncoder, TextTower
+from training.rerank import examples, train_reranker
 from training.serving_api import FrozenTextVectors, SearchModel
 
 HYBRID = {"weight": 0.6, "depth": 100, "bm25": load_params().baselines.bm25.model_dump(), "text_column": "title"}
@@ -99,3 +100,34 @@ def test_served_hybrid_ranks_as_the_exact_evaluated_ranking_with_a_flat_index_an
             positions, scores = hybrid_top(bundle, query, vector, 10)
             same.append(same_ranking(bundle.index.item_ids[positions].tolist(), scores, expected))
         assert np.mean(same) >= agreement, (flat_max, np.mean(same))
+
+
+def test_served_reranker_orders_as_the_evaluated_model_and_ships_in_the_bundle(catalogue, tmp_path):
+    """A search model with a re-ranker (trained here on the slice's judged training queries): `hybrid_top` with
+    `rerank` gives the evaluated ranking (`SearchModel.search` = the benchmark's exact reference), the bundle
+    ships the item words it reads, and `rerank` off serves the hybrid's own order."""
+    items, queries = catalogue
+    train = search_slice(n_queries=200, n_items=1500)["train"]
+    model = real_search_model(items)
+    settings = load_params().train.search.rerank.model_copy(update={"depth": 20, "min_data_in_leaf": 5, "rounds": 30})
+    args = (model.stage_scores, model.lexical(), model.words(), model.item_ids, settings.depth)
+    model.reranker, _ = train_reranker(examples(train, *args, "train"), examples(train, *args, "valid"), settings, 0)
+    model.config = {**model.config, "rerank": {"depth": settings.depth}}
+    bundle = assemble_bundle("search", "shopaug-search", "1", model, items, None, None, serve_params("torch"))
+    save_bundle(bundle, tmp_path)
+    loaded = load_bundle(tmp_path, load_model=lambda _: model, threads=1)
+    assert loaded.words is not None and len(loaded.words.titles) == len(items)
+    evaluated = model.search(queries, 10)
+    exact = exact_rankings(loaded, queries, 10, rerank=True)
+    assert [[i for i, _ in r] for r in exact] == [[i for i, _ in r] for r in evaluated]
+    same, changed = [], []
+    for query, vector, expected in zip(queries, model.encode_queries(queries), exact, strict=True):
+        positions, scores = hybrid_top(loaded, query, vector, 10, rerank=True)
+        same.append(same_ranking(loaded.index.item_ids[positions].tolist(), scores, expected))
+        changed.append(positions.tolist() != hybrid_top(loaded, query, vector, 10)[0].tolist())
+    assert np.mean(same) >= 0.95, np.mean(same)
+    assert any(changed)  # the re-ranker re-orders some queries' top 10
+    deeper = model.search(queries[:5], 30)  # k over the re-ranked depth: the fused order continues after it
+    for query, vector, expected in zip(queries[:5], model.encode_queries(queries[:5]), deeper, strict=True):
+        positions, scores = hybrid_top(loaded, query, vector, 30, rerank=True)
+        assert same_ranking(loaded.index.item_ids[positions].tolist(), scores, expected), query

@@ -7,14 +7,16 @@ import torch
 from real_slices import VALID_CUTOFF, feast_store, retail_slice, search_slice
 
 from core.encoder import load_encoder
+from core.errors import ShopError
 from core.params import load_params
 from training.baselines import RandomRecommender
 from training.data import user_context
 from training.harness import evaluate_recommender, evaluate_retriever
 from training.model_store import load_model, save_model
 from training.models import USER_CONTEXT, TextTower
+from training.rerank import valid_ndcg
 from training.serving_api import RecommenderModel, SearchModel
-from training.train import TrainInputs, attach_hybrid, build_search_job, train_task
+from training.train import TrainInputs, attach_hybrid, attach_reranker, build_search_job, train_task
 
 pytestmark = pytest.mark.integration
 EVAL = load_params().evaluation.model_copy(update={"bootstrap_samples": 0, "recall_ks": [10], "catalogue_recall_k": 20})
@@ -137,6 +139,37 @@ def test_hybrid_weight_is_tuned_on_validation_and_survives_save_load_and_reindex
     assert loaded.lexical().catalogue_scores(["zzexpanded"]).min() > 0  # BM25 indexes the expanded text
     dense = loaded.dense_only()
     assert dense.hybrid is None and dense.name.startswith("bi_encoder")
+
+
+def test_reranker_learns_the_judged_order_keeps_the_candidates_and_survives_save_load(search, tmp_path):
+    """The LambdaRank re-ranker over the hybrid's top candidates: it orders the queries it learned from better
+    than the hybrid did, re-orders only the top `depth` (the same items, another order), and a saved model
+    ranks as the trained one. Queries without a judged relevant candidate are refused by name."""
+    root, outcome = search
+    items = pd.read_parquet(root / "data/canonical/search/items.parquet")
+    train = pd.read_parquet(root / "data/splits/search/train.parquet")
+    model = load_model(str(save_model(outcome.model, tmp_path / "dense")))
+    model.fit(train, items)
+    attach_hybrid(model, outcome.params.train.search.hybrid, outcome.job.valid)
+    settings = outcome.params.train.search.rerank.model_copy(update={"depth": 20, "min_data_in_leaf": 5})
+    summary = attach_reranker(model, settings, train, outcome.job.valid, seed=0)
+    assert summary["rerank_rounds"] >= 1 and model.config["rerank"] == {"depth": 20}
+    first_stage = model.first_stage()
+    assert first_stage.reranker is None and "rerank" not in first_stage.config
+    assert valid_ndcg(model, train) > valid_ndcg(first_stage, train)
+    queries = sorted(set(train["query"]))[:30]
+    reranked, hybrid = model.search(queries, 20), first_stage.search(queries, 20)
+    assert all({i for i, _ in a} == {i for i, _ in b} for a, b in zip(reranked, hybrid, strict=True))
+    assert any([i for i, _ in a] != [i for i, _ in b] for a, b in zip(reranked, hybrid, strict=True))
+    loaded = load_model(str(save_model(model, tmp_path / "reranked")))
+    assert (tmp_path / "reranked" / "reranker.txt").is_file()
+    assert loaded.search(queries, 10) == model.search(queries, 10)
+    (tmp_path / "reranked" / "reranker.txt").unlink()
+    with pytest.raises(ShopError, match="names a re-ranker but reranker.txt is missing"):
+        load_model(str(tmp_path / "reranked"))
+    unjudged = train.assign(relevance=0.0)
+    with pytest.raises(ShopError, match="no re-ranker train query has a judged relevant item"):
+        attach_reranker(model.first_stage(), settings, unjudged, outcome.job.valid, seed=0)
 
 
 def test_saved_recommender_loads_with_identical_embeddings(retail, tmp_path):
