@@ -6,7 +6,6 @@ never fails a request in flight; the old bundle finishes the requests that alrea
 """
 
 import asyncio
-import dataclasses
 import datetime as dt
 import functools
 import gc
@@ -547,12 +546,13 @@ def hybrid_top(
     fused = fuse_candidates(lexical[candidates], dense[candidates], hybrid["weight"])
     if rerank:  # the top `depth` in the re-ranker's order, then the rest of the top k in the fused order
         reranker = bundle.model.reranker
-        top = top_candidates(lexical[candidates], dense[candidates], fused, max(k, reranker.depth))
-        top = dataclasses.replace(top, positions=candidates[top.positions])  # catalogue positions
-        head = Candidates(*(part[: reranker.depth] for part in dataclasses.astuple(top)))
+        depth = reranker.depth
+        top = top_candidates(lexical[candidates], dense[candidates], fused, max(k, depth))
+        picked = candidates[top.positions]  # catalogue positions
+        head = Candidates(picked[:depth], top.lexical[:depth], top.dense[:depth], top.fused[:depth])
         positions, scores = reranker.rerank(query_words(bundle.lexical, query), head, bundle.words)
-        positions = np.concatenate([positions, top.positions[reranker.depth :]])[:k]
-        return positions, np.concatenate([scores, top.fused[reranker.depth :]]).astype(np.float32)[:k]
+        positions = np.concatenate([positions, picked[depth:]])[:k]
+        return positions, np.concatenate([scores, top.fused[depth:]]).astype(np.float32)[:k]
     top = ranked(candidates, fused, k)
     return np.array([p for p, _ in top], dtype=np.int64), np.array([s for _, s in top], dtype=np.float32)
 
