@@ -388,16 +388,16 @@ def attach_hybrid(model: SearchModel, settings: SearchHybridParams, valid: pd.Da
 
 
 def attach_reranker(
-    model: SearchModel, settings: RerankParams, train: pd.DataFrame, valid: pd.DataFrame, seed: int
+    model: SearchModel, settings: RerankParams, train: pd.DataFrame, valid: pd.DataFrame, first_stage: float, seed: int
 ) -> dict:
     """Give the hybrid `model` a re-ranker (training/rerank.py) learned from the variant's training rows `train`
-    (real and synthetic), early-stopped on the real `valid` split; returns its validation metrics."""
+    (real and synthetic), early-stopped on the real `valid` split; returns its validation metrics beside
+    `first_stage`, the hybrid's (`attach_hybrid`'s) validation NDCG@10."""
     lexical, words = model.lexical(), model.words()
     args = (model.stage_scores, lexical, words, model.item_ids, settings.depth)
     reranker, info = train_reranker(
         examples(train, *args, "re-ranker train"), examples(valid, *args, "re-ranker valid"), settings, seed
     )
-    first_stage = valid_ndcg(model, valid)
     model.reranker, model.config["rerank"] = reranker, {"depth": settings.depth}
     model.name = model.config["name"] = model.name.replace("hybrid", "reranked_hybrid")
     reranked = valid_ndcg(model, valid)
@@ -578,7 +578,8 @@ def main(
                 if config.train.search.rerank.enabled:
                     rows, _ = training_table(inputs.data, inputs.splits, "search", variant)
                     rerank = config.train.search.rerank
-                    summary.update(attach_reranker(model, rerank, rows, outcome.job.valid, config.seed))
+                    first_stage = summary["valid_ndcg@10"]
+                    summary.update(attach_reranker(model, rerank, rows, outcome.job.valid, first_stage, config.seed))
         folder = save_model(model, out)
         summary = {**summary, "data": tracking.repo_relative(data_path)}
         write_json({**summary, "history": history}, metrics)
