@@ -150,9 +150,9 @@ def test_reranker_learns_the_judged_order_keeps_the_candidates_and_survives_save
     train = pd.read_parquet(root / "data/splits/search/train.parquet")
     model = load_model(str(save_model(outcome.model, tmp_path / "dense")))
     model.fit(train, items)
-    hybrid = attach_hybrid(model, outcome.params.train.search.hybrid, outcome.job.valid)["valid_ndcg@10"]
+    hybrid_valid = attach_hybrid(model, outcome.params.train.search.hybrid, outcome.job.valid)["valid_ndcg@10"]
     settings = outcome.params.train.search.rerank.model_copy(update={"depth": 20, "min_data_in_leaf": 5})
-    summary = attach_reranker(model, settings, train, outcome.job.valid, hybrid, seed=0)
+    summary = attach_reranker(model, settings, train, outcome.job.valid, hybrid_valid, seed=0)
     assert summary["rerank_rounds"] >= 1 and model.config["rerank"] == {"depth": 20}
     first_stage = model.first_stage()
     assert first_stage.reranker is None and "rerank" not in first_stage.config
@@ -171,7 +171,7 @@ def test_reranker_learns_the_judged_order_keeps_the_candidates_and_survives_save
         load_model(str(tmp_path / "reranked"))
     unjudged = train.assign(relevance=0.0)
     with pytest.raises(ShopError, match="no re-ranker train query has a judged relevant item"):
-        attach_reranker(model.first_stage(), settings, unjudged, outcome.job.valid, hybrid, seed=0)
+        attach_reranker(model.first_stage(), settings, unjudged, outcome.job.valid, hybrid_valid, seed=0)
 
 
 def test_saved_recommender_loads_with_identical_embeddings(retail, tmp_path):
