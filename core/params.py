@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from core.errors import ShopError
 from core.paths import repo_root
@@ -41,14 +41,22 @@ class SourceParams(Section):
 
 
 class DataParams(Section):
-    retail: SourceParams
-    search: SourceParams
+    """The raw dataset of each task; null switches that task off (a recommendation-only or search-only run)."""
+
+    retail: SourceParams | None
+    search: SourceParams | None
     max_users: int | None = Field(ge=10, description="keep only this many customers (quick runs)")
     max_queries: int | None = Field(ge=10, description="keep only this many distinct queries (quick runs)")
     serving_events: str | None = Field(
         description="folder of the service's event log (serve.event_log.dir) whose purchases join the retail "
         "interactions at ingest with source=serving; null = off"
     )
+
+    @model_validator(mode="after")
+    def _one_task_at_least(self) -> "DataParams":
+        if self.retail is None and self.search is None:
+            raise ValueError("both retail and search are null: at least one task needs a dataset")
+        return self
 
 
 class RetailSplitParams(Section):

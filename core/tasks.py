@@ -1,12 +1,22 @@
 """The two tasks the loop serves, as data: what a task's training rows are, how it is scored and registered.
 
-Code that differs by task looks the task up here (`TASKS[name]`) instead of branching on its name.
+Code that differs by task looks the task up here (`TASKS[name]`) instead of branching on its name. A task
+whose dataset is null in params.yaml (`data.<task>: null`) is off: every stage writes a `TASK_OFF.json` marker
+where that task's output would go, so DVC's stage graph stays whole and later stages see the task is off.
 """
 
+import json
+import logging
 from dataclasses import dataclass
+from pathlib import Path
 
 from core.errors import ShopError
-from core.params import MlflowParams, PromoteParams
+from core.io import atomic_dir
+from core.params import DataParams, MlflowParams, PromoteParams
+
+log = logging.getLogger(__name__)
+
+OFF_MARKER = "TASK_OFF.json"
 
 
 @dataclass(frozen=True)
@@ -62,3 +72,20 @@ def get_task(name: str) -> Task:
     if name not in TASKS:
         raise ShopError(f"task {name!r}: expected one of {', '.join(TASKS)}")
     return TASKS[name]
+
+
+def tasks_on(data: DataParams) -> list[str]:
+    """The tasks that have a dataset (`data.<task>` not null), in loop order."""
+    return [name for name in TASKS if getattr(data, name) is not None]
+
+
+def write_task_off(folder: Path, task: str) -> None:
+    """Replace `folder` with only the marker saying `task` is off (the output of a stage for a task that is off)."""
+    with atomic_dir(folder) as tmp:
+        (tmp / OFF_MARKER).write_text(json.dumps({"task": task, "off": f"data.{task} is null"}) + "\n")
+    log.info("%s: task %s is off (data.%s is null)", folder, task, task)
+
+
+def is_task_off(folder: Path) -> bool:
+    """Whether `folder` is a switched-off task's marker output."""
+    return (Path(folder) / OFF_MARKER).is_file()

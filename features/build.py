@@ -10,8 +10,9 @@ import typer
 
 from core import cli
 from core.io import atomic_dir, read_table, write_json
+from core.tasks import tasks_on, write_task_off
 from features import compute
-from features.store import apply_definitions, config_path, materialize, open_store
+from features.store import apply_definitions, config_path, local_registry_dir, materialize, open_store
 
 log = logging.getLogger(__name__)
 app = cli.stage_app(__doc__)
@@ -84,6 +85,11 @@ def main(
     conf = cli.load(params)
     settings = conf.features
     splits, canonical, enrichment, out_dir = (cli.resolve(p) for p in (splits, canonical, enrichment, out))
+    if "retail" not in tasks_on(conf.data):  # no users to describe: markers where the snapshots and store would be
+        for folder in (out_dir, local_registry_dir(config_path(config or settings.store_config))):
+            if folder is not None:
+                write_task_off(folder, "retail")
+        return
     started = time.perf_counter()
     train_df = read_table(splits / "train.parquet", "interactions")
     items_df = read_table(canonical / "items.parquet", "items")

@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 import pandas as pd
+import yaml
 from feast import FeatureStore
 
 from core.errors import ShopError
@@ -35,6 +36,16 @@ def config_path(configured: str | Path | None = None) -> Path:
     if not path.is_file():
         raise ShopError(f"{path}: Feast configuration not found (set {CONFIG_ENV} or features.store_config)")
     return path
+
+
+def local_registry_dir(yaml_path: Path) -> Path | None:
+    """The folder of the Feast yaml's local file registry (data/feast in the embedded default); None when the
+    registry is a database or an object store."""
+    registry = (yaml.safe_load(yaml_path.read_text()) or {}).get("registry")
+    path = registry.get("path") if isinstance(registry, dict) else registry
+    if not isinstance(path, str) or "://" in path:
+        return None
+    return (yaml_path.parent / path).resolve().parent
 
 
 def _configured_in_params() -> str:

@@ -38,6 +38,7 @@ from core.errors import ShopError
 from core.io import atomic_path, read_table, write_json
 from core.params import GateParams, GeneratorRow, Params
 from core.paths import repo_root
+from core.tasks import tasks_on
 from monitoring.checks import (
     Comparison,
     EncoderCache,
@@ -514,6 +515,13 @@ def main(
     synthetic = cli.resolve(synthetic or Path("data/synthetic") / generator)
     out = cli.resolve(out or Path("metrics/gate") / f"{generator}.json")
     report = cli.resolve(report or Path("reports/gate") / f"{generator}.html")
+    task = generator_row(conf, generator).task
+    if task not in tasks_on(conf.data):
+        write_json({"generator": generator, "task": task, "decision": "off", "checks": {}}, out)
+        with atomic_path(report) as tmp:
+            tmp.write_text(f"<html><body><p>{generator}: task {task} is off (data.{task} is null)</p></body></html>\n")
+        log.info("gate: %s: task %s is off", generator, task)
+        return
     entry = run_gate(conf, generator, synthetic, cli.resolve(splits), cli.resolve(canonical), out, report)
     bad = [k for k, c in entry["checks"].items() if c["status"] in ("drop", "fail")]
     line = f"gate: {generator}: {entry['decision']}" + (f" ({', '.join(bad)})" if bad else "")

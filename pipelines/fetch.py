@@ -24,7 +24,7 @@ from core.errors import ShopError
 from core.io import atomic_dir, atomic_path
 from core.params import SourceParams
 from core.paths import DATA_DIR_ENV, data_dir
-from core.tasks import TASKS
+from core.tasks import TASKS, tasks_on, write_task_off
 
 log = logging.getLogger(__name__)
 app = cli.stage_app(__doc__)
@@ -201,12 +201,15 @@ def main(
     config = cli.load(params)
     out = cli.resolve(out)
     root = data_dir()
-    tasks = task or list(TASKS)
+    tasks, on = task or list(TASKS), tasks_on(config.data)
     unknown = sorted(set(tasks) - set(TASKS))
     if unknown:
         raise ShopError(f"--task: unknown task(s) {unknown}; expected one of {', '.join(TASKS)}")
     # Locate and verify everything first, so a missing or altered file leaves data/raw as it was.
-    found = {name: check_source(getattr(config.data, name), name, root) for name in tasks}
+    found = {name: check_source(getattr(config.data, name), name, root) for name in tasks if name in on}
+    for name in tasks:
+        if name not in on:
+            write_task_off(out / name, name)
     for name, (used, path, digest) in found.items():
         size = copy_source(path, out / name, used.adapter)
         log.info("fetched %s -> %s (%d bytes, sha256 %s)", path, out / name / path.name, size, digest)

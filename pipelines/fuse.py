@@ -27,7 +27,7 @@ from core.errors import ShopError
 from core.io import atomic_dir, read_table, write_json
 from core.params import FuseParams, Params
 from core.schema import validate_table
-from core.tasks import TASKS
+from core.tasks import TASKS, tasks_on, write_task_off
 from pipelines.augment.manifest import ROWS_FILE, file_sha256, shown
 from pipelines.augment.retail_history import valid_cutoff
 from pipelines.expansion import expand_items
@@ -549,13 +549,23 @@ def fuse_task(
 
 
 def run_fuse(params: Params, splits: Path, canonical: Path, synthetic: Path, gate: Path, out: Path) -> dict[str, dict]:
-    """Fuse every task (`<folder>/<task>` inputs, `out/<task>` outputs); return {task: summary}.
+    """Fuse every task that is on (`<folder>/<task>` inputs, `out/<task>` outputs); return {task: summary}.
 
-    Refuses a failed gate or a missing synthetic folder."""
-    decisions = read_gate(gate, list(params.generators), params.fuse.use_gate)
+    Refuses a failed gate or a missing synthetic folder. A task that is off gets off-markers for its models."""
+    on = tasks_on(params.data)
+    generators = [name for name, row in params.generators.items() if row.task in on]
+    decisions = read_gate(gate, generators, params.fuse.use_gate)
+    for task in [name for name in TASKS if name not in on]:  # train leaves these models out, as it does any
+        write_task_off(out / task, task)  # variant fuse skips
+        for spec in params.experiments.models.values():
+            if spec.task == task:
+                reason = f"task {task} is off (data.{task} is null)"
+                write_json(
+                    {"task": task, "variant": spec.variant, "skipped": reason},
+                    out / task / spec.variant / "manifest.json",
+                )
     return {
-        task: fuse_task(task, params, decisions, splits / task, canonical / task, synthetic, out / task)
-        for task in TASKS
+        task: fuse_task(task, params, decisions, splits / task, canonical / task, synthetic, out / task) for task in on
     }
 
 

@@ -19,7 +19,7 @@ from core import cli
 from core.errors import ShopError
 from core.io import atomic_dir, write_json
 from core.schema import TABLES, validate_table
-from core.tasks import TASKS
+from core.tasks import TASKS, tasks_on, write_task_off
 from pipelines.adapters import TASK_TABLES, load_source
 from pipelines.fetch import SOURCE_MANIFEST
 from pipelines.serving_events import add_serving_events
@@ -150,7 +150,7 @@ def main(
     raw, out, report = cli.resolve(raw), cli.resolve(out), cli.resolve(report)
     built, reports = {}, {}
     max_rows = {"retail": config.data.max_users, "search": config.data.max_queries}
-    for task in TASKS:
+    for task in tasks_on(config.data):
         path = raw_input(raw / task, task)
         adapter = raw_adapter(raw / task, getattr(config.data, task).adapter)
         log.info("ingest %s: adapter %s on %s", task, adapter, path)
@@ -162,6 +162,8 @@ def main(
     for task, tables in built.items():
         write_tables(tables, out / task)
         log.info("wrote %s: %s", out / task, reports[task]["output"])
+    for task in [name for name in TASKS if name not in built]:
+        write_task_off(out / task, task)
     write_json(reports, report)
 
 

@@ -18,6 +18,7 @@ import typer
 from core import cli
 from core.errors import ShopError
 from core.io import atomic_dir, read_table, write_json
+from core.tasks import TASKS, tasks_on, write_task_off
 from pipelines.noise import noisy_queries
 
 log = logging.getLogger(__name__)
@@ -113,21 +114,27 @@ def main(
     """Split the canonical retail interactions (temporal) and search queries (by query text)."""
     config = cli.load(params)
     canonical, out, report = cli.resolve(canonical), cli.resolve(out), cli.resolve(report)
-    interactions = read_table(canonical / "retail" / "interactions.parquet", "interactions")
-    queries = read_table(canonical / "search" / "queries.parquet", "queries")
-    cutoff = pd.Timestamp(config.split.retail.cutoff, tz="UTC")
-    retail_parts, retail_summary = split_retail(interactions, cutoff, config.split.retail.valid_days)
-    search = config.split.search
-    search_parts, search_summary = split_search(queries, search.valid_frac, search.test_frac, config.seed)
-    search_parts["test_noisy"] = noisy_queries(search_parts["test"], config.seed)
-    search_summary["test_noisy_operations"] = (
-        search_parts["test_noisy"].drop_duplicates("query_id")["noise"].value_counts().to_dict()
-    )
-    write_split(retail_parts, retail_summary, out / "retail")
-    write_split(search_parts, search_summary, out / "search")
-    write_json({"retail": retail_summary, "search": search_summary}, report)
-    log.info("retail split: %s", retail_summary["counts"])
-    log.info("search split: %s", search_summary["counts"])
+    on = tasks_on(config.data)
+    parts, summaries = {}, {}
+    if "retail" in on:
+        interactions = read_table(canonical / "retail" / "interactions.parquet", "interactions")
+        cutoff = pd.Timestamp(config.split.retail.cutoff, tz="UTC")
+        parts["retail"], summaries["retail"] = split_retail(interactions, cutoff, config.split.retail.valid_days)
+    if "search" in on:
+        queries = read_table(canonical / "search" / "queries.parquet", "queries")
+        search = config.split.search
+        parts["search"], summaries["search"] = split_search(queries, search.valid_frac, search.test_frac, config.seed)
+        parts["search"]["test_noisy"] = noisy_queries(parts["search"]["test"], config.seed)
+        summaries["search"]["test_noisy_operations"] = (
+            parts["search"]["test_noisy"].drop_duplicates("query_id")["noise"].value_counts().to_dict()
+        )
+    for task in TASKS:
+        if task in parts:
+            write_split(parts[task], summaries[task], out / task)
+            log.info("%s split: %s", task, summaries[task]["counts"])
+        else:
+            write_task_off(out / task, task)
+    write_json(summaries, report)
 
 
 if __name__ == "__main__":

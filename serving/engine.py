@@ -111,8 +111,8 @@ class ServingEngine:
 
     def __init__(
         self,
-        recommender: Bundle,
-        search: Bundle,
+        recommender: Bundle | None,
+        search: Bundle | None,
         params: ServeParams,
         request_log: RequestLog | None,
         features: UserFeatures | None = None,
@@ -130,14 +130,16 @@ class ServingEngine:
         # /events purchases per user, newest last; /recommend adds them to the user's history as bought just now
         self._bought: OrderedDict[str, list[str]] = OrderedDict()
         self._affinity: OrderedDict[tuple[str, str], np.ndarray | None] = OrderedDict()
-        self.rec = self._attach(recommender)
-        self.search_live = self._attach(search)
-        warm_up(recommender)
-        warm_up(search)
+        # a deployment of one task (data.<task>: null) has no bundle for the other: its endpoints answer 404
+        self.rec = self._attach(recommender) if recommender is not None else None
+        self.search_live = self._attach(search) if search is not None else None
+        for bundle in (recommender, search):
+            if bundle is not None:
+                warm_up(bundle)
 
     # -- endpoints -------------------------------------------------------------------------------------------
     async def recommend(self, req: schemas.RecommendRequest) -> schemas.RecommendResponse:
-        started, live = time.perf_counter(), self.rec
+        started, live = time.perf_counter(), self._served(self.rec, "recommend")
         bundle = live.bundle
         bought = [i for i in self._bought.get(req.user_id, []) if i in bundle.index.position]
         rank = self._ranked if hasattr(bundle.model, "rank_user") else self._nearest_to_user
@@ -155,7 +157,7 @@ class ServingEngine:
         )
 
     async def search(self, req: schemas.SearchRequest) -> schemas.SearchResponse:
-        started, live = time.perf_counter(), self.search_live
+        started, live = time.perf_counter(), self._served(self.search_live, "search")
         bundle = live.bundle
         vector = await live.batcher.submit(req.query)
         affinity = await self._search_affinity(req.user_id) if req.user_id else None
@@ -190,7 +192,7 @@ class ServingEngine:
 
     async def similar(self, req: schemas.SimilarRequest) -> schemas.SimilarResponse:
         started = time.perf_counter()
-        for live in (self.rec, self.search_live):
+        for live in self._lives():
             bundle = live.bundle
             position = bundle.index.position.get(req.item_id)
             if position is not None:
@@ -215,20 +217,21 @@ class ServingEngine:
         training run) and the request log; purchases also join their users' next recommendations at once and are
         pushed to the feature store when reachable."""
         started, request_id = time.perf_counter(), uuid.uuid4().hex
+        rec = self._served(self.rec, "events")  # events are purchases and clicks of the recommender's users
         for event in req.events:
-            if not any(event.item_id in live.bundle.index.position for live in (self.rec, self.search_live)):
+            if not any(event.item_id in live.bundle.index.position for live in self._lives()):
                 raise NotFound(f"item_id '{event.item_id}' is in neither catalogue")
         purchases = sorted((e for e in req.events if e.event == "purchase"), key=lambda e: e.ts)
         for user_id in dict.fromkeys(e.user_id for e in purchases):
             self._remember(user_id, [e.item_id for e in purchases if e.user_id == user_id])
         pushed = bool(purchases) and self.features.connected
         if pushed:  # blocking store IO, off the event loop and off the request: the answer does not wait for it
-            prices = self.rec.bundle.items["price"]
+            prices = rec.bundle.items["price"]
             asyncio.get_running_loop().run_in_executor(None, self.features.push, purchases, prices)
         elif purchases:
             logger.warning("Feast online store unavailable: %d purchase(s) not pushed", len(purchases))
         if self.event_log is not None:  # every event, as a canonical interaction row: ingest reads them back
-            values = purchase_frame(req.events, self.rec.bundle.items["price"])["value"]
+            values = purchase_frame(req.events, rec.bundle.items["price"])["value"]
             for n, (event, value) in enumerate(zip(req.events, values, strict=True)):
                 self.event_log.record(
                     {
@@ -267,7 +270,10 @@ class ServingEngine:
         )
 
     def versions(self) -> schemas.ModelVersions:
-        return schemas.ModelVersions(recommender=self.rec.bundle.version, search=self.search_live.bundle.version)
+        return schemas.ModelVersions(
+            recommender=self.rec.bundle.version if self.rec else None,
+            search=self.search_live.bundle.version if self.search_live else None,
+        )
 
     @property
     def ready(self) -> bool:
@@ -291,6 +297,8 @@ class ServingEngine:
             changed = []
             try:
                 for attr in ("rec", "search_live"):
+                    if getattr(self, attr) is None:
+                        continue
                     bundle = getattr(self, attr).bundle
                     version = champion_version(client, bundle.registered_name, self.params.alias)
                     if version == bundle.version:
@@ -350,6 +358,17 @@ class ServingEngine:
                 logger.warning("champion poll failed, still serving %s (%s)", self.versions(), exc)
 
     # -- pieces ----------------------------------------------------------------------------------------------
+    def _lives(self) -> list[Live]:
+        return [live for live in (self.rec, self.search_live) if live is not None]
+
+    @staticmethod
+    def _served(live: Live | None, endpoint: str) -> Live:
+        """`live`, or a 404 where this deployment has no model for the endpoint (its task is off)."""
+        if live is None:
+            task = "retail" if endpoint in ("recommend", "events") else "search"
+            raise NotFound(f"/{endpoint}: not served here (no {task} champion: data.{task} is null)")
+        return live
+
     def _attach(self, bundle: Bundle) -> Live:
         titles = bundle.items["title"].reindex(bundle.index.item_ids).fillna("").to_numpy(dtype=object)
         encode = functools.partial(ENCODERS[bundle.task], bundle.query_encoder or bundle.model)
@@ -371,6 +390,8 @@ class ServingEngine:
 
     async def _search_affinity(self, user_id: str) -> np.ndarray | None:
         """Return the unit mean of the search model's vectors of the user's purchased item titles (cached)."""
+        if self.rec is None:  # no recommender here: no purchase histories to personalise with
+            return None
         rec, search = self.rec.bundle, self.search_live.bundle
         history = rec.histories.get(user_id)
         if not history:

@@ -1,7 +1,8 @@
-"""Start `bentoml serve serving.service:Shopaug` as a child process and wait until it is ready (benchmark, tests)."""
+"""Start `bentoml serve` (the service or a built Bento) as a child process; return once it is ready."""
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -13,8 +14,23 @@ from core.errors import ShopError
 from core.paths import repo_root
 
 
-def start_service(port: int, env: dict[str, str], log: Path, ready_within_s: float = 300) -> subprocess.Popen:
-    """Run the service on 127.0.0.1:`port` with environment `env`, output to `log`; return once /readyz is 200.
+def free_port() -> int:
+    """A loopback port nothing listens on now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start_service(
+    port: int,
+    env: dict[str, str],
+    log: Path,
+    ready_within_s: float = 300,
+    target: str = "serving.service:Shopaug",
+    cwd: Path | None = None,
+) -> subprocess.Popen:
+    """Run `target` (the service, or a built Bento's tag) on 127.0.0.1:`port` with environment `env` in `cwd`
+    (default: the repository), output to `log`; return once /readyz is 200.
 
     Raises ShopError with the log's tail when the process exits or is not ready in time (the process is killed).
     """
@@ -25,14 +41,14 @@ def start_service(port: int, env: dict[str, str], log: Path, ready_within_s: flo
                 "-m",
                 "bentoml",
                 "serve",
-                "serving.service:Shopaug",
+                target,
                 "--host",
                 "127.0.0.1",
                 "--port",
                 str(port),
             ],
             env=env,
-            cwd=repo_root(),
+            cwd=cwd or repo_root(),
             stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=True,

@@ -17,6 +17,7 @@ from core.errors import ShopError
 from core.io import read_table, write_json
 from core.params import Params
 from core.paths import repo_root
+from core.tasks import tasks_on
 from serving.champion import (
     assemble_bundle,
     champion_version,
@@ -76,36 +77,34 @@ def package_task(
 
 
 def package_champions(canonical: Path, params: Params, load_model=None) -> dict:
-    """Save both champions into the BentoML model store; return {registered name: {version, tag}}.
+    """Save the champion of every task that is on into the BentoML model store; return {registered name:
+    {version, tag}}.
 
     Reads `canonical/retail` (interactions, users, items: histories, popularity, catalogue) and
     `canonical/search/items.parquet` (the search catalogue).
     """
     serve, uri = params.serve, tracking_uri(params.mlflow.tracking_uri)
     client = registry_client(uri)
-    retail_dir = canonical / "retail"
-    interactions = read_table(retail_dir / "interactions.parquet", "interactions")
-    users_path = retail_dir / "users.parquet"
-    users = read_table(users_path, "users") if users_path.exists() else None
-    retail_items = read_table(retail_dir / "items.parquet", "items")
-    tasks = [
-        (
-            "retail",
-            params.mlflow.recommender_model,
-            retail_items,
-            user_histories(interactions, serve.history_len),
-            context_popularity(interactions, users, serve.popularity_days),
-            interactions,
-        ),
-        (
-            "search",
-            params.mlflow.search_model,
-            read_table(canonical / "search" / "items.parquet", "items"),
-            None,
-            None,
-            None,
-        ),
-    ]
+    on = tasks_on(params.data)
+    tasks = []
+    if "retail" in on:
+        retail_dir = canonical / "retail"
+        interactions = read_table(retail_dir / "interactions.parquet", "interactions")
+        users_path = retail_dir / "users.parquet"
+        users = read_table(users_path, "users") if users_path.exists() else None
+        tasks.append(
+            (
+                "retail",
+                params.mlflow.recommender_model,
+                read_table(retail_dir / "items.parquet", "items"),
+                user_histories(interactions, serve.history_len),
+                context_popularity(interactions, users, serve.popularity_days),
+                interactions,
+            )
+        )
+    if "search" in on:
+        items = read_table(canonical / "search" / "items.parquet", "items")
+        tasks.append(("search", params.mlflow.search_model, items, None, None, None))
     packaged = {}
     for task, name, items, histories, popularity, rows in tasks:
         version = champion_version(client, name, serve.alias)

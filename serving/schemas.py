@@ -121,8 +121,8 @@ class EventsResponse(BaseModel):
 
 
 class ModelVersions(BaseModel):
-    recommender: str
-    search: str
+    recommender: str | None = Field(description="champion version served; null where the retail task is off")
+    search: str | None = Field(description="champion version served; null where the search task is off")
 
 
 class ReloadResponse(BaseModel):

@@ -15,6 +15,7 @@ from bentoml.exceptions import BentoMLException
 
 from core.logfolder import is_uri
 from core.paths import repo_root
+from core.tasks import tasks_on
 from serving.champion import load_bundle, tracking_uri
 from serving.engine import ServingEngine, freeze_heap
 from serving.errors import OneLineErrors
@@ -39,7 +40,8 @@ logging.getLogger("serving").setLevel(logging.INFO)  # reloads and Feast fallbac
 
 # params.yaml (packaged with the Bento) with $SHOPAUG_SERVE over `serve`
 PARAMS = load_serving_params()
-# BentoML model names = the registered model names (what `python -m serving.package` saves)
+# BentoML model names = the registered model names (what `python -m serving.package` saves), for the tasks on
+TASKS_ON = tasks_on(PARAMS.data)
 RECOMMENDER, SEARCH = PARAMS.mlflow.recommender_model, PARAMS.mlflow.search_model
 # the endpoints behind the in-flight limit and deadline (health, metrics, docs, ping and admin stay outside)
 SHED_PATHS = ("/recommend", "/search", "/similar", "/events")
@@ -53,9 +55,9 @@ SHED_PATHS = ("/recommend", "/search", "/similar", "/events")
 )
 class Shopaug:
     # the champion versions, saved into the BentoML model store by `python -m serving.package`; `bentoml build`
-    # packages exactly these into the Bento
-    recommender_model = bentoml.models.BentoModel(f"{RECOMMENDER}:latest")
-    search_model = bentoml.models.BentoModel(f"{SEARCH}:latest")
+    # packages exactly these into the Bento; a task that is off (data.<task>: null) has none and its endpoints 404
+    recommender_model = bentoml.models.BentoModel(f"{RECOMMENDER}:latest") if "retail" in TASKS_ON else None
+    search_model = bentoml.models.BentoModel(f"{SEARCH}:latest") if "search" in TASKS_ON else None
 
     def __init__(self) -> None:
         import torch
@@ -89,9 +91,10 @@ class Shopaug:
             prefix="events",
         )
         serve = params.serve
+        threads = params.serve.torch_threads
         self.engine = ServingEngine(
-            load_bundle(Path(self.recommender_model.path)),
-            load_bundle(Path(self.search_model.path), threads=params.serve.torch_threads),
+            load_bundle(Path(self.recommender_model.path)) if self.recommender_model else None,
+            load_bundle(Path(self.search_model.path), threads=threads) if self.search_model else None,
             serve,
             self.request_log,
             tracking_uri=tracking_uri(params.mlflow.tracking_uri),

@@ -24,7 +24,7 @@ from core.errors import ShopError
 from core.io import atomic_path, read_table, write_json
 from core.params import Bm25Params, Params
 from core.paths import shared_root
-from core.tasks import get_task
+from core.tasks import get_task, tasks_on
 from training.harness import evaluate_recommender, evaluate_retriever, retail_eval_inputs
 from training.hybrid import HybridRetriever
 from training.lexical import BM25Retriever
@@ -472,9 +472,15 @@ def main(
     canonical: Annotated[Path, typer.Option(help="canonical tables folder")] = Path("data/canonical"),
     out: Annotated[Path, typer.Option(help="metrics JSON to write")] = Path("metrics/baselines.json"),
 ) -> None:
-    """Score every baseline on the test split of both tasks and write metrics JSON (DVC metrics)."""
+    """Score every baseline on the test split of each task that is on and write metrics JSON (DVC metrics)."""
     config = cli.load(params)
-    metrics = run_baselines(config, cli.resolve(splits), cli.resolve(canonical))
+    on = tasks_on(config.data)
+    models = {task: names for task, names in BASELINES.items() if task in on}
+    metrics = {
+        task: m
+        for task, m in run_baselines(config, cli.resolve(splits), cli.resolve(canonical), models).items()
+        if task in on
+    }
     write_json(metrics, cli.resolve(out))
     for task, by_model in metrics.items():
         for name, result in by_model.items():

@@ -23,7 +23,7 @@ from core import cli
 from core.errors import ShopError
 from core.io import atomic_path, write_json
 from core.params import Params
-from core.tasks import TASKS
+from core.tasks import TASKS, tasks_on
 from training import tracking
 from training.baselines import make_baseline
 from training.holdout import load_test_inputs, load_trained, score_model
@@ -197,9 +197,25 @@ def _metric_keys(result: dict) -> list[str]:
     return keys
 
 
+SWEEP_COLUMNS = [
+    "variant",
+    "synthetic_share",
+    "ndcg@10",
+    "ndcg@10_ci_low",
+    "ndcg@10_ci_high",
+    "max_synthetic_share",
+    "augment_enabled",
+    "generators",
+    "experiment",
+    "time",
+]
+
+
 def append_sweep(path: Path, rows: list[dict]) -> None:
     """Add this run's rows to the sweep CSV (a row per model and sweep setting; a rerun replaces its rows)."""
-    new = pd.DataFrame(rows)
+    if not rows and path.exists():
+        return
+    new = pd.DataFrame(rows, columns=SWEEP_COLUMNS)
     if path.exists():
         old = pd.read_csv(path, dtype={"generators": str})
         key = ["variant", "max_synthetic_share", "generators", "augment_enabled"]
@@ -229,8 +245,8 @@ def evaluate_all(
         log.warning("%s missing: results have no baselines", baselines_path)
     configure(params.mlflow)
     results: dict[str, dict] = {}
-    sweep: dict[str, list[dict]] = {}
-    for task in TASKS:
+    sweep: dict[str, list[dict]] = {task: [] for task in TASKS}  # a task that is off keeps its file as it was
+    for task in tasks_on(params.data):
         variants = trained_variants(params, task, models_dir)
         if not variants:
             continue

@@ -14,6 +14,7 @@ import typer
 
 from core import cli
 from core.errors import ShopError
+from core.tasks import tasks_on, write_task_off
 from pipelines.augment.manifest import Context, generator_module, load_settings, write_generator
 
 log = logging.getLogger(__name__)
@@ -38,6 +39,9 @@ def main(
     splits = cli.resolve(splits or Path("data/splits") / row.task)
     canonical = cli.resolve(canonical or Path("data/canonical") / row.task)
     out = cli.resolve(out or Path("data/synthetic") / generator)
+    if row.task not in tasks_on(config.data):
+        write_task_off(out, row.task)
+        return
     started = time.perf_counter()
     output = module.generate(Context(generator, config, settings, splits, canonical))
     seconds = time.perf_counter() - started

@@ -16,6 +16,7 @@ import yaml
 from core.errors import ShopError
 from core.params import SourceParams
 from core.paths import repo_root
+from core.tasks import OFF_MARKER
 from pipelines.fetch import check_source, copy_source, download_target, locate, sha256_of
 from pipelines.ingest import raw_adapter, raw_input
 
@@ -158,6 +159,45 @@ def test_missing_home_depot_file_is_one_line_pointing_to_open_alternatives(tmp_p
     assert errors[0].startswith(f"error: {data / 'homedepot' / 'train.csv'} not found")
     assert "wands" in errors[0] and "esci" in errors[0] and "never downloaded" in errors[0]
     assert not (tmp_path / "raw").exists()  # the retail file was not copied either
+
+
+def run_fetch(tmp_path, data, retail, search) -> subprocess.CompletedProcess:
+    """`python -m pipelines.fetch` with params.yaml's data.retail / data.search replaced."""
+    params = yaml.safe_load((repo_root() / "params.yaml").read_text())
+    params["data"]["retail"], params["data"]["search"] = retail, search
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pipelines.fetch",
+            "--params",
+            str(tmp_path / "params.yaml"),
+            "--out",
+            str(tmp_path / "raw"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "SHOP_DATA_DIR": str(data)},
+    )
+
+
+def test_a_task_without_a_dataset_is_off_and_both_off_is_one_line(tmp_path):
+    data = tmp_path / "data"
+    (data / "retail").mkdir(parents=True)
+    (data / "retail" / "retail.csv").write_bytes(PAYLOAD)
+    retail = source(sha256=PAYLOAD_SHA).model_dump()
+    result = run_fetch(tmp_path, data, retail, None)  # a recommendation-only shop: no search file anywhere
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "raw" / "retail" / "retail.csv").read_bytes() == PAYLOAD
+    assert [p.name for p in (tmp_path / "raw" / "search").iterdir()] == [OFF_MARKER]
+    both_off = run_fetch(tmp_path, data, None, None)
+    assert both_off.returncode == 2
+    assert both_off.stderr.strip().splitlines() == [
+        "error: params.yaml: data: Value error, both retail and search are null: at least one task needs a "
+        "dataset (1 problem(s))"
+    ]
 
 
 WANDS_FILES = {

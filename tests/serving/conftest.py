@@ -4,7 +4,6 @@ import contextlib
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -29,7 +28,7 @@ from serving_fixture_models import (
 from core.io import write_table
 from core.paths import data_dir, repo_root
 from pipelines.expansion import expand_items
-from serving.launch import start_service, stop_service
+from serving.launch import free_port, start_service, stop_service
 
 RETAIL_ROWS, SEARCH_ROWS = 8000, 600  # 8k Online Retail lines: 5 days, enough to train the ranker
 POLL_S = 1  # the polling server's serve.reload_poll_s
@@ -82,12 +81,6 @@ def search_model_items(items: pd.DataFrame, queries: pd.DataFrame) -> pd.DataFra
     expanded, _ = expand_items(items.iloc[:-NEW_ITEMS].reset_index(drop=True), judged, max_terms=8)
     expanded.loc[7, "search_text"] += f" {EXPANSION_WORD}"
     return expanded
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="session")

@@ -2,7 +2,6 @@
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -21,6 +20,7 @@ from typer.testing import CliRunner
 
 from core.errors import ShopError
 from core.tasks import get_task
+from serving.launch import free_port
 from training import model_store, registry, tracking, train
 from training.model_store import load_model, save_model
 from training.models import BiEncoder, TextTower
@@ -196,12 +196,6 @@ def test_real_search_model_round_trips_through_registry(mlflow_params, data_root
     np.testing.assert_allclose(
         pyfunc.predict(pd.DataFrame({"query": QUERIES})), model.encode_queries(QUERIES), atol=1e-5
     )
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def test_mlflow_models_serve_answers_from_the_registered_model_outside_the_repository(
