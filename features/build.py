@@ -11,8 +11,8 @@ import typer
 from core import cli
 from core.io import atomic_dir, read_table, write_json
 from core.tasks import tasks_on, write_task_off
-from features import compute
-from features.store import apply_definitions, config_path, local_registry_dir, materialize, open_store
+from features import compute, definitions
+from features.store import config_path, local_registry_dir, materialize, open_store
 
 log = logging.getLogger(__name__)
 app = cli.stage_app(__doc__)
@@ -43,6 +43,11 @@ def compute_tables(
         max_basket_items=max_basket_items,
     )
     return user_table, item_table
+
+
+def apply_definitions(store) -> None:
+    """Register entities, sources, views and services of features/definitions.py (what `feast apply` does)."""
+    store.apply(definitions.ALL_OBJECTS)
 
 
 def load_to_store(out_dir: Path, config: str | Path | None) -> dict:

@@ -12,7 +12,7 @@ from feast.online_response import TIMESTAMP_POSTFIX
 from feast.types import Float32, Int64
 
 from core.errors import ShopError
-from features import definitions
+from features import compute, definitions
 from features.store import open_store
 
 log = logging.getLogger(__name__)
@@ -163,16 +163,13 @@ class OnlineFeatureClient:
             row["days_since_first_purchase"] += (stamp - pd.Timestamp(stored_ts)) / pd.Timedelta(days=1)
         if "country" in lines.columns and lines["country"].notna().any():
             row["country"] = str(lines["country"].dropna().iloc[-1])
-        hours = pd.cut(
-            lines["ts"].dt.hour, [0, 8, 11, 14, 17, 24], right=False, labels=list(definitions.HOUR_BUCKETS)
-        ).astype(str)
+        hours = pd.cut(lines["ts"].dt.hour, compute.HOUR_EDGES, right=False, labels=list(compute.HOUR_BUCKETS)).astype(
+            str
+        )
         counts = {
-            **{f"share_{b}": int((hours == b).sum()) for b in definitions.HOUR_BUCKETS},
-            **{f"share_{d}": int((lines["ts"].dt.dayofweek == i).sum()) for i, d in enumerate(definitions.WEEKDAYS)},
-            **{
-                f"share_cluster_{k}": int((lines["text_cluster"] == k).sum())
-                for k in range(definitions.N_TEXT_CLUSTERS)
-            },
+            **{f"share_{b}": int((hours == b).sum()) for b in compute.HOUR_BUCKETS},
+            **{f"share_{d}": int((lines["ts"].dt.dayofweek == i).sum()) for i, d in enumerate(compute.WEEKDAYS)},
+            **{f"share_cluster_{k}": int((lines["text_cluster"] == k).sum()) for k in range(compute.N_TEXT_CLUSTERS)},
         }
         for name, count in counts.items():
             row[name] = (row[name] * n_old + count) / n

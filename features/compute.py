@@ -13,9 +13,12 @@ import numpy as np
 import pandas as pd
 
 from core.errors import ShopError
-from features.definitions import HOUR_BUCKETS, N_TEXT_CLUSTERS, WEEKDAYS
 
 log = logging.getLogger(__name__)
+# Number of title text clusters (TF-IDF + k-means); user shares have one column per cluster.
+N_TEXT_CLUSTERS = 8
+HOUR_BUCKETS = ("night", "morning", "midday", "afternoon", "evening")  # [0,8) [8,11) [11,14) [14,17) [17,24)
+WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 DAY = pd.Timedelta(days=1)
 HOUR_EDGES = [0, 8, 11, 14, 17, 24]
 

@@ -5,13 +5,11 @@ from datetime import timedelta
 from feast import Entity, FeatureService, FeatureView, Field, FileSource, PushSource, ValueType
 from feast.types import Float32, Int64, String
 
+from features.compute import HOUR_BUCKETS, N_TEXT_CLUSTERS, WEEKDAYS
+
 # Snapshots of the training side of the temporal split are valid this long after their timestamp: lookups
 # during the test period (after the last snapshot at the cutoff) still see the cutoff's values.
 SNAPSHOT_TTL = timedelta(days=90)
-# Number of title text clusters (TF-IDF + k-means); user shares have one column per cluster.
-N_TEXT_CLUSTERS = 8
-HOUR_BUCKETS = ("night", "morning", "midday", "afternoon", "evening")  # [0,8) [8,11) [11,14) [14,17) [17,24)
-WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
 
 def _field(name: str, dtype, description: str, default: str = "0") -> Field:
@@ -44,7 +42,7 @@ item_snapshots = FileSource(
     description="daily item feature snapshots from the training split",
 )
 
-# Serving pushes updated user rows here after new purchases (features.push_purchases); the batch source
+# Serving pushes updated user rows here after new purchases (OnlineFeatureClient.push_purchases); the batch source
 # above backs it for training and materialisation.
 user_activity_push = PushSource(name="user_activity_push", batch_source=user_snapshots)
 

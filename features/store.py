@@ -1,19 +1,27 @@
-"""Opening the Feast store by configuration, registering definitions, materialising, point-in-time joins."""
+"""Opening the Feast store by configuration, materialising, point-in-time joins.
+
+Feast is imported when a store is opened, not with this module: training stages that never open one (search
+models) start without it.
+"""
+
+from __future__ import annotations
 
 import datetime as dt
 import functools
 import logging
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 import yaml
-from feast import FeatureStore
 
 from core.errors import ShopError
 from core.params import load_params
 from core.paths import repo_root
-from features import definitions
+
+if TYPE_CHECKING:
+    from feast import FeatureStore
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +66,8 @@ def _configured_in_params() -> str:
 
 def open_store(config: str | Path | None = None) -> FeatureStore:
     """Return a FeatureStore for the yaml `config` (see config_path); the repo path is the yaml's folder."""
+    from feast import FeatureStore  # ~6 s to import: only where a store is opened
+
     path = config_path(config)
     for name, value in PRODUCTION_ENV_DEFAULTS.items():
         os.environ.setdefault(name, value)
@@ -73,11 +83,6 @@ def cached_store(config: str | None = None) -> FeatureStore:
     return open_store(config)
 
 
-def apply_definitions(store: FeatureStore) -> None:
-    """Register entities, sources, views and services of features/definitions.py (what `feast apply` does)."""
-    store.apply(definitions.ALL_OBJECTS)
-
-
 def materialize(store: FeatureStore, start: dt.datetime, end: dt.datetime) -> None:
     """Load the latest snapshot per entity with event_timestamp in [start, end] into the online store."""
     store.materialize(start_date=start, end_date=end, feature_views=["user_stats", "item_stats"])
@@ -90,7 +95,7 @@ def _historical(
     if missing:
         raise ShopError(f"entity_df: missing column(s) {missing} for {view} point-in-time features")
     store = store or cached_store()
-    names = _check_features(view, features)
+    names = _check_features(store, view, features)
     frame = entity_df.copy()
     frame[key] = frame[key].astype(str)
     frame["event_timestamp"] = pd.to_datetime(frame["event_timestamp"], utc=True)
@@ -107,9 +112,11 @@ def _historical(
     )
 
 
-def _check_features(view: str, features: list[str] | None) -> list[str]:
-    fields = definitions.USER_FIELDS if view == "user_stats" else definitions.ITEM_FIELDS
-    known = [f.name for f in fields]
+def _check_features(store: FeatureStore, view: str, features: list[str] | None) -> list[str]:
+    try:
+        known = [f.name for f in store.get_feature_view(view).features]
+    except Exception:  # Feast raises FeatureViewNotFoundException (and registry errors)
+        raise ShopError(f"feature view '{view}' is not registered; run `python -m features.build`") from None
     if features is None:
         return known
     unknown = [f for f in features if f not in known]

@@ -31,6 +31,7 @@ from core.errors import ShopError
 from core.io import read_table, write_json
 from core.params import Params
 from core.paths import repo_root
+from core.tasks import TASKS, tasks_on
 from serving.champion import Bundle, load_bundle, registry_client, tracking_uri
 from serving.launch import start_service, stop_service
 from training.hybrid import fuse
@@ -419,6 +420,9 @@ def main(
     """Start the packaged service (batching on, then off), load it, and check /search's NDCG@10 on the test split
     against the exact ranking; BENTOML_HOME must hold the champion (`python -m serving.package`)."""
     conf = cli.load(params)
+    off = [task for task in TASKS if task not in tasks_on(conf.data)]
+    if off:
+        raise ShopError(f"data.{off[0]} is null: the benchmark loads /recommend and /search, it needs both tasks on")
     out, search_test = cli.resolve(out), cli.resolve(search_test)
     concurrency = concurrency or [1, 8, 32]
     home = Path(os.environ.get("BENTOML_HOME", repo_root() / "bentoml_home"))

@@ -23,7 +23,7 @@ import pandas as pd
 from bentoml.exceptions import NotFound
 
 from core.params import ServeParams
-from features import OnlineFeatureClient
+from features.client import OnlineFeatureClient
 from serving import schemas
 from serving.batching import AdaptiveBatcher
 from serving.champion import (

@@ -17,7 +17,7 @@ from torch import nn
 
 from core.encoder import load_encoder, mean_pool
 from core.errors import ShopError
-from features.definitions import HOUR_BUCKETS, N_TEXT_CLUSTERS, WEEKDAYS
+from features.compute import HOUR_BUCKETS, N_TEXT_CLUSTERS, WEEKDAYS
 
 log = logging.getLogger(__name__)
 

@@ -9,8 +9,8 @@ import pytest
 
 from core.errors import ShopError
 from core.paths import repo_root
-from features import OnlineFeatureClient
 from features.build import main
+from features.client import OnlineFeatureClient
 from features.store import open_store
 
 

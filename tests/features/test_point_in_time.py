@@ -9,9 +9,8 @@ from rec_slice import CUTOFF, retail_slice
 import features
 from core.errors import ShopError
 from core.paths import repo_root
-from features.build import compute_tables
+from features.build import apply_definitions, compute_tables
 from features.point_in_time import add_context
-from features.store import apply_definitions
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,8 @@ import pandas as pd
 import pytest
 
 from core.errors import ShopError
-from features import OnlineFeatureClient, point_in_time_user_features
+from features import point_in_time_user_features
+from features.client import OnlineFeatureClient
 
 
 def test_production_profile_uses_redis_and_sql_registry(redis_store):

@@ -6,11 +6,11 @@ import pytest
 
 from core.errors import ShopError
 from features import (
-    OnlineFeatureClient,
     point_in_time_item_features,
     point_in_time_service_features,
     point_in_time_user_features,
 )
+from features.client import OnlineFeatureClient
 
 NUMERIC_USER = ["frequency", "monetary", "n_lines", "recency_days", "share_evening", "share_cluster_0"]
 

@@ -5,6 +5,12 @@ import json
 import threading
 import time
 
+import pytest
+import yaml
+
+from core.errors import ShopError
+from core.paths import repo_root
+from serving import benchmark
 from serving.benchmark import markdown, run_locust, verdicts
 
 CI = {"value": 0.0, "ci_low": 0.0, "ci_high": 0.0, "n": 3}
@@ -128,3 +134,12 @@ def test_the_fixed_rate_load_keeps_its_rate_when_answers_are_slow(tmp_path):
         server.server_close()
     assert result["failures"] == 0 and result["p50_ms"] >= 60
     assert result["rps"] >= 34, result  # 85% of 40 (ramp-up and Poisson noise over 8 s)
+
+
+def test_a_deployment_with_a_task_off_is_refused_in_one_line(tmp_path):
+    params = yaml.safe_load((repo_root() / "params.yaml").read_text())
+    params["data"]["search"] = None
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    with pytest.raises(ShopError, match=r"^data\.search is null: the benchmark loads /recommend and /search"):
+        benchmark.main(params=tmp_path / "params.yaml", out=tmp_path / "report.json")
+    assert not (tmp_path / "report.json").exists()

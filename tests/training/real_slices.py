@@ -73,8 +73,7 @@ def feast_store(root: Path) -> Path:
 
     import features
     from core.paths import repo_root
-    from features.build import compute_tables
-    from features.store import apply_definitions
+    from features.build import apply_definitions, compute_tables
 
     train = pd.read_parquet(root / "data/splits/retail/train.parquet")
     items = pd.read_parquet(root / "data/canonical/retail/items.parquet")
