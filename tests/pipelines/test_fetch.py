@@ -119,48 +119,6 @@ def test_a_folder_source_is_copied_whole_with_a_stable_hash(tmp_path):
     assert sha256_of(folder) != digest
 
 
-def test_missing_home_depot_file_is_one_line_pointing_to_open_alternatives(tmp_path):
-    data = tmp_path / "data"
-    (data / "retail").mkdir(parents=True)
-    (data / "retail" / "retail.csv").write_bytes(PAYLOAD)
-    params = yaml.safe_load((repo_root() / "params.yaml").read_text())
-    unset = {
-        "sha256": None,
-        "url": None,
-        "url_sha256": None,
-        "files": None,
-        "fallback": None,
-    }  # every key is required: no checksum, no download
-    params["data"]["retail"] = {"adapter": "online_retail", "file": "retail/retail.csv", **unset}
-    params["data"]["search"] = {"adapter": "homedepot", "file": "homedepot/train.csv", **unset}
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pipelines.fetch",
-            "--params",
-            str(tmp_path / "params.yaml"),
-            "--out",
-            str(tmp_path / "raw"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={**os.environ, "SHOP_DATA_DIR": str(data)},
-    )
-    assert result.returncode == 2
-    errors = [
-        line
-        for line in result.stderr.strip().splitlines()
-        if not re.match(r"^\d{4}-\d\d-\d\d [\d:,]+ (INFO|WARNING) ", line)
-    ]
-    assert len(errors) == 1, result.stderr
-    assert errors[0].startswith(f"error: {data / 'homedepot' / 'train.csv'} not found")
-    assert "wands" in errors[0] and "esci" in errors[0] and "never downloaded" in errors[0]
-    assert not (tmp_path / "raw").exists()  # the retail file was not copied either
-
-
 def run_fetch(tmp_path, data, retail, search) -> subprocess.CompletedProcess:
     """`python -m pipelines.fetch` with params.yaml's data.retail / data.search replaced."""
     params = yaml.safe_load((repo_root() / "params.yaml").read_text())
@@ -181,6 +139,31 @@ def run_fetch(tmp_path, data, retail, search) -> subprocess.CompletedProcess:
         timeout=120,
         env={**os.environ, "SHOP_DATA_DIR": str(data)},
     )
+
+
+def test_missing_home_depot_file_is_one_line_pointing_to_open_alternatives(tmp_path):
+    data = tmp_path / "data"
+    (data / "retail").mkdir(parents=True)
+    (data / "retail" / "retail.csv").write_bytes(PAYLOAD)
+    unset = {
+        "sha256": None,
+        "url": None,
+        "url_sha256": None,
+        "files": None,
+        "fallback": None,
+    }  # every key is required: no checksum, no download
+    retail = {"adapter": "online_retail", "file": "retail/retail.csv", **unset}
+    result = run_fetch(tmp_path, data, retail, {"adapter": "homedepot", "file": "homedepot/train.csv", **unset})
+    assert result.returncode == 2
+    errors = [
+        line
+        for line in result.stderr.strip().splitlines()
+        if not re.match(r"^\d{4}-\d\d-\d\d [\d:,]+ (INFO|WARNING) ", line)
+    ]
+    assert len(errors) == 1, result.stderr
+    assert errors[0].startswith(f"error: {data / 'homedepot' / 'train.csv'} not found")
+    assert "wands" in errors[0] and "esci" in errors[0] and "never downloaded" in errors[0]
+    assert not (tmp_path / "raw").exists()  # the retail file was not copied either
 
 
 def test_a_task_without_a_dataset_is_off_and_both_off_is_one_line(tmp_path):
