@@ -79,13 +79,13 @@ def tasks_on(data: DataParams) -> list[str]:
     return [name for name in TASKS if getattr(data, name) is not None]
 
 
+def off_reason(task: str) -> str:
+    """Why a stage left `task` out: the words every stage's output and log use."""
+    return f"task {task} is off (data.{task} is null)"
+
+
 def write_task_off(folder: Path, task: str) -> None:
     """Replace `folder` with only the marker saying `task` is off (the output of a stage for a task that is off)."""
     with atomic_dir(folder) as tmp:
-        (tmp / OFF_MARKER).write_text(json.dumps({"task": task, "off": f"data.{task} is null"}) + "\n")
-    log.info("%s: task %s is off (data.%s is null)", folder, task, task)
-
-
-def is_task_off(folder: Path) -> bool:
-    """Whether `folder` is a switched-off task's marker output."""
-    return (Path(folder) / OFF_MARKER).is_file()
+        (tmp / OFF_MARKER).write_text(json.dumps({"task": task, "off": off_reason(task)}) + "\n")
+    log.info("%s: %s", folder, off_reason(task))

@@ -163,9 +163,8 @@ class OnlineFeatureClient:
             row["days_since_first_purchase"] += (stamp - pd.Timestamp(stored_ts)) / pd.Timedelta(days=1)
         if "country" in lines.columns and lines["country"].notna().any():
             row["country"] = str(lines["country"].dropna().iloc[-1])
-        hours = pd.cut(lines["ts"].dt.hour, compute.HOUR_EDGES, right=False, labels=list(compute.HOUR_BUCKETS)).astype(
-            str
-        )
+        buckets = pd.cut(lines["ts"].dt.hour, compute.HOUR_EDGES, right=False, labels=list(compute.HOUR_BUCKETS))
+        hours = buckets.astype(str)
         counts = {
             **{f"share_{b}": int((hours == b).sum()) for b in compute.HOUR_BUCKETS},
             **{f"share_{d}": int((lines["ts"].dt.dayofweek == i).sum()) for i, d in enumerate(compute.WEEKDAYS)},

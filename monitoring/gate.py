@@ -38,7 +38,7 @@ from core.errors import ShopError
 from core.io import atomic_path, read_table, write_json
 from core.params import GateParams, GeneratorRow, Params
 from core.paths import repo_root
-from core.tasks import tasks_on
+from core.tasks import off_reason, tasks_on
 from monitoring.checks import (
     Comparison,
     EncoderCache,
@@ -519,8 +519,8 @@ def main(
     if task not in tasks_on(conf.data):
         write_json({"generator": generator, "task": task, "decision": "off", "checks": {}}, out)
         with atomic_path(report) as tmp:
-            tmp.write_text(f"<html><body><p>{generator}: task {task} is off (data.{task} is null)</p></body></html>\n")
-        log.info("gate: %s: task %s is off", generator, task)
+            tmp.write_text(f"<html><body><p>{generator}: {off_reason(task)}</p></body></html>\n")
+        log.info("gate: %s: %s", generator, off_reason(task))
         return
     entry = run_gate(conf, generator, synthetic, cli.resolve(splits), cli.resolve(canonical), out, report)
     bad = [k for k, c in entry["checks"].items() if c["status"] in ("drop", "fail")]

@@ -27,7 +27,7 @@ from core.errors import ShopError
 from core.io import atomic_dir, read_table, write_json
 from core.params import FuseParams, Params
 from core.schema import validate_table
-from core.tasks import TASKS, tasks_on, write_task_off
+from core.tasks import TASKS, off_reason, tasks_on, write_task_off
 from pipelines.augment.manifest import ROWS_FILE, file_sha256, shown
 from pipelines.augment.retail_history import valid_cutoff
 from pipelines.expansion import expand_items
@@ -559,9 +559,8 @@ def run_fuse(params: Params, splits: Path, canonical: Path, synthetic: Path, gat
         write_task_off(out / task, task)  # variant fuse skips
         for spec in params.experiments.models.values():
             if spec.task == task:
-                reason = f"task {task} is off (data.{task} is null)"
                 write_json(
-                    {"task": task, "variant": spec.variant, "skipped": reason},
+                    {"task": task, "variant": spec.variant, "skipped": off_reason(task)},
                     out / task / spec.variant / "manifest.json",
                 )
     return {

@@ -27,7 +27,7 @@ from core import cli
 from core.errors import ShopError
 from core.io import write_json
 from core.params import Params, PromoteParams
-from core.tasks import get_task, tasks_on
+from core.tasks import get_task, off_reason, tasks_on
 from training.holdout import score_model_uri
 from training.metrics import metric_value, paired_difference_ci
 from training.registry import CHALLENGER, CHAMPION, DVC_EXPERIMENT_ENV, configure
@@ -243,8 +243,7 @@ def run_promotion(
     records = {}
     for name in task or config.promote.tasks:
         if name not in tasks_on(config.data):
-            reason = f"task {name} is off (data.{name} is null)"
-            records[name] = {"task": name, "decision": "skipped", "promote": False, "reason": reason}
+            records[name] = {"task": name, "decision": "skipped", "promote": False, "reason": off_reason(name)}
             continue
         if experiment:  # sweeps must not move the production alias
             records[name] = {
