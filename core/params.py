@@ -5,7 +5,7 @@ Each stage owns one section below; unknown keys and out-of-range values fail wit
 
 import datetime as dt
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -369,6 +369,9 @@ class SearchTrainParams(TrainCommonParams):
     negative_threshold: float = Field(ge=0, le=1, description="relevance at/below which a pair is a negative")
     hard_negatives: int = Field(ge=0, description="mined hard negatives per query in a batch")
     sampled_negatives: int = Field(ge=0, description="random catalogue items added as negatives per batch")
+    fgm_epsilon: float = Field(
+        ge=0, description="FGM adversarial training: L2 size of the query-embedding perturbation; 0 = off"
+    )
     hybrid: SearchHybridParams
     rerank: RerankParams
 
@@ -398,17 +401,45 @@ class FeaturesParams(Section):
     max_basket_items: int = Field(ge=2, description="larger baskets are left out of co-purchase degree")
 
 
+FUSED_VARIANTS = ("noaug", "aug", "synthetic_only")  # with minus_<generator>: the variants fuse builds
+
+
 class ModelSpec(Section):
-    """One trained model: the task and the fused variant (noaug, aug, synthetic_only, minus_<generator>)."""
+    """One trained model: the task and the fused variant (noaug, aug, synthetic_only, minus_<generator>), or a
+    training switch: a new variant name that trains on the rows of variant `data` with `train` overrides."""
 
     task: Literal["retail", "search"]
     variant: str
+    data: str | None = Field(
+        None, description="the fused variant whose rows a switch variant trains on (e.g. aug); omitted = `variant`"
+    )
+    train: dict[str, Any] = Field(
+        default_factory=dict, description="train.<task> keys this model sets (e.g. {fgm_epsilon: 0.1}); omitted = none"
+    )
+
+    @model_validator(mode="after")
+    def _switch_has_own_name(self) -> "ModelSpec":
+        if self.data is not None and (self.variant in FUSED_VARIANTS or self.variant.startswith("minus_")):
+            raise ValueError(f"variant {self.variant!r} with data {self.data!r}: a switch needs a name of its own")
+        return self
 
 
 class ExperimentsParams(Section):
     """The models `train@<name>` trains and `evaluate` compares: a fused variant of a task each."""
 
-    models: dict[str, ModelSpec] = Field(description="<task>-<variant>: {task, variant}; dvc.yaml foreach")
+    models: dict[str, ModelSpec] = Field(description="<task>-<variant>: {task, variant[, data, train]}; dvc foreach")
+
+    @model_validator(mode="after")
+    def _one_model_per_variant(self) -> "ExperimentsParams":
+        seen = [(m.task, m.variant) for m in self.models.values()]
+        for task, variant in seen:
+            if seen.count((task, variant)) > 1:
+                raise ValueError(f"{task}/{variant} is listed twice (models/<task>/<variant> would clash)")
+        return self
+
+    def spec(self, task: str, variant: str) -> ModelSpec | None:
+        """The listed model of `task` and `variant`, or None."""
+        return next((m for m in self.models.values() if (m.task, m.variant) == (task, variant)), None)
 
 
 class GateParams(Section):
@@ -489,6 +520,26 @@ class Params(Section):
     promote: PromoteParams
     serve: ServeParams
     monitoring: MonitoringParams
+
+    @model_validator(mode="after")
+    def _switches_are_valid(self) -> "Params":
+        for name, spec in self.experiments.models.items():
+            try:
+                self.for_model(spec.task, spec.variant)
+            except ValidationError as exc:
+                first = exc.errors()[0]
+                key = ".".join(str(p) for p in first["loc"])
+                raise ValueError(f"experiments.models.{name}.train: {key}: {first['msg']}") from None
+        return self
+
+    def for_model(self, task: str, variant: str) -> "Params":
+        """These params with `train.<task>` updated by the `train` keys of the listed model (task, variant)."""
+        spec = self.experiments.spec(task, variant)
+        if spec is None or not spec.train:
+            return self
+        section = getattr(self.train, task)
+        updated = type(section).model_validate(_merge(section.model_dump(), spec.train))
+        return self.model_copy(update={"train": self.train.model_copy(update={task: updated})})
 
 
 def load_params(path: Path | str | None = None, overrides: dict | None = None) -> Params:

@@ -342,8 +342,13 @@ def build_variants(
 
 
 def needed_variants(task: str, params: Params) -> list[str]:
-    """The variants of `task` the models in `experiments.models` train on."""
-    return list(dict.fromkeys(m.variant for m in params.experiments.models.values() if m.task == task))
+    """The fused variants of `task` the models in `experiments.models` train on (a switch: its `data`)."""
+    return list(dict.fromkeys(m.data or m.variant for m in params.experiments.models.values() if m.task == task))
+
+
+def switch_variants(task: str, params: Params) -> dict[str, str]:
+    """{switch variant: the fused variant whose rows it trains on} of `task` (models with `data`)."""
+    return {m.variant: m.data for m in params.experiments.models.values() if m.task == task and m.data}
 
 
 def add_needed(
@@ -354,7 +359,8 @@ def add_needed(
     gate: dict[str, str],
 ) -> dict[str, str]:
     """Add every variant a listed model needs that `build_variants` did not make: a `minus_<g>` of a
-    generator the gate dropped is `aug` (with a warning); an unknown variant is an error. Return
+    generator the gate dropped is `aug` (with a warning), a switch is its `data` variant's rows; an unknown
+    variant is an error. Return
     {variant: reason} for listed variants that have no rows (their folder holds only a manifest saying why,
     so `train@<task>-<variant>` skips them)."""
     generators = task_generators(task, params)
@@ -378,6 +384,11 @@ def add_needed(
                 f"experiments.models: variant {variant!r} of task {task}: expected noaug, aug, synthetic_only "
                 f"or minus_<generator> with a generator of {task} ({', '.join(generators)})"
             )
+    for variant, data in switch_variants(task, params).items():  # same rows, own folder: models never clash
+        if data in skipped:
+            skipped[variant] = skipped[data]
+        else:
+            variants[variant], reports[variant] = variants[data], reports[data]
     return skipped
 
 
@@ -515,8 +526,9 @@ def fuse_task(
     variants, reports = build_variants(cleaned, active, params.fuse, params.seed)
     skipped = add_needed(task, variants, reports, params, gate)
     items, lineage = {}, {}
+    switches = switch_variants(task, params)
     for name in variants:  # the twin (noaug) and minus_<item generator> keep the real item text
-        used = [g for g in item_generators if name not in ("noaug", f"minus_{g}")]
+        used = [g for g in item_generators if switches.get(name, name) not in ("noaug", f"minus_{g}")]
         items[name] = rows_path(synthetic_dir, used[0]) if used else canonical / "items.parquet"
         own = sorted(set(reports[name]) | set(used))  # the generators this variant's rows and items come from
         lineage[name] = {
@@ -526,6 +538,9 @@ def fuse_task(
             "gate_decisions": {g: gate.get(g) for g in own},
             "inputs": {shown(rows_path(synthetic_dir, g)): file_sha256(rows_path(synthetic_dir, g)) for g in own},
         }
+        if name in switches:
+            lineage[name]["rows_of"] = switches[name]
+            lineage[name]["train_overrides"] = params.experiments.spec(task, name).train
     expanded = expand_variants(task, params, cleaned, reports, items, lineage)
     inputs = [rows_path(synthetic_dir, g) for g in rows_from + item_generators]
     extra = {

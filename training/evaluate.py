@@ -97,6 +97,18 @@ def ablation(
     return out
 
 
+def switches(task: str, units: dict[str, pd.DataFrame], params: Params) -> dict:
+    """Each training switch (a model with `data` in experiments.models) against the model trained on the same
+    rows without it: {variant: {data, train, <metric>: difference + paired CI}} (positive = the switch helps)."""
+    out = {}
+    for spec in params.experiments.models.values():
+        if spec.task == task and spec.data and spec.variant in units and spec.data in units:
+            out[spec.variant] = {"data": spec.data, "train": spec.train} | {
+                key: paired_difference(units[spec.variant], units[spec.data], key, params) for key in TASKS[task].paired
+            }
+    return out
+
+
 def paired_difference(a: pd.DataFrame, b: pd.DataFrame, key: str, params: Params) -> dict:
     """`training.metrics.paired_difference_ci` with the evaluation's bootstrap samples and seed, rounded."""
     stats = paired_difference_ci(a, b, key, params.evaluation.bootstrap_samples, params.seed)
@@ -274,6 +286,7 @@ def evaluate_all(
             "synthetic_share": shares,
             "uplift": uplift,
             "ablation": ablation(task, models, units, params),
+            "switches": switches(task, units, params),
             "versus_twin": versus_twin(task, units, params),
             "versus_best_baseline": versus_best_baseline(task, units, uplift["best_baseline"], params, inputs),
             "components": components_summary(task, components, units, params),

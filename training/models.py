@@ -120,7 +120,8 @@ class BiEncoder(nn.Module):
         return self.query_tower(input_ids, attention_mask)
 
     def forward(self, batch: dict) -> torch.Tensor:
-        """Weighted InfoNCE of each query against its positive, in-batch, hard and sampled negatives."""
+        """Weighted InfoNCE of each query against its positive, in-batch, hard and sampled negatives; with
+        `batch["fgm_epsilon"]` > 0 averaged with the same loss at adversarially moved query embeddings (FGM)."""
         q = self.query_vectors(batch["q_input_ids"], batch["q_attention_mask"])
         if self.shared_items:
             cand_text = self.query_tower(batch["c_input_ids"], batch["c_attention_mask"])
@@ -130,6 +131,16 @@ class BiEncoder(nn.Module):
         target = batch["target"]  # (B, C) distribution over candidates (one-hot unless mixed up)
         if batch.get("mixup") is not None:
             q, target = batch["mixup"](q, target)
+        epsilon = batch.get("fgm_epsilon", 0.0) if torch.is_grad_enabled() else 0.0
+        delta = torch.zeros_like(q, requires_grad=epsilon > 0)  # a leaf, so FGM works with a frozen tower too
+        loss = self._contrastive(q + delta, cand, target, batch)
+        if epsilon > 0:  # Miyato et al.'s fast gradient method: each query moved `epsilon` up its loss gradient
+            (grad,) = torch.autograd.grad(loss, delta, retain_graph=True)
+            moved = F.normalize(q + epsilon * F.normalize(grad, dim=-1), dim=-1)
+            loss = (loss + self._contrastive(moved, cand, target, batch)) / 2
+        return loss
+
+    def _contrastive(self, q: torch.Tensor, cand: torch.Tensor, target: torch.Tensor, batch: dict) -> torch.Tensor:
         logits = self.log_scale.exp().clamp(max=100) * (q @ cand.T)
         logits = logits.masked_fill(batch["cand_mask"] & (target == 0), float("-inf"))
         loss = -(target * F.log_softmax(logits.float(), dim=-1).clamp(min=-1e4)).sum(1)

@@ -104,7 +104,18 @@ def _ordered(models: dict) -> list:
 
 def _label(doc: dict, variant: str) -> str:
     kind = doc.get("model", {}).get(variant, "model")
-    return f"{LABELS.get(kind, kind)}, " + NAMES.get(variant, variant.replace("minus_", "augmented without "))
+    switch = doc.get("switches", {}).get(variant)
+    if switch:
+        return f"{LABELS.get(kind, kind)}, {_variant_name(switch['data'])} + {_overrides(switch['train'])}"
+    return f"{LABELS.get(kind, kind)}, {_variant_name(variant)}"
+
+
+def _variant_name(variant: str) -> str:
+    return NAMES.get(variant, variant.replace("minus_", "augmented without "))
+
+
+def _overrides(train: dict) -> str:
+    return ", ".join(f"{key}={value}" for key, value in train.items())
 
 
 def paired_table(task: str, doc: dict) -> list[str]:
@@ -140,6 +151,22 @@ def ablation_table(task: str, doc: dict) -> list[str]:
     return lines
 
 
+def switch_table(task: str, doc: dict) -> list[str]:
+    """Each training switch against the model trained on the same rows without it."""
+    rows = doc.get("switches") or {}
+    if not rows:
+        return []
+    keys = [k for k in PAIRED if k in next(iter(rows.values()))]
+    lines = [
+        f"| {task}: training switch (same rows) | " + " | ".join(f"{PAIRED[k]} gain" for k in keys) + " |",
+        "|" + " --- |" * (len(keys) + 1),
+    ]
+    for switch in rows.values():
+        label = f"{_overrides(switch['train'])} on {_variant_name(switch['data'])}"
+        lines.append(f"| {label} | " + " | ".join(signed(switch.get(k)) for k in keys) + " |")
+    return lines
+
+
 def components_table(task: str, doc: dict) -> list[str]:
     """The hybrids' parts on the same test queries (each bi-encoder alone, BM25 over expanded items) and the
     paired differences that say what each part adds."""
@@ -167,9 +194,9 @@ def render(results: dict) -> str:
         paired = paired_table(task, doc)
         if paired:
             out += paired + [""]
-        ablation = ablation_table(task, doc)
-        if ablation:
-            out += ablation + [""]
+        for table in (ablation_table(task, doc), switch_table(task, doc)):
+            if table:
+                out += table + [""]
         components = components_table(task, doc)
         if components:
             out += components + [""]

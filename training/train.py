@@ -278,6 +278,7 @@ class SearchJob:
             "target": target,
             "weight": torch.from_numpy(p.weight[plan]),
             "mixup": _mixup_hook(cfg.mixup_alpha, self.seed, epoch, index),
+            "fgm_epsilon": cfg.fgm_epsilon,
         }
         if cfg.item_tower == "shared":
             c = self.model.query_tower.tokenize([self.texts[i] for i in cand])
@@ -543,8 +544,8 @@ def main(
     track: Annotated[bool, typer.Option(help="log the run, datasets and model to MLflow (training.tracking)")] = True,
 ) -> None:
     """Train one model on a fused variant; write its model folder and training metrics; log it to MLflow."""
-    config = cli.load(params)
     task = get_task(task).name
+    config = cli.load(params).for_model(task, variant)  # a switch variant's `train` overrides (experiments.models)
     inputs = TrainInputs(cli.resolve(data), cli.resolve(splits), cli.resolve(canonical))
     out, metrics, curves = cli.resolve(out), cli.resolve(metrics), cli.resolve(curves)
     skipped = skipped_reason(inputs.data)

@@ -59,6 +59,22 @@ def test_differences_carry_paired_bootstrap_cis_over_the_same_users():
     assert shuffled["ci_high"] - shuffled["ci_low"] > 0.05  # different users per row: the noise stays
 
 
+def test_a_training_switch_is_compared_with_the_model_trained_on_the_same_rows():
+    users = pd.Index([f"q{i}" for i in range(200)], name="query")
+    base = np.random.default_rng(1).uniform(0, 1, len(users))
+    table = {  # aug_fgm: +0.02 clean and +0.04 noisy over aug, on the same queries
+        name: pd.DataFrame({"ndcg@10": base + clean, "ndcg@10_noisy": base / 2 + noisy}, index=users)
+        for name, clean, noisy in (("noaug", 0.0, 0.0), ("aug", 0.01, 0.0), ("aug_fgm", 0.03, 0.04))
+    }
+    params = load_params(overrides={"evaluation": {"bootstrap_samples": 100}})
+    out = evaluate.switches("search", table, params)
+    assert set(out) == {"aug_fgm"}  # params.yaml's search-aug_fgm: data aug, train {fgm_epsilon: 0.1}
+    assert out["aug_fgm"]["data"] == "aug" and out["aug_fgm"]["train"] == {"fgm_epsilon": 0.1}
+    assert out["aug_fgm"]["ndcg@10"]["value"] == pytest.approx(0.02)
+    assert out["aug_fgm"]["ndcg@10_noisy"]["ci_low"] == pytest.approx(0.04)
+    assert evaluate.switches("search", {"aug_fgm": table["aug_fgm"]}, params) == {}  # no model on its rows
+
+
 def with_models(params, names: list[str]):
     """`params` whose experiments.models are exactly `names` (<task>-<variant>)."""
     models = {n: ModelSpec(task=n.split("-", 1)[0], variant=n.split("-", 1)[1]) for n in names}

@@ -251,3 +251,37 @@ def test_lora_trains_only_adapters_and_exports_a_plain_encoder(tmp_path):
     assert not any("lora" in n for n, _ in plain.named_parameters())
     exported = TextTower(str(tmp_path / "enc"), 16)
     np.testing.assert_allclose(exported.encode(["cordless drill"]), tower.encode(["cordless drill"]), atol=1e-5)
+
+
+def test_fgm_moves_each_query_up_its_loss_gradient_only_while_training(search):
+    _, outcome = search
+    net, batch = outcome.job.model, outcome.job.collate(outcome.job.plans(0)[0], 0, 0)
+    assert batch["fgm_epsilon"] == 0.0  # train.search.fgm_epsilon in params.yaml: off
+    net.eval()  # no dropout: the clean and the adversarial loss see the same network
+    clean = float(net(batch).detach())
+    net.zero_grad()
+    adversarial = net({**batch, "fgm_epsilon": 0.5})
+    adversarial.backward()
+    assert float(adversarial.detach()) > clean + 1e-3  # the moved queries' loss is higher: averaged, still higher
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in net.query_tower.parameters())
+    with torch.no_grad():  # validation: no gradient, so no perturbation
+        assert float(net({**batch, "fgm_epsilon": 0.5})) == pytest.approx(clean, rel=1e-5)
+    net.zero_grad()
+
+
+def test_a_switch_model_trains_with_its_overrides_and_a_bad_override_is_one_line():
+    params = load_params()
+    assert params.for_model("search", "aug_fgm").train.search.fgm_epsilon == 0.1  # params.yaml's ablation switch
+    assert params.for_model("search", "aug").train.search.fgm_epsilon == 0.0
+    nested = {"x": {"task": "search", "variant": "aug_bm25", "data": "aug", "train": {"hybrid": {"weights": [0.5]}}}}
+    switched = load_params(overrides={"experiments": {"models": nested}}).for_model("search", "aug_bm25")
+    assert switched.train.search.hybrid.weights == [0.5] and switched.train.search.hybrid.enabled  # a deep merge
+    bad = {"x": {"task": "search", "variant": "aug_x", "data": "aug", "train": {"fgm_epsilom": 0.1}}}
+    with pytest.raises(ShopError, match=r"experiments.models.x.train: fgm_epsilom: Extra inputs are not permitted"):
+        load_params(overrides={"experiments": {"models": bad}})
+    clash = {"x": {"task": "search", "variant": "aug", "data": "noaug", "train": {}}}
+    with pytest.raises(ShopError, match="a switch needs a name of its own"):
+        load_params(overrides={"experiments": {"models": clash}})
+    twice = {"x": {"task": "search", "variant": "aug_fgm"}}
+    with pytest.raises(ShopError, match="search/aug_fgm is listed twice"):
+        load_params(overrides={"experiments": {"models": twice}})
