@@ -47,6 +47,7 @@ SWAP = {
     "versions_before": {"recommender": "3", "search": "5"},
     "versions_after": {"recommender": "4", "search": "6"},
     "reload_s": 4.2,
+    "met": True,
 }
 
 
@@ -58,6 +59,7 @@ def report(runs: list[dict], swap: dict = SWAP) -> dict:
         "targets": verdicts(runs),
         "search_quality": QUALITY,
         "overload": {
+            "sustainable_rps": 150.0,
             "overload": {
                 **run("search", 64, 900, 1000, 150, rate=450.0),
                 "failures": 3,
@@ -90,8 +92,19 @@ def test_the_p99_target_reads_the_median_repeat_and_reports_the_spread():
     assert "served 0.4441, ranked exactly as evaluated 0.4443; served − exact -0.0002 [-0.0009, +0.0004]" in table
     assert "3 (HTTP 503: 3) failed, slowest answer 1001 ms (bound 1010 ms: the deadline + 10 ms)" in table
     assert "reload 4.2 s from the admin call to /ping naming the new versions, 1000 requests, 0 failed" in table
+    assert "Met (0 failed): True." in table
+    assert "offered 450 req/s (3x its sustainable rate, 150 req/s) by 64 users" in table
     skipped = markdown(report(runs, {"skipped": "registry postgresql://db is not SQLite"}))
     assert "Champion swap under load: not measured (registry postgresql://db is not SQLite)." in skipped
+
+
+def test_overload_and_swap_are_sized_to_the_throughput_this_machine_achieved():
+    closed = [run("search", users, 5, 9, rps) for users, rps in ((1, 60), (8, 80), (32, 75))]
+    fixed = [run("search", 32, 400, 500, 70, rate=150.0)]  # a fixed-rate run never sets the capacity
+    other = [run("search", 32, 5, 9, 200, batching=False), run("recommend", 32, 5, 9, 400)]
+    assert benchmark.sustainable_rate(closed + fixed + other) == 75  # the highest concurrency's throughput
+    assert benchmark.sustainable_rate([run("search", 32, 5, 9, 400)]) == 150.0  # never above the target
+    assert benchmark.sustainable_rate([]) == 150.0
 
 
 def test_too_slow_an_achieved_rate_misses_the_target_even_with_a_low_p99():
