@@ -103,10 +103,13 @@ def copy_repository(target: Path) -> Path:
     return target
 
 
-def write_params(repo: Path, update: dict) -> None:
-    """Write the copy's params.yaml: the repository's, with `SMALL` and then `update` merged in."""
-    params = yaml.safe_load((repo_root() / "params.yaml").read_text())
-    (repo / "params.yaml").write_text(yaml.safe_dump(merge(merge(params, SMALL), update), sort_keys=False))
+def write_params(repo: Path, update: dict, models: dict | None = None) -> None:
+    """Write the copy's params.yaml: the repository's, with `SMALL` and then `update` merged in; `models`, when
+    given, replaces `experiments.models` (a merge can add models, not leave any out)."""
+    params = merge(merge(yaml.safe_load((repo_root() / "params.yaml").read_text()), SMALL), update)
+    if models is not None:
+        params["experiments"]["models"] = models
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
 
 def repro(repo: Path, data_dir: Path, timeout: int = 1500) -> subprocess.CompletedProcess:
