@@ -357,6 +357,9 @@ class RerankParams(LambdaRankParams):
 
     enabled: bool = Field(description="false: the hybrid's order is the model's order")
     depth: int = Field(ge=2, description="first-stage candidates re-ordered per query")
+    max_queries: int | None = Field(
+        ge=1, description="distinct training queries it learns from, sampled with the seed; null = all"
+    )
 
 
 class SearchTrainParams(TrainCommonParams):

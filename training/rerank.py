@@ -144,6 +144,16 @@ def top_candidates(lexical: np.ndarray, dense: np.ndarray, fused: np.ndarray, de
     return Candidates(order, lexical[order], dense[order], fused[order])
 
 
+def sample_queries(rows: pd.DataFrame, limit: int | None, seed: int) -> pd.DataFrame:
+    """The rows of at most `limit` distinct queries of `rows`, drawn with `seed` (all rows when `limit` is None
+    or not smaller than the number of queries); a query keeps all its judged rows."""
+    texts = np.asarray(sorted(set(rows["query"])), dtype=object)
+    if limit is None or limit >= len(texts):
+        return rows
+    kept = np.random.default_rng(seed).choice(texts, limit, replace=False)
+    return rows[rows["query"].isin(set(kept))]
+
+
 def examples(
     queries: pd.DataFrame, first_stage, lexical, words: ItemWords, item_ids: list[str], depth: int, desc: str
 ) -> pd.DataFrame:

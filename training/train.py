@@ -51,7 +51,7 @@ from training.mixup import mixup
 from training.model_store import save_model
 from training.models import USER_CONTEXT, BiEncoder, TextTower, build_two_tower, item_texts, user_context_inputs
 from training.repeat_explore import RepeatExploreModel, train_repeat_explore
-from training.rerank import examples, train_reranker, valid_ndcg
+from training.rerank import examples, sample_queries, train_reranker, valid_ndcg
 from training.serving_api import FrozenTextVectors, RecommenderModel, SearchModel, top_k
 
 log = logging.getLogger(__name__)
@@ -392,10 +392,12 @@ def attach_reranker(
     model: SearchModel, settings: RerankParams, train: pd.DataFrame, valid: pd.DataFrame, first_stage: float, seed: int
 ) -> dict:
     """Give the hybrid `model` a re-ranker (training/rerank.py) learned from the variant's training rows `train`
-    (real and synthetic), early-stopped on the real `valid` split; returns its validation metrics beside
-    `first_stage`, the hybrid's (`attach_hybrid`'s) validation NDCG@10."""
+    (real and synthetic; at most `settings.max_queries` distinct queries of them), early-stopped on the real
+    `valid` split; returns its validation metrics beside `first_stage`, the hybrid's (`attach_hybrid`'s)
+    validation NDCG@10."""
     lexical, words = model.lexical(), model.words()
     args = (model.stage_scores, lexical, words, model.item_ids, settings.depth)
+    train = sample_queries(train, settings.max_queries, seed)
     reranker, info = train_reranker(
         examples(train, *args, "re-ranker train"), examples(valid, *args, "re-ranker valid"), settings, seed
     )
@@ -403,7 +405,12 @@ def attach_reranker(
     model.name = model.config["name"] = model.name.replace("hybrid", "reranked_hybrid")
     reranked = valid_ndcg(model, valid)
     log.info("search re-ranker: valid NDCG@10 %.4f -> %.4f (%d rounds)", first_stage, reranked, info["rerank_rounds"])
-    return {"rerank_rounds": info["rerank_rounds"], "valid_ndcg@10_first_stage": first_stage, "valid_ndcg@10": reranked}
+    return {
+        "rerank_rounds": info["rerank_rounds"],
+        "rerank_train_queries": train["query"].nunique(),
+        "valid_ndcg@10_first_stage": first_stage,
+        "valid_ndcg@10": reranked,
+    }
 
 
 # --------------------------------------------------------------------------------------------- entry points

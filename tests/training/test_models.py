@@ -14,7 +14,7 @@ from training.data import user_context
 from training.harness import evaluate_recommender, evaluate_retriever
 from training.model_store import load_model, save_model
 from training.models import USER_CONTEXT, TextTower
-from training.rerank import valid_ndcg
+from training.rerank import sample_queries, valid_ndcg
 from training.serving_api import RecommenderModel, SearchModel
 from training.train import TrainInputs, attach_hybrid, attach_reranker, build_search_job, train_task
 
@@ -154,6 +154,7 @@ def test_reranker_learns_the_judged_order_keeps_the_candidates_and_survives_save
     settings = outcome.params.train.search.rerank.model_copy(update={"depth": 20, "min_data_in_leaf": 5})
     summary = attach_reranker(model, settings, train, outcome.job.valid, hybrid_valid, seed=0)
     assert summary["rerank_rounds"] >= 1 and model.config["rerank"] == {"depth": 20}
+    assert summary["rerank_train_queries"] == train["query"].nunique()  # fewer than rerank.max_queries: all
     first_stage = model.first_stage()
     assert first_stage.reranker is None and "rerank" not in first_stage.config
     # the first stage's validation NDCG@10 it reports is the weight tuning's, as the first stage itself scores
@@ -172,6 +173,15 @@ def test_reranker_learns_the_judged_order_keeps_the_candidates_and_survives_save
     unjudged = train.assign(relevance=0.0)
     with pytest.raises(ShopError, match="no re-ranker train query has a judged relevant item"):
         attach_reranker(model.first_stage(), settings, unjudged, outcome.job.valid, hybrid_valid, seed=0)
+
+
+def test_reranker_query_sample_keeps_whole_queries_and_follows_the_seed():
+    rows = pd.DataFrame({"query": [f"q{i // 3}" for i in range(30)], "item_id": range(30), "relevance": 1.0})
+    sample = sample_queries(rows, 4, seed=7)
+    assert sample["query"].nunique() == 4 and (sample.groupby("query").size() == 3).all()
+    assert sample.equals(sample_queries(rows, 4, seed=7))
+    assert set(sample["query"]) != set(sample_queries(rows, 4, seed=8)["query"])
+    assert sample_queries(rows, None, seed=7) is rows and sample_queries(rows, 10, seed=7) is rows
 
 
 def test_saved_recommender_loads_with_identical_embeddings(retail, tmp_path):
