@@ -7,7 +7,7 @@ export HF_HUB_OFFLINE ?= 1
 # DVC stage commands call `python`: make it the project's interpreter.
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
-.PHONY: setup setup-dev setup-s3 repro test lint
+.PHONY: setup setup-dev setup-s3 repro ablation test lint
 
 # Runtime only (requirements.lock); `setup-dev` adds tests, lint and the load generator (requirements-dev.lock);
 # `setup-s3` adds dvc-s3 + boto3 for an S3/MinIO DVC remote and MLflow artifact store (requirements-s3.lock).
@@ -30,6 +30,12 @@ $(VENV)/.installed-%: requirements-%.lock $(VENV)/.installed
 
 repro: setup
 	$(BIN)/dvc repro
+
+# After `make repro`: the six search models of experiments.ablation in one `dvc exp run` (~20 min on 2 cores);
+# their results go to metrics/ablation.json and into the report's tables.
+ablation: setup
+	$(BIN)/python -m training.ablation
+	$(BIN)/dvc repro report
 
 test: setup-dev
 	$(BIN)/pytest

@@ -431,6 +431,10 @@ class ExperimentsParams(Section):
     """The models `train@<name>` trains and `evaluate` compares: a fused variant of a task each."""
 
     models: dict[str, ModelSpec] = Field(description="<task>-<variant>: {task, variant[, data, train]}; dvc foreach")
+    ablation: dict[str, ModelSpec] = Field(
+        default_factory=dict,
+        description="more models, same form: `python -m training.ablation` adds them to `models` in one dvc exp",
+    )
 
     @model_validator(mode="after")
     def _one_model_per_variant(self) -> "ExperimentsParams":
@@ -438,6 +442,8 @@ class ExperimentsParams(Section):
         for task, variant in seen:
             if seen.count((task, variant)) > 1:
                 raise ValueError(f"{task}/{variant} is listed twice (models/<task>/<variant> would clash)")
+        for name in set(self.ablation) & set(self.models):
+            raise ValueError(f"{name} is in both experiments.models and experiments.ablation")
         return self
 
     def spec(self, task: str, variant: str) -> ModelSpec | None:

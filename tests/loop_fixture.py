@@ -20,6 +20,7 @@ from core.paths import repo_root
 SHARED = Path(os.environ.get("SHOP_DATA_DIR", repo_root().parent / "shared" / "data"))
 
 LEFT_OUT = ("dvc.lock", "metrics/", "reports/", "docs/", "tests/")
+KEPT = ("metrics/ablation.json",)  # committed input of `report` (the last ablation experiment's results)
 
 # Every generator, model and stage of the default loop runs; only sizes and step budgets are small.
 SMALL = {
@@ -95,7 +96,7 @@ def copy_repository(target: Path) -> Path:
         check=True,
     ).stdout
     for name in tracked.decode().split("\0"):
-        if not name or name.startswith(LEFT_OUT) or not (root / name).is_file():
+        if not name or (name.startswith(LEFT_OUT) and name not in KEPT) or not (root / name).is_file():
             continue
         (target / name).parent.mkdir(parents=True, exist_ok=True)
         (target / name).write_bytes((root / name).read_bytes())
@@ -103,25 +104,27 @@ def copy_repository(target: Path) -> Path:
     return target
 
 
-def write_params(repo: Path, update: dict, models: dict | None = None) -> None:
-    """Write the copy's params.yaml: the repository's, with `SMALL` and then `update` merged in; `models`, when
-    given, replaces `experiments.models` (a merge can add models, not leave any out)."""
+def write_params(repo: Path, update: dict, models: dict | None = None, ablation: dict | None = None) -> None:
+    """Write the copy's params.yaml: the repository's, with `SMALL` and then `update` merged in; `models` and
+    `ablation`, when given, replace `experiments.models` and `experiments.ablation` (a merge cannot leave one out)."""
     params = merge(merge(yaml.safe_load((repo_root() / "params.yaml").read_text()), SMALL), update)
-    if models is not None:
-        params["experiments"]["models"] = models
+    for key, value in (("models", models), ("ablation", ablation)):
+        if value is not None:
+            params["experiments"][key] = value
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
 
-def repro(repo: Path, data_dir: Path, timeout: int = 1500) -> subprocess.CompletedProcess:
-    """`dvc repro` in `repo` with `data_dir` as $SHOP_DATA_DIR and nothing of this machine's MLflow/BentoML set."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "BENTOML_", "SHOPAUG_"))}
+def repro(repo: Path, data_dir: Path, timeout: int = 1500, command: tuple = ("dvc", "repro")):
+    """`python -m dvc repro` (or another `python -m` command) in `repo` with `data_dir` as $SHOP_DATA_DIR and
+    nothing of this machine's MLflow/BentoML/DVC settings; returns the CompletedProcess."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "BENTOML_", "SHOPAUG_", "DVC_"))}
     env |= {
         "SHOP_DATA_DIR": str(data_dir),
         "HF_HUB_OFFLINE": "1",
         "PATH": f"{Path(sys.executable).parent}:{env['PATH']}",
     }
     return subprocess.run(
-        [sys.executable, "-m", "dvc", "repro"], cwd=repo, env=env, capture_output=True, text=True, timeout=timeout
+        [sys.executable, "-m", *command], cwd=repo, env=env, capture_output=True, text=True, timeout=timeout
     )
 
 

@@ -5,8 +5,8 @@ The shops are real data re-shaped in code: Online Retail customers as canonical 
 as floats, weighed (fractional) quantities, view and click rows beside the purchases, timezone-aware times and
 no users table (so no `country`); Home Depot judgments as canonical items and queries with ids as floats. Only
 params.yaml's `data` section changes, as docs/data.md#bring-your-own-data says; the search shop also lists only
-the twin and augmented models (every stage still runs: the search ablation and switch models are the
-fresh-machine test's).
+the twin and augmented models, as the default does (the ablation models are the fresh-machine test's, through
+`python -m training.ablation`).
 """
 
 import json

@@ -10,6 +10,8 @@ import functools
 import http.server
 import io
 import json
+import os
+import subprocess
 import threading
 import zipfile
 
@@ -23,6 +25,7 @@ from core.paths import repo_root
 
 UCI = "https://archive.ics.uci.edu"
 GITHUB_RAW = "https://raw.githubusercontent.com"
+ABLATION = ("search-minus_synthetic_queries", "search-aug_fgm")
 
 
 def online_retail_zip(n_customers: int) -> bytes:
@@ -111,7 +114,10 @@ def test_make_repro_on_an_empty_data_directory_downloads_the_open_data_and_runs_
                 "search": {"fallback": {"url": search["fallback"]["url"].replace(GITHUB_RAW, upstream)}},
             }
         },
+        # two of the ablation models (a leave-one-out and the training switch) keep the experiment short
+        ablation={name: params["experiments"]["ablation"][name] for name in ABLATION},
     )
+    params = yaml.safe_load((repo / "params.yaml").read_text())
     empty = tmp_path / "data"
     empty.mkdir()
     run = repro(repo, empty)
@@ -125,3 +131,21 @@ def test_make_repro_on_an_empty_data_directory_downloads_the_open_data_and_runs_
     assert scored_models(repo) == set(params["experiments"]["models"])
     assert (repo / "reports" / "results.md").is_file() and (repo / "reports" / "promotion.json").is_file()
     assert any((repo / "bentoml_home" / "bentos").rglob("bento.yaml"))
+    # the committed ablation results are another test split's: the table leaves them out
+    assert "†" not in (repo / "reports" / "results.md").read_text()
+
+    # `make ablation`: the ablation models in one dvc experiment (from a commit, as in a clone), then the report
+    git = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}
+    subprocess.run(["git", "add", "-A"], cwd=repo, check=True, capture_output=True)
+    subprocess.run(["git", "commit", "-qm", "loop"], cwd=repo, check=True, capture_output=True, env=os.environ | git)
+    for command in (("training.ablation", "--name", "ablation-test"), ("dvc", "repro", "report")):
+        run = repro(repo, empty, command=command)
+        assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-4000:]
+    exported = json.loads((repo / "metrics" / "ablation.json").read_text())
+    every = {**params["experiments"]["models"], **params["experiments"]["ablation"]}
+    assert {f"{task}-{v}" for task in ("retail", "search") for v in exported[task]["models"]} == set(every)
+    table = (repo / "reports" / "results.md").read_text()
+    assert table.count(" † |") == len(params["experiments"]["ablation"]) and "`ablation-test`" in table
+    assert "Stale" not in table and set(exported["search"]["ablation"]) == {
+        v.removeprefix("minus_") for v in exported["search"]["models"] if v.startswith("minus_")
+    }

@@ -247,7 +247,7 @@ def test_switch_off_yields_the_no_augmentation_twin(root):
     out = fuse(root, augment={"enabled": False})
     for task in ("retail", "search"):
         variants = {k: v for k, v in out[task].items() if not k.startswith("_")}
-        assert set(variants) == {"noaug", "aug"} | ({"aug_fgm"} if task == "search" else set())  # + a switch
+        assert set(variants) == {"noaug", "aug"}
         pd.testing.assert_frame_equal(variants["aug"], variants["noaug"])
     assert out["retail"]["_manifest"]["variants"]["aug"]["items"] == "data/canonical/retail/items.parquet"
 
@@ -312,15 +312,18 @@ def test_synthetic_rows_after_the_validation_cutoff_are_refused(root):
 
 
 def test_a_training_switch_trains_on_the_rows_and_items_of_its_data_variant(root):
-    switch = {"retail-noaug_lr": {"task": "retail", "variant": "noaug_lr", "data": "noaug", "train": {"lr": 0.01}}}
+    switch = {
+        "retail-noaug_lr": {"task": "retail", "variant": "noaug_lr", "data": "noaug", "train": {"lr": 0.01}},
+        "search-aug_fgm05": {"task": "search", "variant": "aug_fgm05", "data": "aug", "train": {"fgm_epsilon": 0.05}},
+    }
     out = fuse(root, experiments={"models": switch})
-    pd.testing.assert_frame_equal(out["search"]["aug_fgm"], out["search"]["aug"])  # params.yaml's FGM switch
+    pd.testing.assert_frame_equal(out["search"]["aug_fgm05"], out["search"]["aug"])
     pd.testing.assert_frame_equal(out["retail"]["noaug_lr"], out["retail"]["noaug"])
-    for task, variant, data in (("search", "aug_fgm", "aug"), ("retail", "noaug_lr", "noaug")):
+    for task, variant, data in (("search", "aug_fgm05", "aug"), ("retail", "noaug_lr", "noaug")):
         folder = root / f"data/fused/{task}"
         assert (folder / variant / "items.parquet").read_bytes() == (folder / data / "items.parquet").read_bytes()
         manifest = json.loads((folder / variant / "manifest.json").read_text())
         assert manifest["rows_of"] == data and manifest["variant"] == variant
-    assert json.loads((root / "data/fused/search/aug_fgm/manifest.json").read_text())["train_overrides"] == {
-        "fgm_epsilon": 0.1
+    assert json.loads((root / "data/fused/search/aug_fgm05/manifest.json").read_text())["train_overrides"] == {
+        "fgm_epsilon": 0.05
     }

@@ -62,17 +62,20 @@ def test_differences_carry_paired_bootstrap_cis_over_the_same_users():
 def test_a_training_switch_is_compared_with_the_model_trained_on_the_same_rows():
     users = pd.Index([f"q{i}" for i in range(200)], name="query")
     base = np.random.default_rng(1).uniform(0, 1, len(users))
-    table = {  # aug_fgm: +0.02 clean and +0.04 noisy over aug, on the same queries
+    table = {  # aug_fgm05: +0.02 clean and +0.04 noisy over aug, on the same queries
         name: pd.DataFrame({"ndcg@10": base + clean, "ndcg@10_noisy": base / 2 + noisy}, index=users)
-        for name, clean, noisy in (("noaug", 0.0, 0.0), ("aug", 0.01, 0.0), ("aug_fgm", 0.03, 0.04))
+        for name, clean, noisy in (("noaug", 0.0, 0.0), ("aug", 0.01, 0.0), ("aug_fgm05", 0.03, 0.04))
     }
-    params = load_params(overrides={"evaluation": {"bootstrap_samples": 100}})
+    switch = {
+        "search-aug_fgm05": {"task": "search", "variant": "aug_fgm05", "data": "aug", "train": {"fgm_epsilon": 0.05}}
+    }
+    params = load_params(overrides={"evaluation": {"bootstrap_samples": 100}, "experiments": {"models": switch}})
     out = evaluate.switches("search", table, params)
-    assert set(out) == {"aug_fgm"}  # params.yaml's search-aug_fgm: data aug, train {fgm_epsilon: 0.1}
-    assert out["aug_fgm"]["data"] == "aug" and out["aug_fgm"]["train"] == {"fgm_epsilon": 0.1}
-    assert out["aug_fgm"]["ndcg@10"]["value"] == pytest.approx(0.02)
-    assert out["aug_fgm"]["ndcg@10_noisy"]["ci_low"] == pytest.approx(0.04)
-    assert evaluate.switches("search", {"aug_fgm": table["aug_fgm"]}, params) == {}  # no model on its rows
+    assert set(out) == {"aug_fgm05"}
+    assert out["aug_fgm05"]["data"] == "aug" and out["aug_fgm05"]["train"] == {"fgm_epsilon": 0.05}
+    assert out["aug_fgm05"]["ndcg@10"]["value"] == pytest.approx(0.02)
+    assert out["aug_fgm05"]["ndcg@10_noisy"]["ci_low"] == pytest.approx(0.04)
+    assert evaluate.switches("search", {"aug_fgm05": table["aug_fgm05"]}, params) == {}  # no model on its rows
 
 
 def with_models(params, names: list[str]):

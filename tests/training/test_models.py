@@ -4,11 +4,13 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+import yaml
 from real_slices import VALID_CUTOFF, feast_store, retail_slice, search_slice
 
 from core.encoder import load_encoder
 from core.errors import ShopError
 from core.params import load_params
+from core.paths import repo_root
 from training.baselines import RandomRecommender
 from training.data import user_context
 from training.harness import evaluate_recommender, evaluate_retriever
@@ -279,9 +281,12 @@ def test_fgm_moves_each_query_up_its_loss_gradient_only_while_training(search):
     net.zero_grad()
 
 
-def test_a_switch_model_trains_with_its_overrides_and_a_bad_override_is_one_line():
+def test_a_switch_model_trains_with_its_overrides_and_a_bad_override_is_one_line(tmp_path):
     params = load_params()
-    assert params.for_model("search", "aug_fgm").train.search.fgm_epsilon == 0.1  # params.yaml's ablation switch
+    raw = yaml.safe_load((repo_root() / "params.yaml").read_text())  # as `make ablation` runs it: the ablation
+    raw["experiments"]["models"] |= raw["experiments"].pop("ablation")  # switch moved into experiments.models
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
+    assert load_params(tmp_path / "params.yaml").for_model("search", "aug_fgm").train.search.fgm_epsilon == 0.1
     assert params.for_model("search", "aug").train.search.fgm_epsilon == 0.0
     nested = {"x": {"task": "search", "variant": "aug_bm25", "data": "aug", "train": {"hybrid": {"weights": [0.5]}}}}
     switched = load_params(overrides={"experiments": {"models": nested}}).for_model("search", "aug_bm25")
@@ -292,6 +297,9 @@ def test_a_switch_model_trains_with_its_overrides_and_a_bad_override_is_one_line
     clash = {"x": {"task": "search", "variant": "aug", "data": "noaug", "train": {}}}
     with pytest.raises(ShopError, match="a switch needs a name of its own"):
         load_params(overrides={"experiments": {"models": clash}})
-    twice = {"x": {"task": "search", "variant": "aug_fgm"}}
-    with pytest.raises(ShopError, match="search/aug_fgm is listed twice"):
+    twice = {"x": {"task": "search", "variant": "aug"}}
+    with pytest.raises(ShopError, match="search/aug is listed twice"):
         load_params(overrides={"experiments": {"models": twice}})
+    both = {"search-aug": {"task": "search", "variant": "aug"}}
+    with pytest.raises(ShopError, match="search-aug is in both experiments.models and experiments.ablation"):
+        load_params(overrides={"experiments": {"ablation": both}})

@@ -68,3 +68,48 @@ def test_tables_show_cis_paired_differences_against_twin_and_best_baseline_and_t
         "| bm25 over aug expanded items − bm25 over titles | +0.012 [+0.004, +0.020] | +0.010 [+0.001, +0.020] |"
         in text
     )
+
+
+def search_doc(digest: str, models: dict, **extra) -> dict:
+    """A minimal search results document over the test split `digest`."""
+    return {
+        "search": {
+            "dataset": ["homedepot"],
+            "model": {v: "hybrid" for v in models},
+            "baselines": {"bm25": {"ndcg@10": stats(0.30, 0.28, 0.32)}},
+            "models": models,
+            "synthetic_share": {v: 0.5 for v in models},
+            "uplift": {"best_baseline": "bm25", "models": {}},
+            "versus_twin": {v: {"ndcg@10": stats(0.01, 0.0, 0.02)} for v in models if v != "noaug"},
+            "versus_best_baseline": {
+                "baseline": "bm25",
+                "models": {v: {"ndcg@10": stats(0.02, 0.01, 0.03)} for v in models},
+            },
+            "test_split": {"path": "data/splits/search/test.parquet", "digest": digest},
+            **extra,
+        }
+    }
+
+
+def test_the_ablation_experiments_models_join_the_tables_marked_only_on_the_same_test_split():
+    main = {"noaug": {"ndcg@10": stats(0.31, 0.3, 0.32)}, "aug": {"ndcg@10": stats(0.32, 0.31, 0.33)}}
+    run = dict(main, minus_query_rewrites={"ndcg@10": stats(0.315, 0.30, 0.33)})
+    ablation = search_doc("abc", run, ablation={"query_rewrites": {"ndcg@10": 0.005, "ndcg@10_ci": [-0.001, 0.01]}})
+    ablation["experiment"] = {"name": "ablation-1", "models": ["search-minus_query_rewrites"], "time": "2026-12-05"}
+
+    text = report.render(report.merge_ablation(search_doc("abc", main), ablation))
+    assert "| hybrid BM25 + bi-encoder, augmented without query_rewrites † | 0.50 | 0.315 [0.300, 0.330] |" in text
+    assert (
+        "| hybrid BM25 + bi-encoder, augmented | 0.50 | 0.320 [0.310, 0.330] |" in text
+    )  # this run's rows carry no mark
+    assert "| query_rewrites | 0.315 [0.300, 0.330] | +0.005 [-0.001, +0.010] |" in text
+    assert "hybrid BM25 + bi-encoder, augmented without query_rewrites † − bm25 | +0.020 [+0.010, +0.030]" in text
+    assert "† trained and scored by the ablation experiment `ablation-1`" in text and "Stale" not in text
+
+    changed = dict(main, aug={"ndcg@10": stats(0.33, 0.32, 0.34)})  # this run's aug moved since the experiment
+    assert "**Stale:** its aug scored differently" in report.render(
+        report.merge_ablation(search_doc("abc", changed), ablation)
+    )
+    other = report.render(report.merge_ablation(search_doc("xyz", main), ablation))  # another shop's test split
+    assert "without query_rewrites" not in other and "†" not in other
+    assert report.merge_ablation(search_doc("abc", main), {}) == search_doc("abc", main)  # never run: unchanged
