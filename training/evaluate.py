@@ -143,10 +143,11 @@ def versus_best_baseline(
     }
 
 
-def search_components(params: Params, models_dir: Path, fused: Path, inputs: dict, variants: list[str]) -> dict:
-    """What the search models are made of, on the same test queries: each hybrid without its re-ranker, each
-    bi-encoder alone and BM25 over the expanded items of each variant that has them, with paired differences:
-    {"models": {name: result}, "differences": {label: {metric: difference + CI}}}."""
+def search_components(params: Params, trained: dict, fused: Path, inputs: dict) -> dict:
+    """What the search models `trained` ({variant: loaded model}) are made of, on the same test queries: each
+    hybrid without its re-ranker, each bi-encoder alone and BM25 over the expanded items of each variant that
+    has them, with paired differences: {"models": {name: result}, "differences": {label: {metric: difference +
+    CI}}}. The parts share their model's query memo, so no test query is encoded twice."""
     results, units, differences = {}, {}, {}
 
     def run(name: str, model) -> None:
@@ -155,8 +156,7 @@ def search_components(params: Params, models_dir: Path, fused: Path, inputs: dic
         units[name] = per_unit["table"]
 
     run("bm25", make_baseline("bm25", "search", params))
-    for variant in tqdm(variants, desc="search components", unit="model"):
-        model = load_trained(models_dir / "search" / variant, params)
+    for variant, model in tqdm(trained.items(), desc="search components", unit="model"):
         if model.reranker is not None:
             run(f"hybrid_{variant}_first_stage", model.first_stage())
             differences[f"re-ranked {variant} − its hybrid first stage"] = (variant, f"hybrid_{variant}_first_stage")
@@ -264,19 +264,20 @@ def evaluate_all(
             continue
         inputs = load_test_inputs(task, splits / task, canonical / task)
         manifests = {v: variant_manifest(fused, task, v) for v in variants}
-        models, units, kinds = {}, {}, {}
+        models, units, kinds, twins = {}, {}, {}, {}
         for variant in tqdm(variants, desc=f"evaluate {task}", unit="model"):
             folder = models_dir / task / variant
             log.info("evaluating %s/%s", task, variant)
             per_unit: dict = {}
             model = load_trained(folder, params)
+            if task == "search" and variant in (REFERENCE_VARIANT, "aug"):
+                twins[variant] = model.remember_queries()  # its parts are scored below on the same queries
             kinds[variant] = model.name.removesuffix(f"_{variant}")
             models[variant] = score_model(model, task, params, inputs, per_unit)
             units[variant] = per_unit["table"]
             log_test_metrics(folder, models[variant], inputs["test_path"], params)
         shares = {v: manifests[v].get("synthetic_share") for v in variants}
-        twins = [v for v in variants if v in (REFERENCE_VARIANT, "aug")]
-        components = search_components(params, models_dir, fused, inputs, twins) if task == "search" else None
+        components = search_components(params, twins, fused, inputs) if task == "search" else None
         uplift = compare(task, models, baselines.get(task, {}))
         results[task] = {
             "dataset": sorted(inputs["items"]["source"].unique()),

@@ -112,11 +112,27 @@ class SearchModel:
     ):
         self.net, self.config, self.item_text, self.reranker = net.eval(), config, item_text, reranker
         self.name = config.get("name", "bi_encoder")
+        self._query_memo: dict[str, np.ndarray] | None = None
         self.fit(pd.DataFrame(), items)
+
+    def remember_queries(self) -> "SearchModel":
+        """Keep each encoded query's vector from now on, shared with `dense_only` and `first_stage` models made
+        after this call (offline scoring encodes the same test queries in every pass; never for serving, where
+        the memo would grow without bound)."""
+        if self._query_memo is None:
+            self._query_memo = {}
+        return self
 
     @torch.inference_mode()
     def encode_queries(self, texts: list[str]) -> np.ndarray:
-        return self.net.query_tower.encode([str(t) for t in texts])
+        texts = [str(t) for t in texts]
+        memo = self._query_memo
+        if memo is None or not texts:
+            return self.net.query_tower.encode(texts)
+        new = [t for t in dict.fromkeys(texts) if t not in memo]
+        if new:
+            memo.update(zip(new, self.net.query_tower.encode(new), strict=True))
+        return np.stack([memo[t] for t in texts])
 
     @torch.inference_mode()
     def encode_items(self, items: pd.DataFrame) -> np.ndarray:
@@ -153,13 +169,19 @@ class SearchModel:
         """The same bi-encoder without the BM25 side (what the hybrid adds is measured against it)."""
         config = {k: v for k, v in self.config.items() if k not in ("hybrid", "rerank")}
         config["name"] = self.name.replace("reranked_", "").replace("hybrid", "bi_encoder")
-        return SearchModel(self.net, self.items, config, self.item_text)
+        return self._sibling(config)
 
     def first_stage(self) -> "SearchModel":
         """The same hybrid without its re-ranker (what the re-ranker adds is measured against it)."""
         config = {k: v for k, v in self.config.items() if k != "rerank"}
         config["name"] = self.name.replace("reranked_", "")
-        return SearchModel(self.net, self.items, config, self.item_text)
+        return self._sibling(config)
+
+    def _sibling(self, config: dict) -> "SearchModel":
+        """A model of `config` on the same network and items, sharing this one's query memo."""
+        model = SearchModel(self.net, self.items, config, self.item_text)
+        model._query_memo = self._query_memo
+        return model
 
     def _vectors(self) -> np.ndarray:
         if self._index is None:

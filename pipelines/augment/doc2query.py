@@ -2,9 +2,10 @@
 
 Full fine-tuning in the style of doc2query (Nogueira et al. 2019) on a decoder-only model: each training text
 is `Product: {title}\\nQuery: {query}<eos>` and the loss covers the query and <eos> only (the title is the
-condition, not a target). AdamW at a constant learning rate over `steps` seeded batches, gradients clipped at
-1. The tuned weights are saved under `<cache_dir>/doc2query/<key>/`, where the key hashes the base weights,
-the training pairs, the recipe and the seed, so an unchanged re-run loads them instead of training again.
+condition, not a target). AdamW at a constant learning rate over `steps` seeded batches of pairs of similar
+length (little padding; Hugging Face's `group_by_length`), gradients clipped at 1. The tuned weights are saved
+under `<cache_dir>/doc2query/<key>/`, where the key hashes the base weights, the training pairs, the recipe
+and the seed, so an unchanged re-run loads them instead of training again.
 Generation then goes through the huggingface backend with the prompt `Product: {title}\\nQuery:`.
 """
 
@@ -27,9 +28,10 @@ from pipelines.augment.backends.huggingface import load_model, pick_device_dtype
 from pipelines.augment.manifest import file_sha256
 
 log = logging.getLogger(__name__)
-RECIPE = "doc2query-v1"  # bump when the text format, the loss mask or the loop changes: old weights re-train
+RECIPE = "doc2query-v2"  # bump when the text format, the loss mask or the loop changes: old weights re-train
 RECORD_FILE = "doc2query.json"
 MAX_QUERY_TOKENS = 32
+GROUP_BATCHES = 50  # batches per length-sorted group (Hugging Face's LengthGroupedSampler megabatch)
 
 
 @dataclass(frozen=True)
@@ -89,21 +91,34 @@ def collate(encoded: list[tuple[list[int], int]], pad_id: int) -> dict[str, torc
     return {"input_ids": input_ids, "attention_mask": mask, "labels": labels}
 
 
+def length_batches(lengths: list[int], batch_size: int, rng: np.random.Generator) -> list[list[int]]:
+    """One epoch of seeded batches (positions into `lengths`) whose members have similar lengths: a random
+    permutation cut into groups of GROUP_BATCHES batches, each group sorted by length and cut into batches,
+    the batches then shuffled (right-padded, a batch of random pairs is a third padding here)."""
+    order = rng.permutation(len(lengths))
+    size = GROUP_BATCHES * batch_size
+    batches = []
+    for start in range(0, len(order), size):
+        group = sorted(order[start : start + size].tolist(), key=lambda i: lengths[i])
+        batches += [group[i : i + batch_size] for i in range(0, len(group), batch_size)]
+    return [batches[i] for i in rng.permutation(len(batches))]
+
+
 def fine_tune(model, tokenizer, pairs: list[tuple[str, str]], ft: FineTune, seed: int) -> list[float]:
-    """Train `model` in place for `ft.steps` batches of seeded shuffled pairs; return the loss of every step."""
+    """Train `model` in place for `ft.steps` seeded length-grouped batches of pairs; return every step's loss."""
     encoded = encode_pairs(tokenizer, pairs)
     rng = np.random.default_rng(seed)
     torch.manual_seed(seed)
     optimiser = torch.optim.AdamW(model.parameters(), lr=ft.lr, weight_decay=0.0)
     device = next(model.parameters()).device
-    order: list[int] = []
+    lengths = [len(ids) for ids, _ in encoded]
+    batches: list[list[int]] = []
     losses = []
     model.train()
     progress = tqdm(range(ft.steps), desc="doc2query fine-tune", unit="step")
     for _ in progress:
-        while len(order) < ft.batch_size:
-            order += rng.permutation(len(encoded)).tolist()
-        chosen, order = order[: ft.batch_size], order[ft.batch_size :]
+        batches = batches or length_batches(lengths, ft.batch_size, rng)
+        chosen = batches.pop()
         batch = {k: v.to(device) for k, v in collate([encoded[i] for i in chosen], tokenizer.pad_token_id).items()}
         loss = model(**batch).loss
         if not torch.isfinite(loss):

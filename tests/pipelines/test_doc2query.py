@@ -93,6 +93,17 @@ def test_training_pairs_are_relevant_training_pairs_and_the_loss_covers_the_quer
     assert ids[-1] == tokenizer.eos_token_id and (labels[len(ids) :] == -100).all()
 
 
+def test_length_batches_cover_each_pair_once_in_batches_of_similar_length():
+    lengths = np.random.default_rng(0).integers(8, 80, 2_000).tolist()
+    batches = doc2query.length_batches(lengths, 16, np.random.default_rng(1))
+    assert sorted(i for batch in batches for i in batch) == list(range(2_000))
+    assert all(1 <= len(batch) <= 16 for batch in batches)
+    width = np.mean([max(lengths[i] for i in batch) for batch in batches])
+    random = np.mean([max(lengths[i] for i in batch) for batch in np.array_split(np.arange(2_000), 125)])
+    assert np.mean(lengths) / width > 0.9 > np.mean(lengths) / random  # little padding, unlike random batches
+    assert batches != doc2query.length_batches(lengths, 16, np.random.default_rng(2))  # seeded, shuffled
+
+
 def test_item_choice_puts_unqueried_items_first_and_is_a_prefix_of_a_larger_choice(data):
     train, items = data["train"], data["items"]
     small, large = choose_items(train, items, 50, 42, True), choose_items(train, items, 500, 42, True)

@@ -141,6 +141,12 @@ def test_hybrid_weight_is_tuned_on_validation_and_survives_save_load_and_reindex
     assert loaded.lexical().catalogue_scores(["zzexpanded"]).min() > 0  # BM25 indexes the expanded text
     dense = loaded.dense_only()
     assert dense.hybrid is None and dense.name.startswith("bi_encoder")
+    # offline scoring's query memo: the same vectors, shared with the parts made after it is on, never re-encoded
+    memo = loaded.remember_queries().dense_only()
+    np.testing.assert_allclose(memo.encode_queries(queries), dense.encode_queries(queries), rtol=1e-5, atol=1e-6)
+    assert memo.search(queries, 10) == dense.search(queries, 10)
+    loaded.net.query_tower = None  # nothing left to encode with: the memo answers
+    np.testing.assert_array_equal(memo.encode_queries(queries[::-1]), memo.encode_queries(queries)[::-1])
 
 
 def test_reranker_learns_the_judged_order_keeps_the_candidates_and_survives_save_load(search, tmp_path):
