@@ -109,10 +109,11 @@ class SearchModel:
         config: dict,
         item_text: FrozenTextVectors | None,
         reranker: Reranker | None = None,
+        query_memo: dict[str, np.ndarray] | None = None,
     ):
         self.net, self.config, self.item_text, self.reranker = net.eval(), config, item_text, reranker
         self.name = config.get("name", "bi_encoder")
-        self._query_memo: dict[str, np.ndarray] | None = None
+        self._query_memo = query_memo  # query text -> vector, when `remember_queries` is on (shared by siblings)
         self.fit(pd.DataFrame(), items)
 
     def remember_queries(self) -> "SearchModel":
@@ -179,9 +180,7 @@ class SearchModel:
 
     def _sibling(self, config: dict) -> "SearchModel":
         """A model of `config` on the same network and items, sharing this one's query memo."""
-        model = SearchModel(self.net, self.items, config, self.item_text)
-        model._query_memo = self._query_memo
-        return model
+        return SearchModel(self.net, self.items, config, self.item_text, query_memo=self._query_memo)
 
     def _vectors(self) -> np.ndarray:
         if self._index is None:
