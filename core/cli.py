@@ -16,6 +16,7 @@ Every stage module does the same three things:
 so `python -m <stage>` run by hand behaves like `dvc repro`.
 """
 
+import gc
 import logging
 import os
 import sys
@@ -64,15 +65,22 @@ def run(app: typer.Typer) -> None:
     """
     level = os.environ.get("SHOPAUG_LOG_LEVEL", "INFO").upper()
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    code = 0
     try:
         start, stage = time.monotonic(), stage_times.started()
         app(standalone_mode=False)
         stage_times.finished(stage, time.monotonic() - start)
     except ShopError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
+        code = 2
     except typer.Abort:
-        sys.exit(1)
+        code = 1
     except typer.TyperException as exc:  # a usage error (unknown option, bad value): one line, click's exit code
         print(f"error: {exc.format_message()} (see --help)", file=sys.stderr)
-        sys.exit(exc.exit_code)
+        code = exc.exit_code
+    if code:
+        # Exit outside the handler, after a collection: the failed stage's frames (its traceback) hold native
+        # objects, e.g. a pyarrow reader, whose worker threads otherwise live on into interpreter shutdown and
+        # can abort it ("terminate called without an active exception", exit -6, apache/arrow#34314).
+        gc.collect()
+        sys.exit(code)
