@@ -120,8 +120,12 @@ def _variant_name(variant: str) -> str:
     return NAMES.get(variant, variant.replace("minus_", "augmented without "))
 
 
-def _overrides(train: dict) -> str:
-    return ", ".join(f"{key}={value}" for key, value in train.items())
+def _overrides(train: dict, prefix: str = "") -> str:
+    """`{rerank: {enabled: true}}` -> "rerank.enabled=True"."""
+    return ", ".join(
+        _overrides(value, f"{prefix}{key}.") if isinstance(value, dict) else f"{prefix}{key}={value}"
+        for key, value in train.items()
+    )
 
 
 def paired_table(task: str, doc: dict) -> list[str]:

@@ -36,7 +36,13 @@ def test_tables_show_cis_paired_differences_against_twin_and_best_baseline_and_t
                     "train": {"fgm_epsilon": 0.1},
                     "ndcg@10": stats(-0.004, -0.012, 0.004),
                     "ndcg@10_noisy": stats(0.006, 0.001, 0.011),
-                }
+                },
+                "aug_rerank": {
+                    "data": "aug",
+                    "train": {"rerank": {"enabled": True, "depth": 50}},
+                    "ndcg@10": stats(0.001, -0.003, 0.005),
+                    "ndcg@10_noisy": stats(0.002, -0.001, 0.006),
+                },
             },
             "versus_twin": {"aug": {"ndcg@10": stats(0.02, 0.01, 0.03)}},
             "versus_best_baseline": {"baseline": "bm25", "models": {"aug": {"ndcg@10": stats(0.002, -0.01, 0.014)}}},
@@ -61,6 +67,7 @@ def test_tables_show_cis_paired_differences_against_twin_and_best_baseline_and_t
     assert "noaug +6.2%" in text and "bm25 +0.6%" in text
     assert "| bi-encoder, augmented + fgm_epsilon=0.1 | 0.50 | 0.336 [0.320, 0.350] |" in text
     assert "| fgm_epsilon=0.1 on augmented | -0.004 [-0.012, +0.004] | +0.006 [+0.001, +0.011] |" in text
+    assert "| rerank.enabled=True, rerank.depth=50 on augmented | +0.001 [-0.003, +0.005] |" in text  # nested keys
     assert "| bi-encoder, augmented − twin | +0.020 [+0.010, +0.030] |" in text
     assert "| bi-encoder, augmented − bm25 | +0.002 [-0.010, +0.014] |" in text
     assert "| bm25 expanded aug | 0.350 [0.330, 0.370] | 0.300 [0.280, 0.320] | – | – |" in text
