@@ -31,7 +31,7 @@ $(VENV)/.installed-%: requirements-%.lock $(VENV)/.installed
 repro: setup
 	$(BIN)/dvc repro
 
-# After `make repro`: the six search models of experiments.ablation in one `dvc exp run` (~20 min on 2 cores);
+# After `make repro`: the seven search models of experiments.ablation in one `dvc exp run` (~20 min on 2 cores);
 # their results go to metrics/ablation.json and into the report's tables.
 ablation: setup
 	$(BIN)/python -m training.ablation

@@ -10,6 +10,7 @@ on a shared 2-core machine is not a measurement.
 """
 
 import csv
+import importlib.util
 import json
 import logging
 import os
@@ -35,7 +36,7 @@ from core.io import read_table, write_json
 from core.params import Params
 from core.paths import repo_root
 from core.tasks import TASKS, tasks_on
-from serving.champion import Bundle, load_bundle, registry_client, tracking_uri
+from serving.champion import WORDS_FILE, Bundle, load_bundle, registry_client, tracking_uri
 from serving.launch import start_service, stop_service
 from training.hybrid import fuse
 from training.lexical import ranked
@@ -150,7 +151,7 @@ def run_locust(host: str, endpoint: str, users: int, rate: float, seconds: int, 
     }
     name = f"{endpoint}-{users}-{int(rate)}"
     prefix = out / f"{name}-{len(list(out.glob(f'{name}-*_stats.csv')))}"  # repeats do not overwrite
-    subprocess.run(
+    done = subprocess.run(
         [
             sys.executable,
             "-m",
@@ -179,6 +180,9 @@ def run_locust(host: str, endpoint: str, users: int, rate: float, seconds: int, 
         capture_output=True,
         timeout=seconds + 60,
     )
+    if not Path(f"{prefix}_stats.csv").exists():
+        last = (done.stderr.decode(errors="replace").strip().splitlines() or ["no output"])[-1]
+        raise ShopError(f"locust ({name}) wrote no results, exit {done.returncode}: {last}")
     with open(f"{prefix}_stats.csv") as handle:
         row = next(r for r in csv.DictReader(handle) if r["Name"] == "Aggregated")
     kinds: dict[str, int] = {}
@@ -257,6 +261,9 @@ def failures(run: dict) -> str:
 
 
 def markdown(report: dict) -> str:
+    def rerank(run: dict) -> str:  # serve.rerank, or "none" when the search champion has no re-ranker
+        return ("on" if run["rerank"] else "off") if report.get("search_reranker", True) else "none"
+
     lines = [
         "# Serving benchmark",
         "",
@@ -268,7 +275,7 @@ def markdown(report: dict) -> str:
     ]
     for r in report["runs"]:
         lines.append(
-            f"| {'on' if r['batching'] else 'off'} | {'on' if r['rerank'] else 'off'} | {r['endpoint']} | "
+            f"| {'on' if r['batching'] else 'off'} | {rerank(r)} | {r['endpoint']} | "
             f"{r['concurrency']} | "
             f"{r['target_rps'] or 'max'} | {r['requests']} | {failures(r)} | {r['p50_ms']:g} | "
             f"{r['p99_ms']:g} | {r['rps']:g} |"
@@ -442,6 +449,8 @@ def main(
     """Start the packaged service (batching on, then off), load it, and check /search's NDCG@10 on the test split
     against the exact ranking; BENTOML_HOME must hold the champion (`python -m serving.package`)."""
     conf = cli.load(params)
+    if importlib.util.find_spec("locust") is None:
+        raise ShopError("the benchmark's load generator, locust, is not installed: `make setup-dev` installs it")
     off = [task for task in TASKS if task not in tasks_on(conf.data)]
     if off:
         raise ShopError(f"data.{off[0]} is null: the benchmark loads /recommend and /search, it needs both tasks on")
@@ -455,8 +464,12 @@ def main(
         bodies[endpoint] = work / f"{endpoint}.json"
         bodies[endpoint].write_text(json.dumps(rows))
     runs, host = [], f"http://127.0.0.1:{port}"
-    # batching on, then off; then /search alone with the re-ranker switched off (its latency cost)
-    for batching, rerank in ((True, True), (False, True), (True, False)):
+    import bentoml  # after BENTOML_HOME is set: BentoML reads it on import
+
+    served = Path(bentoml.models.get(f"{conf.mlflow.search_model}:latest").path)
+    reranker = (served / WORDS_FILE).exists()  # the packaged search champion has a re-ranker
+    # batching on, then off; then, for a champion with a re-ranker, /search alone with it off (its latency cost)
+    for batching, rerank in ((True, True), (False, True)) + (((True, False),) if reranker else ()):
         server = start_server(port, batching, work / f"server-{batching}-{rerank}.log", rerank)
         try:
             for endpoint in ENDPOINTS if rerank else ("search",):
@@ -474,9 +487,6 @@ def main(
                 sustainable = sustainable_rate(runs)
                 overload = overload_and_recovery(host, conf, sustainable, seconds, bodies["search"], work)
                 typer.echo(overload)
-                import bentoml  # after BENTOML_HOME is set: BentoML reads it on import
-
-                served = Path(bentoml.models.get(f"{conf.mlflow.search_model}:latest").path)
                 quality = search_quality(host, served, search_test, conf)
                 typer.echo(quality)
         finally:
@@ -488,6 +498,7 @@ def main(
         "command": "python -m serving.benchmark",
         "seconds_per_run": seconds,
         "repeats": repeats,
+        "search_reranker": reranker,
         "runs": runs,
         "targets": verdicts(runs),
         "search_quality": quality,

@@ -118,6 +118,9 @@ def test_failures_are_reported_by_kind():
     overloaded["failure_kinds"] = {"HTTP 503": 5, "ConnectionResetError(104)": 2}
     table = markdown(report([overloaded]))
     assert "| 7 (ConnectionResetError(104): 2, HTTP 503: 5) |" in table
+    assert "| on | on | recommend | 32 | 200.0 |" in table
+    plain = markdown({**report([overloaded]), "search_reranker": False})  # a champion without a re-ranker
+    assert "| on | none | recommend | 32 | 200.0 |" in plain
 
 
 def test_the_fixed_rate_load_keeps_its_rate_when_answers_are_slow(tmp_path):
@@ -147,6 +150,12 @@ def test_the_fixed_rate_load_keeps_its_rate_when_answers_are_slow(tmp_path):
         server.server_close()
     assert result["failures"] == 0 and result["p50_ms"] >= 60
     assert result["rps"] >= 34, result  # 85% of 40 (ramp-up and Poisson noise over 8 s)
+
+
+def test_a_locust_run_that_writes_no_results_is_one_error_naming_why(tmp_path):
+    missing = tmp_path / "no-such-bodies.json"  # the locustfile cannot read its payloads: locust exits at once
+    with pytest.raises(ShopError, match=r"^locust \(ping-1-0\) wrote no results, exit [1-9]\d*: .*no-such-bodies"):
+        run_locust("http://127.0.0.1:9", "ping", 1, 0, 1, missing, tmp_path)
 
 
 def test_a_deployment_with_a_task_off_is_refused_in_one_line(tmp_path):
