@@ -55,7 +55,8 @@ def main(
     config = cli.load(params)
     model, data, splits, out = cli.resolve(model), cli.resolve(data), cli.resolve(splits), cli.resolve(out)
     settings, variant = config.train.search.rerank, data.name
-    first = load_trained(model, config).first_stage()
+    trained = load_trained(model, config).remember_queries()  # loaded once; each query encoded once
+    first = trained.first_stage()
     rows, _ = training_table(data, splits, "search", variant)
     valid = read_table(splits / "valid.parquet", "queries")
     valid = valid.assign(item_id=valid["item_id"].astype(str))
@@ -70,7 +71,7 @@ def main(
     def reranked(train: pd.DataFrame, stop: int, score: int) -> tuple[int, float]:
         """(rounds, NDCG@10 on parts[score]) of a re-ranker early-stopped on parts[stop]."""
         reranker, info = train_reranker(train, stop_on[stop], settings, config.seed)
-        ranked = load_trained(model, config).first_stage()
+        ranked = trained.first_stage()
         ranked.reranker, ranked.config["rerank"] = reranker, {"depth": settings.depth}
         return info["rerank_rounds"], valid_ndcg(ranked, parts[score])
 
